@@ -1,0 +1,33 @@
+# Two entry points: `make demo` and `make test`. Both set up .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_VERSION := 2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-all bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# The CPU build of torch is pinned and installed first so that nothing
+	# later pulls a multi-GB CUDA build.
+	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
+	$(BIN)/pip install --quiet -e '.[train,live,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/phonemekit demo --out runs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not gpu and not network"
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not gpu and not network"
+
+bench: $(STAMP)
+	$(BIN)/phonemekit benchmark --json runs/benchmark.json
+
+clean:
+	rm -rf runs cache .pytest_cache
