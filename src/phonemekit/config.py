@@ -1,0 +1,183 @@
+"""Typed, frozen configuration. Every run saves the config it used.
+
+Config files are JSON or TOML. Loading checks every key: an unknown key, a
+wrong type or an out-of-range value is one `ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Limits applied to every clip at load time."""
+
+    sample_rate: int = 16_000
+    max_seconds: float = 10.0
+    max_bytes: int = 50_000_000
+    min_seconds: float = 0.02
+    max_source_rate: int = 384_000
+    max_channels: int = 8
+
+    def __post_init__(self) -> None:
+        _check(self.sample_rate in (8000, 16000, 22050, 24000, 44100, 48000), "audio.sample_rate", "a standard rate")
+        _check(0 < self.min_seconds < self.max_seconds, "audio.max_seconds", "> min_seconds > 0")
+        _check(self.max_bytes > 0, "audio.max_bytes", "> 0")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Which encoder produces features. `source` is a hub id, a local folder,
+    or `random:<size>` (tiny|small|base) for random initialisation by name."""
+
+    family: str = "wav2vec2"
+    source: str = "facebook/wav2vec2-base"
+    revision: str | None = None
+    layer: int = -1
+
+    def __post_init__(self) -> None:
+        _check(bool(self.family), "encoder.family", "non-empty")
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Which head sits on the features; `options` go to the head's constructor."""
+
+    kind: str = "ctc"
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    schedule: str = "cosine"
+    patience: int = 6
+    grad_accum: int = 1
+    seed: int = 0
+    # 0: encoder frozen, features come from the cache. N > 0: the top N
+    # transformer layers train end to end. -1: the whole encoder trains.
+    finetune_layers: int = 0
+    encoder_lr: float | None = None
+    augment: bool = False
+    max_batch_seconds: float = 60.0
+    num_threads: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "train.epochs", ">= 1")
+        _check(self.batch_size >= 1, "train.batch_size", ">= 1")
+        _check(0 < self.lr < 1, "train.lr", "in (0, 1)")
+        _check(self.weight_decay >= 0, "train.weight_decay", ">= 0")
+        _check(self.schedule in ("cosine", "plateau", "constant"), "train.schedule", "cosine|plateau|constant")
+        _check(self.patience >= 1, "train.patience", ">= 1")
+        _check(self.grad_accum >= 1, "train.grad_accum", ">= 1")
+        _check(self.finetune_layers >= -1, "train.finetune_layers", ">= -1")
+        _check(self.max_batch_seconds > 0, "train.max_batch_seconds", "> 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A model is an (encoder, head) pair plus how it is trained."""
+
+    name: str = "model"
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _check(ok: bool, key: str, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"invalid value for '{key}': expected {expected}")
+
+
+def from_dict(cls: type[T], data: Any, where: str = "") -> T:
+    """Build dataclass `cls` from plain data, checking keys and types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"'{where or cls.__name__}' must be a table/object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(f"unknown config key '{key}' (allowed: {', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{where}.{name}" if where else name
+        kwargs[name] = _coerce(hints[name], value, key)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # pragma: no cover - guarded by the checks above
+        raise ConfigError(f"invalid config for '{where or cls.__name__}': {e}") from e
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"invalid type for '{key}': got {type(value).__name__}")
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"invalid type for '{key}': expected a table/object")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"invalid type for '{key}': expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"invalid type for '{key}': expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"invalid type for '{key}': expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"invalid type for '{key}': expected a string, got {value!r}")
+        return value
+    return value
+
+
+def load_config_file(path: str | Path, cls: type[T] = ModelConfig) -> T:  # type: ignore[assignment]
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"cannot parse config file {path}: {e}") from e
+    return from_dict(cls, data)

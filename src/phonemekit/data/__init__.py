@@ -1,0 +1,1 @@
+"""Datasets: manifests, splits, the demo corpus and augmentation."""

@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny real audio made in the test, tiny encoders saved to
+a temp folder and loaded back through the same path as real weights."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from phonemekit.audio import write_audio
+
+# Tests never touch the network; a hub id must fail fast, not retry.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SR = 16_000
+
+
+def tone(freq: float, seconds: float = 0.4, sr: int = SR, seed: int = 0, noise: float = 0.02) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    x = 0.5 * np.sin(2 * np.pi * freq * t) + 0.2 * np.sin(2 * np.pi * 2.7 * freq * t)
+    return (x + noise * rng.standard_normal(len(t))).astype(np.float32)
+
+
+LABEL_FREQS = {"aa": 220.0, "ee": 660.0, "sh": 1900.0}
+
+
+def make_corpus(root: Path, speakers=("s1", "s2", "s3", "s4", "s5"), labels=LABEL_FREQS, takes: int = 3) -> Path:
+    """Clips whose label is a tone frequency (plus per-speaker detuning):
+    separable, so a tiny model can learn it in seconds."""
+    for si, spk in enumerate(speakers):
+        for label, freq in labels.items():
+            for k in range(takes):
+                x = tone(freq * (1 + 0.03 * si), 0.3 + 0.05 * k, seed=si * 100 + k)
+                write_audio(root / spk / label / f"t{k}.wav", x, SR)
+    return root
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    return make_corpus(tmp_path / "rec")
+
+
+@pytest.fixture
+def prepared(tmp_path, corpus):
+    from phonemekit.data.manifest import load_manifest, prepare
+
+    prepare(corpus, tmp_path / "data")
+    return load_manifest(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random wav2vec2 / WavLM / HuBERT saved with save_pretrained."""
+    import transformers
+
+    from phonemekit.encoders.hf import FAMILIES, RANDOM_SIZES
+
+    out = {}
+    base = tmp_path_factory.mktemp("hf")
+    for name, fam in FAMILIES.items():
+        cfg = getattr(transformers, fam.config_cls)(**RANDOM_SIZES["tiny"])
+        model = getattr(transformers, fam.model_cls)(cfg)
+        model.save_pretrained(base / name)
+        out[name] = base / name
+    return out
