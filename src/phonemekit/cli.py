@@ -165,6 +165,198 @@ def _default_source(family: str) -> str:
     return FAMILIES[family].default_source if family in FAMILIES else family
 
 
+# ---------------------------------------------------------------- models
+
+
+def _model_config(model: str, config: Optional[Path], overrides: dict) -> "ModelConfig":
+    import dataclasses
+
+    from .config import EncoderConfig, ModelConfig, load_config_file
+    from .presets import get_preset
+
+    cfg = load_config_file(config, ModelConfig) if config else get_preset(model)
+    if overrides.get("source"):
+        cfg = cfg.replace(encoder=dataclasses.replace(cfg.encoder, source=overrides["source"]))
+    train_changes = {k: v for k, v in overrides.items() if k in ("epochs", "batch_size", "lr", "finetune_layers", "seed") and v is not None}
+    if train_changes:
+        cfg = cfg.replace(train=dataclasses.replace(cfg.train, **train_changes))
+    return cfg
+
+
+def _load_data(data: Path, out: Path):
+    """A manifest, or a recordings root that is prepared on the fly into OUT/data."""
+    from .data.manifest import MANIFEST, load_manifest, prepare
+
+    if data.is_file() or (data / MANIFEST).is_file():
+        return load_manifest(data)
+    with progress_bar() as p:
+        prepare(data, out / "data", progress=p)
+    return load_manifest(out / "data")
+
+
+@command()
+def train(
+    data: Annotated[Path, typer.Option(help="manifest.jsonl, its folder, or a recordings root.")],
+    out: Annotated[Path, typer.Option(help="Run folder for the checkpoint and logs.")],
+    model: Annotated[str, typer.Option(help="Preset name (mlp, wav2vec2-ctc, wavlm-ctc, fbank-ctc, ...).")] = "wavlm-ctc",
+    config: Annotated[Optional[Path], typer.Option(help="JSON/TOML model config instead of a preset.")] = None,
+    source: Annotated[Optional[str], typer.Option(help="Encoder weights: hub id, local folder or random:small.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1)] = None,
+    lr: Annotated[Optional[float], typer.Option()] = None,
+    finetune_layers: Annotated[Optional[int], typer.Option(help="0 frozen, N top layers, -1 everything.")] = None,
+    split: Annotated[str, typer.Option(help="speaker-disjoint | loso")] = "speaker-disjoint",
+    cache: Annotated[Path, typer.Option(help="Feature cache folder.")] = Path("cache"),
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUT.")] = False,
+    device: Annotated[str, typer.Option(help="auto|cpu|cuda")] = "auto",
+    show_speakers: Annotated[bool, typer.Option(help="Name speakers in reports instead of pseudonyms.")] = False,
+) -> None:
+    """Train one model and evaluate it on held-out speakers."""
+    from .experiment import train_all
+    from .torchutil import resolve_device
+
+    cfg = _model_config(model, config, dict(source=source, epochs=epochs, batch_size=batch_size, lr=lr, finetune_layers=finetune_layers))
+    m = _load_data(data, out)
+    with progress_bar() as p:
+        report = train_all(m, [cfg], out, split_kind=split, leaky=False, cache_root=cache, device=resolve_device(device),
+                           resume=resume, show_speakers=show_speakers, progress=p)
+    r = report["models"][cfg.name]
+    log.info("%s: top-1 %.3f (95%% CI %.3f-%.3f), top-3 %.3f -> %s", cfg.name, r["top1"], *r["top1_ci95"], r["top3"], r["checkpoint"])
+
+
+@command("train-all")
+def train_all_cmd(
+    data: Annotated[Path, typer.Option(help="manifest.jsonl, its folder, or a recordings root.")],
+    out: Annotated[Path, typer.Option(help="Output folder: models/, figures/, report.json, report.md.")],
+    models: Annotated[str, typer.Option(help="Comma-separated presets.")] = "mlp,wav2vec2-ctc,wavlm-ctc",
+    wav2vec2: Annotated[Optional[str], typer.Option(help="wav2vec2 weights (hub id or folder).")] = None,
+    wavlm: Annotated[Optional[str], typer.Option(help="WavLM weights (hub id or folder).")] = None,
+    split: Annotated[str, typer.Option(help="speaker-disjoint | loso")] = "speaker-disjoint",
+    leaky: Annotated[bool, typer.Option(help="Also train on a leaky clip-level split to show what it would claim.")] = True,
+    epochs: Annotated[Optional[int], typer.Option(min=1)] = None,
+    cache: Annotated[Path, typer.Option()] = Path("cache"),
+    device: Annotated[str, typer.Option(help="auto|cpu|cuda")] = "auto",
+    show_speakers: Annotated[bool, typer.Option()] = False,
+) -> None:
+    """Train the seed models (or any presets) on one split and write the report."""
+    from .experiment import train_all
+    from .torchutil import resolve_device
+
+    sources = {"wav2vec2": wav2vec2, "wavlm": wavlm}
+    cfgs = []
+    for name in [n.strip() for n in models.split(",") if n.strip()]:
+        cfg = _model_config(name, None, dict(epochs=epochs))
+        cfgs.append(_model_config(name, None, dict(epochs=epochs, source=sources.get(cfg.encoder.family))))
+    m = _load_data(data, out)
+    with progress_bar() as p:
+        report = train_all(m, cfgs, out, split_kind=split, leaky=leaky, cache_root=cache, device=resolve_device(device),
+                           show_speakers=show_speakers, progress=p)
+    _print_report(report)
+    log.info("report -> %s", out / "report.md")
+
+
+def _print_report(report: dict) -> None:
+    table = Table(title=f"held-out speakers ({report['split']['kind']})")
+    for col in ("model", "weights", "top-1", "95% CI", "top-3", "macro-F1", "target grp", "leaky"):
+        table.add_column(col, justify="left" if col in ("model", "weights") else "right")
+    f = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+    for name, m in report["models"].items():
+        table.add_row(name, m["weights"], f(m["top1"]), f"{m['top1_ci95'][0]:.3f}-{m['top1_ci95'][1]:.3f}", f(m["top3"]),
+                      f(m["macro_f1"]), f(m["target_top1"]), f(m["leaky_top1"]))
+    console.print(table)
+    console.print(f"best model (by {report['headline']}): [bold]{report['best_model']}[/]")
+
+
+@command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run folder (holds model.json).")],
+    data: Annotated[Optional[Path], typer.Option(help="Manifest to evaluate on; default: the run's own test split.")] = None,
+    cache: Annotated[Path, typer.Option()] = Path("cache"),
+    device: Annotated[str, typer.Option(help="auto|cpu|cuda")] = "auto",
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the metrics here.")] = None,
+) -> None:
+    """Re-evaluate a trained model on any manifest."""
+    from .data.manifest import load_manifest
+    from .evaluate import metrics, predict
+    from .model import load_checkpoint
+    from .torchutil import resolve_device
+
+    model = load_checkpoint(run)
+    if data is None:
+        raise typer.BadParameter("--data is required (a manifest from `phonemekit prepare`)")
+    m = load_manifest(data)
+    res = metrics(predict(model, m, m.rows, cache_root=cache, device=resolve_device(device)), m.groups)
+    if json_out:
+        from .fileio import write_json
+
+        write_json(json_out, res)
+    typer.echo(f"clips {res['n']}  top-1 {res['top1']:.3f} (95% CI {res['top1_ci95'][0]:.3f}-{res['top1_ci95'][1]:.3f})  "
+               f"top-3 {res['top3']:.3f}  macro-F1 {res['macro_f1']:.3f}")
+    for g, v in res["per_group"].items():
+        typer.echo(f"  group {g}: top-1 {v:.3f}")
+
+
+@command()
+def confusions(
+    run: Annotated[Path, typer.Argument(help="Run folder of a model trained by train/train-all.")],
+    data: Annotated[Optional[Path], typer.Option(help="Manifest; default: the run's held-out predictions.")] = None,
+    top: Annotated[int, typer.Option(min=1)] = 10,
+    examples: Annotated[int, typer.Option(min=0, help="Example files per pair.")] = 3,
+    cache: Annotated[Path, typer.Option()] = Path("cache"),
+) -> None:
+    """Print the most-confused label pairs with counts and example files."""
+    from .data.manifest import load_manifest
+    from .evaluate import confused_pairs, confusion_matrix, predict
+    from .experiment import load_predictions
+    from .model import load_checkpoint, read_sidecar
+
+    labels = read_sidecar(run)["labels"]
+    if data is not None:
+        m = load_manifest(data)
+        p = predict(load_checkpoint(run), m, m.rows, cache_root=cache)
+    elif (run / "predictions.npz").exists():
+        p = load_predictions(run / "predictions.npz", "test", labels)
+    else:
+        raise typer.BadParameter(f"{run} has no predictions.npz; pass --data")
+    pred = p.scores.argmax(1)
+    table = Table(title="most-confused pairs (true -> predicted)")
+    for col in ("true", "predicted", "count", "examples"):
+        table.add_column(col)
+    for c in confused_pairs(confusion_matrix(p.y, pred, len(labels)), labels, top):
+        ti, pi = labels.index(c["true"]), labels.index(c["predicted"])
+        ex = [r.get("path", r["sha256"][:12]) for r, yy, pp in zip(p.rows, p.y, pred) if yy == ti and pp == pi][:examples]
+        table.add_row(c["true"], c["predicted"], str(c["count"]), ", ".join(ex))
+    console.print(table)
+
+
+@command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/demo"),
+    wav2vec2: Annotated[Optional[str], typer.Option(help="Pretrained wav2vec2 (hub id or folder); default: random:small trained end to end.")] = None,
+    wavlm: Annotated[Optional[str], typer.Option(help="Pretrained WavLM (hub id or folder); default: random:small trained end to end.")] = None,
+    speakers: Annotated[int, typer.Option(min=3, max=18)] = 18,
+    takes: Annotated[int, typer.Option(min=1, max=12)] = 3,
+    seed: Annotated[int, typer.Option()] = 0,
+    e2e_epochs: Annotated[int, typer.Option(min=1, help="Epochs for random encoders trained end to end.")] = 6,
+    force: Annotated[Optional[list[str]], typer.Option(help="Redo this step (repeatable): corpus, prepare, train, ...")] = None,
+    cache: Annotated[Optional[Path], typer.Option(help="Feature cache; default OUT/cache.")] = None,
+    device: Annotated[str, typer.Option(help="auto|cpu|cuda")] = "auto",
+) -> None:
+    """Run the whole pipeline on the built-in demo corpus (resumable)."""
+    from .demo_pipeline import run_demo
+    from .torchutil import resolve_device
+
+    t0 = time.perf_counter()
+    with progress_bar() as p:
+        run_demo(out, force=set(force or []), speakers=speakers, takes=takes, seed=seed, wav2vec2=wav2vec2, wavlm=wavlm,
+                 e2e_epochs=e2e_epochs, cache=cache or out / "cache", device=resolve_device(device), progress=p)
+    from .experiment import load_report
+
+    _print_report(load_report(out))
+    log.info("demo finished in %.0f s; report: %s, figures: %s, step log: %s", time.perf_counter() - t0,
+             out / "report.md", out / "figures", out / "steps.jsonl")
+
+
 # Subcommands that later work fills in. They say so plainly.
 for _name, _help in {
     "train": "Train one model (encoder + head).",

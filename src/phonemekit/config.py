@@ -66,6 +66,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-2
     schedule: str = "cosine"
+    warmup: float = 0.05  # fraction of all optimiser steps with a linear warm-up (cosine)
     patience: int = 6
     grad_accum: int = 1
     seed: int = 0
@@ -83,6 +84,7 @@ class TrainConfig:
         _check(0 < self.lr < 1, "train.lr", "in (0, 1)")
         _check(self.weight_decay >= 0, "train.weight_decay", ">= 0")
         _check(self.schedule in ("cosine", "plateau", "constant"), "train.schedule", "cosine|plateau|constant")
+        _check(0 <= self.warmup < 1, "train.warmup", "in [0, 1)")
         _check(self.patience >= 1, "train.patience", ">= 1")
         _check(self.grad_accum >= 1, "train.grad_accum", ">= 1")
         _check(self.finetune_layers >= -1, "train.finetune_layers", ">= -1")

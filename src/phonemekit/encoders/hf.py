@@ -35,7 +35,7 @@ RANDOM_SIZES: dict[str, dict] = {
                  feat_extract_norm="layer", **_CONV),
     "small": dict(hidden_size=128, num_hidden_layers=3, num_attention_heads=4, intermediate_size=256,
                   conv_dim=(64,) * 7, num_conv_pos_embeddings=32, num_conv_pos_embedding_groups=8,
-                  feat_extract_norm="layer", **_CONV),
+                  feat_extract_norm="layer", do_stable_layer_norm=True, **_CONV),
     "base": {},
 }
 
@@ -121,6 +121,9 @@ class HFEncoder(Encoder):
         self.model, self.weights, self.do_normalize = load_hf_model(family, cfg.source, cfg.revision)
         self.model.eval()
         mc = self.model.config
+        # SpecAugment's default spans (10 frames, at least 2 of them) would
+        # mask most of a 0.3-0.6 s phoneme clip; training augments waveforms instead.
+        mc.apply_spec_augment = False
         self.dim = mc.hidden_size
         self.num_layers = mc.num_hidden_layers + 1
         stride = 1

@@ -1,0 +1,141 @@
+"""Metrics and prediction for trained models.
+
+Reported per model: top-1, top-3, macro-F1, per-class and per-speaker
+accuracy, per-group accuracy (e.g. children), known-target accuracy (is the
+expected sound top-1 / top-3, and by what margin), a bootstrap 95% CI on
+top-1, and the most-confused pairs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .cache import FeatureCache, extract
+from .data.manifest import Manifest
+from .encoders import build_encoder
+from .errors import DataError, IntegrityError
+from .model import PhonemeModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Predictions:
+    scores: np.ndarray  # (N, C) class log-probabilities
+    y: np.ndarray  # (N,) true label index
+    rows: list[dict]
+    labels: list[str]
+
+    @property
+    def probs(self) -> np.ndarray:
+        return np.exp(self.scores)
+
+    def subset(self, mask: np.ndarray) -> Predictions:
+        return Predictions(self.scores[mask], self.y[mask], [r for r, k in zip(self.rows, mask) if k], self.labels)
+
+
+def clip_data(model: PhonemeModel, manifest: Manifest, rows: list[dict], *, cache_root: str | Path, device: str = "cpu", progress=None):
+    """The clips of `rows` in the form this model consumes."""
+    from .train import load_data
+
+    if model.encoder is not None:
+        return load_data(manifest, rows, waves=True, cache=None, audio_cfg=model.cfg.audio)
+    encoder = build_encoder(model.cfg.encoder)
+    if encoder.spec != model.spec:
+        raise IntegrityError(f"the encoder at {model.cfg.encoder.source} is not the one this model was trained on (spec differs)")
+    res = extract(Manifest(manifest.root, rows, manifest.labels), encoder, cache_root, audio_cfg=model.cfg.audio, progress=progress, device=device)
+    failed = {f["path"] for f in res.failed}
+    return load_data(manifest, [r for r in rows if r["path"] not in failed], waves=False, cache=FeatureCache(cache_root, model.spec))
+
+
+@torch.no_grad()
+def score(model: PhonemeModel, data, *, device: str = "cpu", batch_size: int = 64) -> np.ndarray:
+    model.eval().to(device)
+    out = []
+    for start in range(0, len(data), batch_size):
+        b = data.batch(list(range(start, min(start + batch_size, len(data)))))
+        x, lengths = b.x.to(device), b.lengths.to(device)
+        if data.waves:
+            x, lengths = model.encode(x, lengths)
+        out.append(model(x, lengths).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def predict(model: PhonemeModel, manifest: Manifest, rows: list[dict], *, cache_root: str | Path = "cache", device: str = "cpu", progress=None) -> Predictions:
+    unknown = sorted({r["label"] for r in rows} - set(model.labels))
+    if unknown:
+        raise DataError(f"labels not known to the model: {', '.join(unknown)}")
+    data = clip_data(model, manifest, rows, cache_root=cache_root, device=device, progress=progress)
+    y = np.array([model.labels.index(r["label"]) for r in data.rows])
+    return Predictions(score(model, data, device=device), y, data.rows, model.labels)
+
+
+def bootstrap_ci(correct: np.ndarray, n: int = 1000, seed: int = 0) -> list[float]:
+    if len(correct) == 0:
+        return [float("nan"), float("nan")]
+    rng = np.random.default_rng(seed)
+    means = correct[rng.integers(0, len(correct), size=(n, len(correct)))].mean(1)
+    return [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
+
+
+def confusion_matrix(y: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (y, pred), 1)
+    return cm
+
+
+def macro_f1(cm: np.ndarray) -> float:
+    tp = np.diag(cm).astype(float)
+    prec = np.divide(tp, cm.sum(0), out=np.zeros_like(tp), where=cm.sum(0) > 0)
+    rec = np.divide(tp, cm.sum(1), out=np.zeros_like(tp), where=cm.sum(1) > 0)
+    f1 = np.divide(2 * prec * rec, prec + rec, out=np.zeros_like(tp), where=(prec + rec) > 0)
+    present = cm.sum(1) > 0
+    return float(f1[present].mean()) if present.any() else float("nan")
+
+
+def confused_pairs(cm: np.ndarray, labels: list[str], top: int = 10) -> list[dict]:
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    idx = np.dstack(np.unravel_index(np.argsort(-off, axis=None), off.shape))[0]
+    return [{"true": labels[i], "predicted": labels[j], "count": int(off[i, j])} for i, j in idx[:top] if off[i, j] > 0]
+
+
+def metrics(p: Predictions, groups: dict[str, str] | None = None) -> dict:
+    if len(p.y) == 0:
+        raise DataError("no clips to evaluate")
+    c = len(p.labels)
+    pred = p.scores.argmax(1)
+    rank = (p.scores > p.scores[np.arange(len(p.y)), p.y][:, None]).sum(1)  # 0 = expected sound is top-1
+    correct = (pred == p.y).astype(float)
+    cm = confusion_matrix(p.y, pred, c)
+    probs = p.probs
+    expected = probs[np.arange(len(p.y)), p.y]
+    others = probs.copy()
+    others[np.arange(len(p.y)), p.y] = -1
+    speakers = np.array([r["speaker"] for r in p.rows])
+    groups = groups or {}
+    group_of = np.array([groups.get(s, r.get("group", "unknown")) for s, r in zip(speakers, p.rows)])
+    per_class = {p.labels[k]: float(correct[p.y == k].mean()) for k in range(c) if (p.y == k).any()}
+    return {
+        "n": int(len(p.y)),
+        "top1": float(correct.mean()),
+        "top3": float((rank < 3).mean()),
+        "macro_f1": macro_f1(cm),
+        "top1_ci95": bootstrap_ci(correct),
+        "per_class": per_class,
+        "per_speaker": {s: float(correct[speakers == s].mean()) for s in sorted(set(speakers))},
+        "per_group": {g: float(correct[group_of == g].mean()) for g in sorted(set(group_of))},
+        "known_target": {
+            "top1": float((rank == 0).mean()),
+            "top3": float((rank < 3).mean()),
+            "mean_rank": float(rank.mean() + 1),
+            "mean_margin": float((expected - others.max(1)).mean()),
+        },
+        "confused_pairs": confused_pairs(cm, p.labels),
+        "confusion": cm.tolist(),
+    }

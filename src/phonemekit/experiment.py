@@ -1,0 +1,245 @@
+"""Train several models on one split, evaluate them on held-out speakers,
+show what a leaky split would have claimed, and write the report.
+
+`report.json` has one shape for any number of models (see `build_report`);
+`report.md` embeds the plots.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import plots
+from .config import ModelConfig
+from .data.manifest import Manifest
+from .data.splits import Split, leaky_split, loso_folds, speaker_disjoint
+from .evaluate import Predictions, metrics, predict
+from .fileio import atomic_open, read_json, write_json, write_text
+from .privacy import Namer
+from .train import train_model
+
+log = logging.getLogger(__name__)
+
+
+def save_predictions(path: Path, preds: dict[str, Predictions]) -> None:
+    arrays = {}
+    for part, p in preds.items():
+        arrays[f"{part}_scores"] = p.scores.astype(np.float32)
+        arrays[f"{part}_y"] = p.y
+        arrays[f"{part}_sha256"] = np.array([r["sha256"] for r in p.rows])
+        arrays[f"{part}_speaker"] = np.array([r["speaker"] for r in p.rows])
+        arrays[f"{part}_path"] = np.array([r.get("path", "") for r in p.rows])
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def load_predictions(path: Path, part: str, labels: list[str]) -> Predictions:
+    z = np.load(path, allow_pickle=False)
+    rows = [{"sha256": s, "speaker": k, "path": p} for s, k, p in zip(z[f"{part}_sha256"], z[f"{part}_speaker"], z[f"{part}_path"])]
+    return Predictions(z[f"{part}_scores"], z[f"{part}_y"], rows, labels)
+
+
+@dataclass
+class ModelRun:
+    name: str
+    cfg: ModelConfig
+    run_dir: Path
+    test: Predictions
+    val: Predictions
+    metrics: dict
+    train_seconds: float
+    history: list[dict]
+    weights: str
+
+
+def rows_of(manifest: Manifest, speakers) -> list[dict]:
+    keep = set(speakers)
+    return [r for r in manifest.rows if r["speaker"] in keep]
+
+
+def run_one(cfg: ModelConfig, manifest: Manifest, split: Split, run_dir: Path, *, cache_root, device, resume, progress) -> ModelRun:
+    res = train_model(cfg, manifest, rows_of(manifest, split.train), rows_of(manifest, split.val), run_dir,
+                      cache_root=cache_root, device=device, resume=resume, progress=progress)
+    test = predict(res.model, manifest, rows_of(manifest, split.test), cache_root=cache_root, device=device)
+    val = predict(res.model, manifest, rows_of(manifest, split.val), cache_root=cache_root, device=device)
+    save_predictions(run_dir / "predictions.npz", {"test": test, "val": val})
+    m = metrics(test, manifest.groups)
+    write_json(run_dir / "metrics.json", m)
+    return ModelRun(cfg.name, cfg, run_dir, test, val, m, res.seconds, res.history, res.model.spec.weights)
+
+
+def run_leaky(cfg: ModelConfig, manifest: Manifest, run_dir: Path, *, cache_root, device, resume, progress) -> float:
+    """Same model, same settings, clip-level random split: the number a leaky
+    evaluation would have reported."""
+    parts = leaky_split(manifest.rows, seed=cfg.train.seed)
+    pick = lambda part: [manifest.rows[i] for i in parts[part]]  # noqa: E731
+    res = train_model(cfg, manifest, pick("train"), pick("val"), run_dir, cache_root=cache_root, device=device, resume=resume, progress=progress)
+    return float(metrics(predict(res.model, manifest, pick("test"), cache_root=cache_root, device=device))["top1"])
+
+
+def run_loso(cfg: ModelConfig, manifest: Manifest, run_dir: Path, *, cache_root, device, resume, progress) -> ModelRun:
+    """Leave one speaker out: one model per fold; every clip is predicted by
+    the model that never heard its speaker."""
+    tests, vals, seconds, history = [], [], 0.0, []
+    for fold in loso_folds(manifest.speakers):
+        r = run_one(cfg, manifest, fold, run_dir / f"fold-{fold.name}", cache_root=cache_root, device=device, resume=resume, progress=progress)
+        tests.append(r.test)
+        vals.append(r.val)
+        seconds += r.train_seconds
+        history = r.history
+    cat = lambda ps: Predictions(np.concatenate([p.scores for p in ps]), np.concatenate([p.y for p in ps]), sum((p.rows for p in ps), []), ps[0].labels)  # noqa: E731
+    test = cat(tests)
+    m = metrics(test, manifest.groups)
+    m["fold_top1"] = {t.rows[0]["speaker"]: float(np.mean(t.scores.argmax(1) == t.y)) for t in tests}
+    write_json(run_dir / "metrics.json", m)
+    save_predictions(run_dir / "predictions.npz", {"test": test, "val": cat(vals)})
+    return ModelRun(cfg.name, cfg, run_dir, test, cat(vals), m, seconds, history, r.weights)
+
+
+def make_split(manifest: Manifest, kind: str) -> Split:
+    if kind == "speaker-disjoint":
+        return speaker_disjoint(manifest.speakers, manifest.groups)
+    if kind == "loso":
+        sp = tuple(manifest.speakers)
+        return Split("loso", sp, sp, sp)
+    raise ValueError(f"unknown split kind {kind!r}")
+
+
+def train_all(manifest: Manifest, models: list[ModelConfig], out: str | Path, *, split_kind: str = "speaker-disjoint",
+              leaky: bool | set[str] = True, cache_root: str | Path = "cache", device: str = "cpu", resume: bool = True,
+              target_group: str | None = None, show_speakers: bool = False, progress=None, notes: list[str] | None = None) -> dict:
+    out = Path(out)
+    split = make_split(manifest, split_kind)
+    runs: list[ModelRun] = []
+    leaky_top1: dict[str, float | None] = {}
+    for cfg in models:
+        t0 = time.perf_counter()
+        run_dir = out / "models" / cfg.name
+        log.info("training %s (%s %s + %s head, %s split)", cfg.name, cfg.encoder.family, cfg.encoder.source, cfg.head.kind, split_kind)
+        kw = dict(cache_root=cache_root, device=device, resume=resume, progress=progress)
+        run = run_loso(cfg, manifest, run_dir, **kw) if split_kind == "loso" else run_one(cfg, manifest, split, run_dir, **kw)
+        runs.append(run)
+        if leaky is True or (isinstance(leaky, set) and cfg.name in leaky):
+            leaky_top1[cfg.name] = run_leaky(cfg, manifest, out / "models" / f"{cfg.name}-leaky", **kw)
+        else:
+            leaky_top1[cfg.name] = None
+        log.info("%s: held-out top-1 %.3f (95%% CI %.3f-%.3f)%s in %.0f s", cfg.name, run.metrics["top1"], *run.metrics["top1_ci95"],
+                 "" if leaky_top1[cfg.name] is None else f", leaky split would claim {leaky_top1[cfg.name]:.3f}", time.perf_counter() - t0)
+    report = build_report(manifest, split, runs, leaky_top1, target_group=target_group, namer=Namer(show_speakers), notes=notes)
+    write_report(report, runs, manifest, out)
+    return report
+
+
+def build_report(manifest: Manifest, split: Split, runs: list[ModelRun], leaky_top1: dict, *, target_group: str | None,
+                 namer: Namer, notes: list[str] | None = None) -> dict:
+    groups = set(manifest.groups.values())
+    if target_group is None and "child" in groups:
+        target_group = "child"
+    models = {}
+    for r in runs:
+        m = r.metrics
+        models[r.name] = {
+            "encoder": {"family": r.cfg.encoder.family, "source": r.cfg.encoder.source, "layer": r.cfg.encoder.layer},
+            "weights": r.weights,
+            "head": r.cfg.head.kind,
+            "trained": "end-to-end" if r.cfg.train.finetune_layers else "frozen encoder, cached features",
+            "top1": m["top1"],
+            "top3": m["top3"],
+            "macro_f1": m["macro_f1"],
+            "top1_ci95": m["top1_ci95"],
+            "leaky_top1": leaky_top1.get(r.name),
+            "per_speaker": namer.keys(m["per_speaker"]),
+            "per_group": m["per_group"],
+            "target_top1": m["per_group"].get(target_group) if target_group else None,
+            "known_target": m["known_target"],
+            "per_class": m["per_class"],
+            "confused_pairs": m["confused_pairs"][:8],
+            "epochs": len(r.history),
+            "train_seconds": round(r.train_seconds, 1),
+            "checkpoint": str(r.run_dir),
+        }
+        if "fold_top1" in m:
+            models[r.name]["fold_top1"] = namer.keys(m["fold_top1"])
+    key = "target_top1" if target_group and all(v["target_top1"] is not None for v in models.values()) else "top1"
+    best = max(models, key=lambda k: models[k][key]) if models else None
+    sd = split.to_dict()
+    sd = {k: ([namer(s) for s in v] if isinstance(v, list) else v) for k, v in sd.items()}
+    return {
+        "split": sd,
+        "labels": manifest.labels,
+        "target_group": target_group,
+        "headline": key,
+        "models": models,
+        "best_model": best,
+        "notes": notes or [],
+    }
+
+
+def write_report(report: dict, runs: list[ModelRun], manifest: Manifest, out: Path) -> None:
+    figs = out / "figures"
+    for r in runs:
+        plots.confusion(np.array(r.metrics["confusion"]), manifest.labels, figs / f"confusion-{r.name}.png", f"{r.name}: held-out speakers")
+        if r.history:
+            plots.curves(r.history, figs / f"curves-{r.name}.png", r.name)
+    names = list(report["models"])
+    if names:
+        plots.model_bars(names, [report["models"][n]["top1"] for n in names], [report["models"][n]["top1_ci95"] for n in names],
+                         figs / "models.png", leaky=[report["models"][n]["leaky_top1"] for n in names])
+    write_json(out / "report.json", report)
+    write_text(out / "report.md", render_markdown(report, out))
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def render_markdown(report: dict, out: Path) -> str:
+    sp = report["split"]
+    lines = ["# phonemekit report", ""]
+    lines += [f"Split: **{sp['kind']}**. Test speakers (never seen in training): {', '.join(sp['test_speakers'])}.", ""]
+    if report["target_group"]:
+        lines += [f"Target group: **{report['target_group']}** (reported on its own; it decides the best model).", ""]
+    lines += ["| model | encoder | weights | head | trained | top-1 (95% CI) | top-3 | macro-F1 | target group | leaky split | epochs | train s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, m in report["models"].items():
+        enc = f"{m['encoder']['family']} `{m['encoder']['source']}`"
+        lines.append(f"| {name} | {enc} | {m['weights']} | {m['head']} | {m['trained']} | {_pct(m['top1'])} ({_pct(m['top1_ci95'][0])}-{_pct(m['top1_ci95'][1])}) "
+                     f"| {_pct(m['top3'])} | {m['macro_f1']:.3f} | {_pct(m['target_top1'])} | {_pct(m['leaky_top1'])} | {m['epochs']} | {m['train_seconds']:.0f} |")
+    lines += ["", f"Best model (by {report['headline']}): **{report['best_model']}**", ""]
+    gaps = [(n, m["leaky_top1"] - m["top1"]) for n, m in report["models"].items() if m["leaky_top1"] is not None]
+    if gaps:
+        lines += ["## Why the split matters", "",
+                  "The leaky column trains the same model with the same settings on a random clip-level split, "
+                  "where other takes of the test speakers are in training. It is what a careless evaluation would report:", ""]
+        lines += [f"- {n}: leaky {_pct(report['models'][n]['leaky_top1'])} vs honest {_pct(report['models'][n]['top1'])} "
+                  f"(overstated by {100 * g:.1f} points)" for n, g in gaps]
+        lines.append("")
+    if any(m["weights"] == "random" for m in report["models"].values()):
+        lines += ["Models marked `random` use randomly initialised encoders (no pretrained weights were given), "
+                  "so their numbers say nothing about what pretrained wav2vec2 or WavLM features achieve.", ""]
+    for note in report.get("notes", []):
+        lines += [f"Note: {note}", ""]
+    lines += ["![models](figures/models.png)", ""]
+    for name, m in report["models"].items():
+        lines += [f"## {name}", "", f"Known-target (the game knows which sound it asked for): top-1 {_pct(m['known_target']['top1'])}, "
+                  f"top-3 {_pct(m['known_target']['top3'])}, mean rank {m['known_target']['mean_rank']:.2f}, "
+                  f"mean margin {m['known_target']['mean_margin']:+.3f}.", ""]
+        lines += ["Per speaker: " + ", ".join(f"{s} {_pct(v)}" for s, v in m["per_speaker"].items()), ""]
+        lines += ["Per group: " + ", ".join(f"{g} {_pct(v)}" for g, v in m["per_group"].items()), ""]
+        if m["confused_pairs"]:
+            lines += ["Most confused: " + ", ".join(f"{c['true']} -> {c['predicted']} ({c['count']})" for c in m["confused_pairs"]), ""]
+        lines += [f"![confusion {name}](figures/confusion-{name}.png)", ""]
+        if (out / "figures" / f"curves-{name}.png").exists():
+            lines += [f"![curves {name}](figures/curves-{name}.png)", ""]
+    for section in report.get("sections", []):
+        lines += [section, ""]
+    return "\n".join(lines)
+
+
+def load_report(out: str | Path) -> dict:
+    return read_json(Path(out) / "report.json")

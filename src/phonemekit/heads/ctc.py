@@ -1,0 +1,87 @@
+"""CTC heads: frame features -> per-frame log-probs over labels + blank.
+
+The blank is the last index (`num_classes`) and is stored in checkpoints
+and ONNX metadata, never re-derived.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..torchutil import lengths_mask
+from . import register_head
+
+
+def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each sequence's valid frames in place; padding stays at the end.
+    Exact for padded batches and exports to ONNX (a gather, no packing)."""
+    t = torch.arange(x.shape[1], device=x.device)[None, :]
+    idx = torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
+    return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[2]))
+
+
+class BiLSTM(nn.Module):
+    """Bidirectional LSTM stack whose backward pass starts at each sequence's
+    own last frame, so padding never leaks into valid outputs."""
+
+    def __init__(self, in_dim: int, hidden: int, layers: int, dropout: float) -> None:
+        super().__init__()
+        self.fwd = nn.ModuleList()
+        self.bwd = nn.ModuleList()
+        for i in range(layers):
+            d = in_dim if i == 0 else 2 * hidden
+            self.fwd.append(nn.LSTM(d, hidden, batch_first=True))
+            self.bwd.append(nn.LSTM(d, hidden, batch_first=True))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        for i, (f, b) in enumerate(zip(self.fwd, self.bwd)):
+            if i:
+                x = self.dropout(x)
+            out_f, _ = f(x)
+            out_b, _ = b(reverse_within_length(x, lengths))
+            x = torch.cat([out_f, reverse_within_length(out_b, lengths)], dim=-1)
+        return x
+
+
+@register_head("ctc")
+class CTCHead(nn.Module):
+    """Projection -> 2-layer BiLSTM -> LayerNorm -> linear to labels + blank (CTC)."""
+
+    output = "ctc"
+
+    def __init__(self, in_dim: int, num_classes: int, proj: int = 128, hidden: int = 128, layers: int = 2, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.in_dim, self.num_classes, self.blank = in_dim, num_classes, num_classes
+        self.proj = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, proj), nn.GELU(), nn.Dropout(dropout))
+        self.rnn = BiLSTM(proj, hidden, layers, dropout)
+        self.norm = nn.LayerNorm(2 * hidden)
+        self.out = nn.Linear(2 * hidden, num_classes + 1)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        h = self.rnn(self.proj(x), lengths)
+        return F.log_softmax(self.out(self.norm(h)), dim=-1)
+
+
+@register_head("conv-ctc")
+class ConvCTCHead(nn.Module):
+    """Thin projection -> 1-D convolutions -> labels + blank (CTC); built for the CPU latency target."""
+
+    output = "ctc"
+
+    def __init__(self, in_dim: int, num_classes: int, channels: int = 128, kernel: int = 5, layers: int = 2, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.in_dim, self.num_classes, self.blank = in_dim, num_classes, num_classes
+        self.proj = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, channels))
+        self.convs = nn.ModuleList(nn.Conv1d(channels, channels, kernel, padding=kernel // 2) for _ in range(layers))
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(channels, num_classes + 1)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        mask = lengths_mask(lengths, x.shape[1]).unsqueeze(1).to(x.dtype)
+        h = self.proj(x).transpose(1, 2) * mask  # zero padding so it never bleeds into valid frames
+        for conv in self.convs:
+            h = h + self.dropout(F.gelu(conv(h))) * mask
+        return F.log_softmax(self.out(h.transpose(1, 2)), dim=-1)

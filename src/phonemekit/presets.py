@@ -1,0 +1,36 @@
+"""Named model presets: the three seed models and the baselines.
+
+`mlp`, `wav2vec2-ctc` and `wavlm-ctc` are the three the project compares;
+`fbank-ctc` and `fbank-mlp` need no weights. `*-thin` use the thin BiLSTM
+head that meets the CPU latency target.
+"""
+
+from __future__ import annotations
+
+from .config import EncoderConfig, HeadConfig, ModelConfig, TrainConfig
+from .errors import ConfigError
+
+W2V = EncoderConfig(family="wav2vec2", source="facebook/wav2vec2-base")
+WAVLM = EncoderConfig(family="wavlm", source="microsoft/wavlm-base")
+FBANK = EncoderConfig(family="fbank", source="fbank")
+CTC = HeadConfig(kind="ctc", options={"proj": 128, "hidden": 128, "layers": 2})
+THIN = HeadConfig(kind="ctc", options={"proj": 64, "hidden": 64, "layers": 2})
+MLP = HeadConfig(kind="mlp", options={"hidden": [128, 64], "pooling": "meanstd"})
+
+PRESETS: dict[str, ModelConfig] = {
+    "mlp": ModelConfig(name="mlp", encoder=W2V, head=MLP, train=TrainConfig(lr=1e-3, epochs=60, patience=10)),
+    "wav2vec2-ctc": ModelConfig(name="wav2vec2-ctc", encoder=W2V, head=CTC, train=TrainConfig(lr=1e-3)),
+    "wavlm-ctc": ModelConfig(name="wavlm-ctc", encoder=WAVLM, head=CTC, train=TrainConfig(lr=1e-3)),
+    "fbank-ctc": ModelConfig(name="fbank-ctc", encoder=FBANK, head=CTC, train=TrainConfig(lr=2e-3)),
+    "fbank-mlp": ModelConfig(name="fbank-mlp", encoder=FBANK, head=MLP, train=TrainConfig(lr=1e-3, epochs=60, patience=10)),
+    "wav2vec2-ctc-thin": ModelConfig(name="wav2vec2-ctc-thin", encoder=W2V, head=THIN, train=TrainConfig(lr=1e-3)),
+    "wavlm-ctc-thin": ModelConfig(name="wavlm-ctc-thin", encoder=WAVLM, head=THIN, train=TrainConfig(lr=1e-3)),
+}
+
+SEED_MODELS = ("mlp", "wav2vec2-ctc", "wavlm-ctc")
+
+
+def get_preset(name: str) -> ModelConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown model preset '{name}' (available: {', '.join(PRESETS)})")
+    return PRESETS[name]

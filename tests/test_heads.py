@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from phonemekit.errors import ConfigError
+from phonemekit.heads import available_heads, build_head
+from phonemekit.heads.ctc import reverse_within_length
+
+
+@pytest.mark.parametrize("kind", ["mlp", "ctc", "conv-ctc"])
+def test_head_shapes(kind):
+    head = build_head(kind, 24, 7).eval()
+    x, lengths = torch.randn(3, 11, 24), torch.tensor([11, 5, 1])
+    out = head(x, lengths)
+    if head.output == "logits":
+        assert out.shape == (3, 7)
+    else:
+        assert out.shape == (3, 11, 8) and head.blank == 7
+        assert torch.allclose(out.exp().sum(-1), torch.ones(3, 11), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "ctc", "conv-ctc"])
+def test_heads_ignore_padding(kind):
+    head = build_head(kind, 16, 5).eval()
+    x = torch.randn(1, 6, 16)
+    padded = torch.cat([x, torch.randn(1, 4, 16) * 10], 1)
+    a = head(x, torch.tensor([6]))
+    b = head(padded, torch.tensor([6]))
+    if head.output == "ctc":
+        b = b[:, :6]
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_reverse_within_length():
+    x = torch.arange(5.0).view(1, 5, 1).repeat(2, 1, 1)
+    r = reverse_within_length(x, torch.tensor([5, 3]))
+    assert r[0, :, 0].tolist() == [4, 3, 2, 1, 0]
+    assert r[1, :, 0].tolist() == [2, 1, 0, 3, 4]
+
+
+def test_registry_and_bad_options():
+    assert {"mlp", "ctc", "conv-ctc"} <= set(available_heads())
+    with pytest.raises(ConfigError, match="head.options"):
+        build_head("ctc", 8, 3, {"nonsense": 1})
+    with pytest.raises(ConfigError, match="unknown head"):
+        build_head("nope", 8, 3)

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from phonemekit.config import EncoderConfig, HeadConfig, ModelConfig, TrainConfig
+from phonemekit.data.splits import speaker_disjoint
+from phonemekit.errors import IntegrityError
+from phonemekit.evaluate import metrics, predict
+from phonemekit.model import load_checkpoint, read_sidecar
+from phonemekit.train import Trainer, train_model
+
+
+def _cfg(kind="ctc", epochs=12, **train):
+    return ModelConfig(
+        name=f"toy-{kind}",
+        encoder=EncoderConfig(family="fbank", source="fbank"),
+        head=HeadConfig(kind=kind, options={"proj": 32, "hidden": 32} if kind == "ctc" else {"hidden": [32]}),
+        train=TrainConfig(epochs=epochs, batch_size=8, lr=3e-3, patience=50, **train),
+    )
+
+
+def _parts(m):
+    s = speaker_disjoint(m.speakers, m.groups)
+    return {p: [r for r in m.rows if r["speaker"] in getattr(s, p)] for p in ("train", "val", "test")}
+
+
+@pytest.mark.parametrize("kind", ["mlp", "ctc"])
+def test_tiny_model_learns_a_separable_set(tmp_path, prepared, kind):
+    parts = _parts(prepared)
+    res = train_model(_cfg(kind, epochs=40), prepared, parts["train"], parts["val"], tmp_path / "run", cache_root=tmp_path / "cache")
+    m = metrics(predict(res.model, prepared, parts["test"], cache_root=tmp_path / "cache"))
+    assert m["top1"] >= 0.9, m["top1"]  # chance is 1/3
+    assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+
+
+def test_checkpoint_round_trip_and_sidecar(tmp_path, prepared):
+    parts = _parts(prepared)
+    res = train_model(_cfg("ctc", epochs=2), prepared, parts["train"], parts["val"], tmp_path / "run", cache_root=tmp_path / "cache")
+    side = read_sidecar(tmp_path / "run")
+    assert side["labels"] == prepared.labels and side["blank"] == len(prepared.labels)
+    assert side["encoder_spec"]["family"] == "fbank" and side["weights"] == "none"
+    assert len(side["sha256"]) == 64 and "val_top1" in side["metrics"]
+    again = load_checkpoint(tmp_path / "run")
+    for k, v in res.model.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k])
+
+
+def test_tampered_checkpoint_is_refused(tmp_path, prepared):
+    parts = _parts(prepared)
+    train_model(_cfg("mlp", epochs=1), prepared, parts["train"], parts["val"], tmp_path / "run", cache_root=tmp_path / "cache")
+    weights = tmp_path / "run" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="does not match its recorded sha256"):
+        load_checkpoint(tmp_path / "run")
+
+
+def test_trusted_hashes_allow_list(tmp_path, prepared):
+    parts = _parts(prepared)
+    train_model(_cfg("mlp", epochs=1), prepared, parts["train"], parts["val"], tmp_path / "run", cache_root=tmp_path / "cache")
+    sha = read_sidecar(tmp_path / "run")["sha256"]
+    load_checkpoint(tmp_path / "run", trusted={sha})
+    with pytest.raises(IntegrityError, match="not in the trusted-hashes list"):
+        load_checkpoint(tmp_path / "run", trusted={"0" * 64})
+
+
+def test_resume_gives_the_same_final_weights(tmp_path, prepared):
+    parts = _parts(prepared)
+    cfg = _cfg("ctc", epochs=4)
+    train_model(cfg, prepared, parts["train"], parts["val"], tmp_path / "full", cache_root=tmp_path / "cache")
+
+    class Stop(Exception):
+        pass
+
+    t = Trainer(cfg, prepared, parts["train"], parts["val"], tmp_path / "cut", cache_root=tmp_path / "cache")
+    real = t.run_epoch
+
+    def run_epoch():
+        if t.epoch == 2:
+            raise Stop  # killed after two epochs were saved
+        return real()
+
+    t.run_epoch = run_epoch
+    with pytest.raises(Stop):
+        t.fit()
+    train_model(cfg, prepared, parts["train"], parts["val"], tmp_path / "cut", cache_root=tmp_path / "cache", resume=True)
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    state = torch.load(tmp_path / "cut" / "train_state.pt", weights_only=True)
+    assert state["epoch"] == 4 and len(state["history"]) == 4
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_the_effective_batch(tmp_path, prepared, caplog):
+    parts = _parts(prepared)
+    t = Trainer(_cfg("mlp", epochs=1), prepared, parts["train"], parts["val"], tmp_path / "run", cache_root=tmp_path / "cache")
+    real = t._outputs
+
+    def picky(batch):
+        if t.model.training and len(batch.y) > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(batch)
+
+    t._outputs = picky
+    t.fit()
+    assert t.micro_batch == 2
+    assert "effective batch kept at 8" in caplog.text
+
+
+def test_end_to_end_fine_tuning_updates_the_encoder(tmp_path, prepared, tiny_model_dirs):
+    parts = _parts(prepared)
+    cfg = ModelConfig(name="e2e", encoder=EncoderConfig(family="wav2vec2", source=str(tiny_model_dirs["wav2vec2"])),
+                      head=HeadConfig(kind="mlp", options={"hidden": [16]}), train=TrainConfig(epochs=1, batch_size=8, finetune_layers=1))
+    t = Trainer(cfg, prepared, parts["train"], parts["val"], tmp_path / "run")
+    frozen = t.model.encoder.model.feature_extractor.conv_layers[0].conv.weight.clone()
+    top = [p.clone() for p in t.model.encoder.model.encoder.layers[-1].parameters()]
+    res = t.fit()
+    assert torch.equal(frozen, t.model.encoder.model.feature_extractor.conv_layers[0].conv.weight)
+    assert any(not torch.equal(a, b) for a, b in zip(top, t.model.encoder.model.encoder.layers[-1].parameters()))
+    side = read_sidecar(tmp_path / "run")
+    assert side["includes_encoder"] and res.model.encoder is not None
+    assert predict(res.model, prepared, parts["test"]).scores.shape == (len(parts["test"]), 3)
