@@ -7,13 +7,13 @@ config print one line and exit non-zero.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
 import typer
 from rich.table import Table
 
@@ -81,7 +81,7 @@ def demo_data(
         summary = build_demo_corpus(out, speakers=speakers, takes=takes, seed=seed, progress=p)
     log.info(
         "demo corpus: %d clips, %d speakers x %d sounds, %.0f s of audio in %.1f s -> %s",
-        summary["clips"], summary["speakers"], summary["labels"], summary["seconds"], time.perf_counter() - t0, summary["root"],
+        summary["clips"], summary["speakers"], summary["labels"], summary["audio_seconds"], time.perf_counter() - t0, summary["root"],
     )
 
 
@@ -256,15 +256,20 @@ def train_all_cmd(
 
 
 def _print_report(report: dict) -> None:
+    target = report.get("target_group") or "target"
     table = Table(title=f"held-out speakers ({report['split']['kind']})")
-    for col in ("model", "weights", "top-1", "95% CI", "top-3", "macro-F1", "target grp", "leaky"):
-        table.add_column(col, justify="left" if col in ("model", "weights") else "right")
+    for col in ("model", "top-1 [95% CI]", "top-3", "F1", target, "leaky"):
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
     f = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
     for name, m in report["models"].items():
-        table.add_row(name, m["weights"], f(m["top1"]), f"{m['top1_ci95'][0]:.3f}-{m['top1_ci95'][1]:.3f}", f(m["top3"]),
-                      f(m["macro_f1"]), f(m["target_top1"]), f(m["leaky_top1"]))
+        table.add_row(name, f"{m['top1']:.3f} [{m['top1_ci95'][0]:.2f}-{m['top1_ci95'][1]:.2f}]", f(m["top3"]), f"{m['macro_f1']:.2f}",
+                      f(m["target_top1"]), f(m["leaky_top1"]))
     console.print(table)
-    console.print(f"best model (by {report['headline']}): [bold]{report['best_model']}[/]")
+    rand = [n for n, m in report["models"].items() if m["weights"] == "random"]
+    if rand:
+        console.print(f"randomly initialised encoders (not a verdict on pretrained ones): {', '.join(rand)}")
+    console.print(f"best model (by {report['headline']}): [bold]{report['best_model']}[/]"
+                  + (f"; fastest end to end: [bold]{report['faster_model']}[/]" if report.get("faster_model") else ""))
 
 
 @command()
@@ -355,6 +360,138 @@ def demo(
     _print_report(load_report(out))
     log.info("demo finished in %.0f s; report: %s, figures: %s, step log: %s", time.perf_counter() - t0,
              out / "report.md", out / "figures", out / "steps.jsonl")
+
+
+# ---------------------------------------------------------------- deployment
+
+
+def _trusted(path: Optional[Path]) -> Optional[set]:
+    from .runtime import load_trusted_hashes
+
+    return load_trusted_hashes(path) if path else None
+
+
+@command()
+def export(
+    run: Annotated[Path, typer.Argument(help="Run folder of a trained model.")],
+    out: Annotated[Optional[Path], typer.Option(help="Output folder; default RUN/onnx.")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Manifest with real clips for the parity check; default: the training manifest.")] = None,
+    clips: Annotated[int, typer.Option(min=2, help="Clips in the parity check.")] = 32,
+    forms: Annotated[str, typer.Option(help="head,e2e")] = "head,e2e",
+    int8: Annotated[bool, typer.Option(help="Also try a dynamic int8 copy (kept only if faster and accurate).")] = True,
+    trusted_hashes: Annotated[Optional[Path], typer.Option(help="Only export checkpoints whose sha256 is listed.")] = None,
+) -> None:
+    """Export a trained model to ONNX (head-only and end-to-end) with a parity check."""
+    from .export import export_run, parity_clips
+
+    rec = export_run(run, parity_clips(run, data, clips), out, forms=tuple(f.strip() for f in forms.split(",")), int8=int8,
+                     trusted=_trusted(trusted_hashes))
+    for form, f in rec["files"].items():
+        typer.echo(f"{form:5s} {f['path']}  {f['bytes'] / 1e6:.1f} MB  top-1 agreement {f['parity']['top1_agreement']:.3f}  "
+                   f"max |dp| {f['parity']['max_abs_diff']:.1e}" + (f"  int8: {f['int8']['reason']}" if "int8" in f else ""))
+
+
+@command("test-batch")
+def test_batch(
+    model: Annotated[Path, typer.Argument(help="An .onnx file or a run folder (torch checkpoint).")],
+    data: Annotated[Path, typer.Argument(help="Folder of audio (label = parent folder name), a manifest, or one file.")],
+    out: Annotated[Path, typer.Option(help="Per-file predictions (.csv or .json).")] = Path("predictions.csv"),
+    top_k: Annotated[int, typer.Option(min=1)] = 3,
+    trusted_hashes: Annotated[Optional[Path], typer.Option()] = None,
+) -> None:
+    """Classify every file with a model; write predictions and accuracy."""
+    from .batchtest import list_inputs, load_predictor, run_batch, write_predictions
+
+    labels, predict, kind = load_predictor(model, _trusted(trusted_hashes))
+    items = list_inputs(data, labels)
+    with progress_bar() as p:
+        rows, summary = run_batch(labels, predict, items, top_k, progress=p)
+    write_predictions(rows, summary, out)
+    acc = "n/a (no labels)" if summary["accuracy"] is None else f"{summary['accuracy']:.3f} on {summary['labelled']} labelled files"
+    typer.echo(f"{kind} model: {summary['classified']}/{summary['files']} files classified, {len(summary['failed'])} skipped; accuracy {acc} -> {out}")
+
+
+@command("test-onnx")
+def test_onnx(
+    run: Annotated[Path, typer.Argument(help="Run folder with an onnx/ export and predictions.npz.")],
+    data: Annotated[Optional[Path], typer.Option(help="Manifest; default: the training manifest, restricted to the run's held-out clips.")] = None,
+) -> None:
+    """Parity and held-out accuracy of a run's exported ONNX files."""
+    from .audio import load_audio
+    from .data.manifest import load_manifest
+    from .experiment import load_predictions
+    from .fileio import read_json
+    from .model import read_sidecar
+    from .runtime import Classifier
+
+    side = read_sidecar(run)
+    m = load_manifest(data or side["data"])
+    held = load_predictions(run / "predictions.npz", "test", side["labels"])
+    keep = {r["sha256"] for r in held.rows}
+    rows = [r for r in m.rows if r["sha256"] in keep]
+    waves = [load_audio(m.audio_path(r)).samples for r in rows]
+    y = np.array([side["labels"].index(r["label"]) for r in rows])
+    torch_acc = float(np.mean(held.scores.argmax(1) == held.y))
+    parity = read_json(next((run / "onnx").glob("*.parity.json")))
+    typer.echo(f"torch checkpoint: held-out top-1 {torch_acc:.3f} on {len(held.y)} clips")
+    for path in sorted((run / "onnx").glob("*.onnx")):
+        clf = Classifier.load(path)
+        if clf.form != "e2e":
+            continue
+        acc = float(np.mean(clf.probs(waves).argmax(1) == y))
+        typer.echo(f"{path.name}: held-out top-1 {acc:.3f} on {len(rows)} clips ({clf.meta['precision']})")
+    for form, f in parity["files"].items():
+        typer.echo(f"parity {form}: top-1 agreement {f['parity']['top1_agreement']:.3f}, max |dp| {f['parity']['max_abs_diff']:.1e}")
+
+
+@command()
+def benchmark(
+    json_out: Annotated[Path, typer.Option("--json", help="Results JSON; a markdown table is written beside it.")] = Path("runs/benchmark.json"),
+    threads: Annotated[Optional[int], typer.Option(min=1, help="Threads for torch and ONNX Runtime; default: all cores.")] = None,
+    runs: Annotated[int, typer.Option(min=10, help="Timed batch-1 head runs.")] = 300,
+    encoders: Annotated[str, typer.Option(help="Base-size encoders for the end-to-end figures ('' to skip).")] = "wav2vec2,wavlm",
+    heads: Annotated[str, typer.Option(help="Heads to time (the first is the reference for the targets).")] = "ctc,ctc-thin,conv-ctc",
+) -> None:
+    """Measure head latency/throughput, end-to-end real-time factor and memory against the targets."""
+    from .benchmark import markdown, run_benchmark, write_results
+
+    res = run_benchmark(threads=threads, n=runs, encoders=tuple(e for e in encoders.split(",") if e),
+                        heads=tuple(h for h in heads.split(",") if h))
+    md = write_results(res, json_out)
+    typer.echo(markdown(res))
+    log.info("benchmark -> %s, %s", json_out, md)
+
+
+@command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders of trained models (tested on the same split).")],
+    out: Annotated[Path, typer.Option(help="Folder for compare.json/.md; a report.json there is updated too.")] = Path("runs/compare"),
+    target_group: Annotated[Optional[str], typer.Option(help="Group reported on its own, e.g. child.")] = None,
+    speed: Annotated[bool, typer.Option(help="Also measure latency, size and memory.")] = True,
+    threads: Annotated[int, typer.Option(min=1)] = 2,
+) -> None:
+    """Compare trained models side by side: accuracy, significance, speed, memory."""
+    from .compare import compare_into_report, markdown
+
+    cmp = compare_into_report(runs, out, target_group=target_group, speed=speed, threads=threads)
+    typer.echo(markdown(cmp))
+    log.info("comparison -> %s", out / "compare.md")
+
+
+@command()
+def ensemble(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders of the members (trained on the same split).")],
+    out: Annotated[Path, typer.Option(help="Folder for ensemble.json and ensemble.e2e.onnx; a report.json there is updated too.")] = Path("runs/ensemble"),
+    export: Annotated[bool, typer.Option(help="Export the chosen ensemble as one ONNX file.")] = True,
+    clips: Annotated[int, typer.Option(min=2, help="Clips in the parity check.")] = 16,
+) -> None:
+    """Fit averaging, weighted, vote and stacking ensembles on validation; report them on test."""
+    from .ensemble import ensemble_into_report
+
+    rec = ensemble_into_report(runs, out, export=export, clips=clips)
+    for method, r in rec["methods"].items():
+        typer.echo(f"{method:9s} val top-1 {r['val_top1']:.3f}  test top-1 {r['top1']:.3f} ({r['top1_ci95'][0]:.3f}-{r['top1_ci95'][1]:.3f})"
+                   + ("  <- chosen on validation" if method == rec["chosen"] else ""))
 
 
 # Subcommands that later work fills in. They say so plainly.

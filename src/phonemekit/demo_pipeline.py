@@ -1,6 +1,7 @@
 """The demo: the whole path on the built-in corpus, as resumable steps.
 
     corpus -> prepare -> train (five models, honest + leaky) -> report
+           -> export (ONNX + int8) -> compare -> ensemble
 
 With pretrained weights (`--wav2vec2`, `--wavlm`: hub id or folder) the
 encoders are frozen and heads train on cached features. Without them the
@@ -48,6 +49,7 @@ def demo_steps(out: Path, *, speakers: int, takes: int, seed: int, wav2vec2: str
                cache: Path, device: str, progress=None) -> list[Step]:
     corpus, data = out / "corpus", out / "data"
     models = demo_models(wav2vec2, wavlm, e2e_epochs)
+    runs = [out / "models" / m.name for m in models]
     random_enc = [m.name for m in models if m.encoder.source.startswith("random:")]
     # Leaky twins of the cheap (cached-feature) models teach the lesson; for
     # end-to-end random encoders they would double the demo's run time.
@@ -78,6 +80,12 @@ def demo_steps(out: Path, *, speakers: int, takes: int, seed: int, wav2vec2: str
         Step("train", lambda: _train(data, out, models, leaky, cache, device, notes, progress),
              inputs=[data / "manifest.jsonl"], outputs=[out / "report.json", out / "report.md"],
              config={"models": [m.to_dict() for m in models], "leaky": sorted(leaky)}, check=check_report),
+        Step("export", lambda: _export_all(runs), inputs=[r / "model.safetensors" for r in runs],
+             outputs=[r / "onnx" / f"{r.name}.e2e.onnx" for r in runs]),
+        Step("compare", lambda: _compare(runs, out), inputs=[r / "onnx" / f"{r.name}.e2e.onnx" for r in runs],
+             outputs=[out / "compare.json"]),
+        Step("ensemble", lambda: _ensemble(runs, out), inputs=[r / "predictions.npz" for r in runs],
+             outputs=[out / "ensemble.json", out / "ensemble.e2e.onnx"]),
     ]
 
 
@@ -89,6 +97,31 @@ def _prepare(root: Path, data: Path, progress) -> dict:
 def _train(data: Path, out: Path, models, leaky, cache, device, notes, progress) -> dict:
     report = train_all(load_manifest(data), models, out, leaky=leaky, cache_root=cache, device=device, progress=progress, notes=notes)
     return {"best_model": report["best_model"]}
+
+
+def _export_all(runs: list[Path]) -> dict:
+    from .export import export_run, parity_clips
+
+    waves = parity_clips(runs[0], None, 32)
+    kept = {}
+    for r in runs:
+        rec = export_run(r, waves)
+        kept[r.name] = {form: f.get("int8", {}).get("kept", False) for form, f in rec["files"].items()}
+    return {"int8_kept": kept}
+
+
+def _compare(runs: list[Path], out: Path) -> dict:
+    from .compare import compare_into_report
+
+    cmp = compare_into_report(runs, out)
+    return {"best_model": cmp["best_model"], "faster_model": cmp["faster_model"]}
+
+
+def _ensemble(runs: list[Path], out: Path) -> dict:
+    from .ensemble import ensemble_into_report
+
+    rec = ensemble_into_report(runs, out)
+    return {"chosen": rec["chosen"], "test_top1": rec["methods"][rec["chosen"]]["top1"]}
 
 
 def run_demo(out: Path, *, force: set[str] | None = None, **kw) -> list[dict]:

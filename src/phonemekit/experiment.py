@@ -243,3 +243,16 @@ def render_markdown(report: dict, out: Path) -> str:
 
 def load_report(out: str | Path) -> dict:
     return read_json(Path(out) / "report.json")
+
+
+def update_report(out: str | Path, section: str | None = None, **keys) -> dict:
+    """Add results (comparison, ensembles, ...) to an existing report."""
+    out = Path(out)
+    report = load_report(out)
+    report.update(keys)
+    if section:
+        title = section.splitlines()[0]
+        report["sections"] = [s for s in report.get("sections", []) if s.splitlines()[0] != title] + [section]
+    write_json(out / "report.json", report)
+    write_text(out / "report.md", render_markdown(report, out))
+    return report

@@ -167,13 +167,13 @@ class Pipeline:
         import torch
 
         rec = {
+            **summary,
             "step": step.name,
             "status": status,
             "seconds": round(time.perf_counter() - t0, 2),
             "peak_rss_mb": round(_peak_rss_mb() or 0, 1),
             "gpu_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            **summary,
         }
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / "steps.jsonl", "a", encoding="utf-8") as f:  # append-only log

@@ -92,3 +92,15 @@ def model_bars(names: list[str], values: list[float], ci: list[list[float]], pat
     ax.set_ylabel(ylabel)
     ax.legend(loc="lower right", fontsize=8)
     return _save(fig, Path(path))
+
+
+def accuracy_vs_latency(names: list[str], acc: list[float], ms: list[float], path: str | os.PathLike) -> Path:
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.scatter(ms, acc, s=40)
+    for n, x, y in zip(names, ms, acc):
+        ax.annotate(n, (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("end-to-end ms per 1 s of audio (CPU)")
+    ax.set_ylabel("held-out top-1")
+    ax.set_ylim(0, 1)
+    ax.set_xscale("log")
+    return _save(fig, Path(path))

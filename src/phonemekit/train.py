@@ -287,7 +287,8 @@ class Trainer:
             improved = score[0] > self.best[0] + 1e-6 or (abs(score[0] - self.best[0]) <= 1e-6 and score[1] < self.best[1])
             if improved:
                 self.best, self.best_epoch, self.bad_epochs = score, self.epoch, 0
-                save_checkpoint(self.model, self.run_dir, metrics={"val_top1": score[0], "val_loss": score[1], "epoch": self.epoch})
+                save_checkpoint(self.model, self.run_dir, metrics={"val_top1": score[0], "val_loss": score[1], "epoch": self.epoch},
+                                extra={"data": str(self.manifest.path) if self.manifest.path else None})
             else:
                 self.bad_epochs += 1
             self._save_state()

@@ -197,4 +197,4 @@ def build_demo_corpus(
             if progress:
                 progress.advance(task)
     write_json(out / "speakers.json", {v.speaker: {"group": v.group} for v in voices})
-    return {"root": str(root), "clips": n_done, "seconds": round(seconds, 1), "speakers": len(voices), "labels": len(chosen)}
+    return {"root": str(root), "clips": n_done, "audio_seconds": round(seconds, 1), "speakers": len(voices), "labels": len(chosen)}

@@ -124,6 +124,9 @@ class HFEncoder(Encoder):
         # SpecAugment's default spans (10 frames, at least 2 of them) would
         # mask most of a 0.3-0.6 s phoneme clip; training augments waveforms instead.
         mc.apply_spec_augment = False
+        # LayerDrop drops entries from hidden_states in training, which would
+        # shift which layer a head reads; layers are chosen by index here.
+        mc.layerdrop = 0.0
         self.dim = mc.hidden_size
         self.num_layers = mc.num_hidden_layers + 1
         stride = 1

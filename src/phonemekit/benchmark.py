@@ -1,0 +1,275 @@
+"""`phonemekit benchmark`: latency, throughput, real-time factor and memory
+against the targets, measured in one run on this machine's CPU.
+
+Speed does not depend on weights, so base-size encoders are randomly
+initialised (`random:base`, the published base architecture); every figure
+says so. Warm-up runs are excluded. Results go to JSON and a markdown table
+with a pass/fail verdict per target.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import EncoderConfig, HeadConfig, ModelConfig
+from .encoders import build_encoder
+from .export import HeadGraph, _export, _io
+from .fileio import write_json, write_text
+from .model import PhonemeModel
+
+log = logging.getLogger(__name__)
+
+TARGETS = {"head_mean_ms": 1.0, "head_max_ms": 2.0, "head_batch64_seq_per_s": 2000.0, "peak_rss_mb": 2048.0}
+
+HEADS = {
+    "ctc": HeadConfig("ctc", {"proj": 128, "hidden": 128, "layers": 2}),
+    "ctc-thin": HeadConfig("ctc", {"proj": 64, "hidden": 64, "layers": 2}),
+    "conv-ctc": HeadConfig("conv-ctc", {"channels": 128, "kernel": 5, "layers": 2}),
+}
+
+
+def _stats(times_s: list[float]) -> dict:
+    ms = np.array(times_s) * 1000
+    return {"mean_ms": float(ms.mean()), "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max())}
+
+
+def _time(fn, n: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def _session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def _spec_for(dim: int):
+    from .encoders.base import EncoderSpec
+
+    return EncoderSpec("bench", "random", None, -1, 16000, 50.0, dim, 1, "random", "")
+
+
+def bench_head(name: str, head: HeadConfig, tmp: Path, *, frames: int, dim: int, classes: int, threads: int, n: int, batch: int) -> dict:
+    labels = [f"c{i}" for i in range(classes)]
+    model = PhonemeModel(ModelConfig(name=name, head=head), labels, _spec_for(dim)).eval()
+    params = sum(p.numel() for p in model.parameters())
+    graph = HeadGraph(model)
+    x1, l1 = torch.randn(1, frames, dim), torch.tensor([frames])
+    xb, lb = torch.randn(batch, frames, dim), torch.full((batch,), frames)
+    res: dict = {"params": params, "head": head.kind, "options": head.options}
+    with torch.no_grad():
+        res["torch"] = {f"batch1_{k}": v for k, v in _stats(_time(lambda: graph(x1, l1), n, 10)).items()}
+        tb = _time(lambda: graph(xb, lb), max(5, n // 20), 2)
+        res["torch"]["batch64_seq_per_s"] = batch / float(np.median(tb))
+    path = tmp / f"{name}.onnx"
+    inputs, outputs, dynamic = _io("head", model.output_kind == "ctc")
+    _export(graph, (torch.randn(2, frames, dim), torch.tensor([frames, frames - 10])), path, inputs, outputs, dynamic, use_dynamo=False)
+    sess = _session(path, threads)
+    f1 = {"features": x1.numpy(), "lengths": l1.numpy()}
+    fb = {"features": xb.numpy(), "lengths": lb.numpy()}
+    res["onnx"] = {f"batch1_{k}": v for k, v in _stats(_time(lambda: sess.run(["probs"], f1), n, 20)).items()}
+    tb = _time(lambda: sess.run(["probs"], fb), max(5, n // 20), 2)
+    res["onnx"]["batch64_seq_per_s"] = batch / float(np.median(tb))
+    if model.output_kind == "ctc":
+        # The network alone (frame posteriors), to separate it from class scoring.
+        net = _stats(_time(lambda: sess.run(["frame_log_probs"], f1), n, 20))
+        res["onnx_network_only"] = {f"batch1_{k}": v for k, v in net.items()}
+    res["gflop_per_call"] = _head_flops(model, frames, dim) / 1e9
+    return res
+
+
+def _head_flops(model: PhonemeModel, frames: int, dim: int) -> float:
+    """Multiply-adds x 2 of the matrix work (projection, LSTM/conv, output)."""
+    macs = 0
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Linear):
+            macs += frames * mod.in_features * mod.out_features
+        elif isinstance(mod, torch.nn.LSTM):
+            macs += frames * 4 * mod.hidden_size * (mod.input_size + mod.hidden_size)
+        elif isinstance(mod, torch.nn.Conv1d):
+            macs += frames * mod.in_channels * mod.out_channels * mod.kernel_size[0]
+    return 2.0 * macs
+
+
+def bench_e2e(family: str, tmp: Path, *, threads: int, n: int, seconds: float = 1.0, head: HeadConfig = HEADS["ctc-thin"], size: str = "base") -> dict:
+    from .export import EndToEndGraph
+
+    enc = build_encoder(EncoderConfig(family=family, source=f"random:{size}"))
+    labels = [f"c{i}" for i in range(39)]
+    model = PhonemeModel(ModelConfig(name=f"{family}-bench", encoder=EncoderConfig(family=family, source=f"random:{size}"), head=head),
+                         labels, enc.spec, enc).eval()
+    samples = int(16000 * seconds)
+    wave, lengths = torch.randn(1, samples) * 0.1, torch.tensor([samples])
+    graph = EndToEndGraph(model)
+    res: dict = {"weights": "random (speed does not depend on weights)", "size": size, "audio_seconds": seconds,
+                 "encoder_params": sum(p.numel() for p in enc.parameters())}
+    with torch.no_grad():
+        t = _time(lambda: graph(wave, lengths), n, 2)
+    res["torch_fp32"] = {"mean_ms": float(np.mean(t) * 1000), "rtf": float(np.mean(t) / seconds)}
+    path = tmp / f"{family}.onnx"
+    inputs, outputs, dynamic = _io("e2e", True)
+    t0 = time.perf_counter()
+    _export(graph, (torch.randn(2, samples) * 0.1, torch.tensor([samples, samples - 1600])), path, inputs, outputs, dynamic, use_dynamo=True)
+    res["export_seconds"] = round(time.perf_counter() - t0, 1)
+    feed = {"waveform": wave.numpy(), "lengths": lengths.numpy()}
+    sess = _session(path, threads)
+    t = _time(lambda: sess.run(["probs"], feed), n, 2)
+    res["onnx_fp32"] = {"mean_ms": float(np.mean(t) * 1000), "rtf": float(np.mean(t) / seconds), "mb": path.stat().st_size / 1e6}
+    p32 = sess.run(["probs"], feed)[0]
+    del sess
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    q = tmp / f"{family}.int8.onnx"
+    root = logging.getLogger()
+    level, _ = root.level, root.setLevel(logging.WARNING)
+    try:
+        quantize_dynamic(str(path), str(q), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+    sess = _session(q, threads)
+    t = _time(lambda: sess.run(["probs"], feed), n, 2)
+    p8 = sess.run(["probs"], feed)[0]
+    res["onnx_int8"] = {"mean_ms": float(np.mean(t) * 1000), "rtf": float(np.mean(t) / seconds), "mb": q.stat().st_size / 1e6,
+                        "max_abs_diff_vs_fp32": float(np.abs(p8 - p32).max())}
+    for k in ("onnx_fp32", "onnx_int8"):
+        res[k]["speedup_vs_torch_fp32"] = res["torch_fp32"]["rtf"] / res[k]["rtf"]
+    res["inference_process"] = _inference_process_rss(q, threads, samples)
+    res["inference_process_fp32"] = _inference_process_rss(path, threads, samples)
+    return res
+
+
+_RSS_PROBE = """
+import json, sys, time, numpy as np, onnxruntime as ort
+opts = ort.SessionOptions(); opts.intra_op_num_threads = int(sys.argv[2])
+s = ort.InferenceSession(sys.argv[1], sess_options=opts, providers=["CPUExecutionProvider"])
+n = int(sys.argv[3]); w = (np.random.default_rng(0).standard_normal((1, n)) * 0.1).astype(np.float32)
+for _ in range(5): s.run(["probs"], {"waveform": w, "lengths": np.array([n], dtype=np.int64)})
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+print(json.dumps({"peak_rss_mb": int(hwm) / 1024, "torch_imported": "torch" in sys.modules}))
+"""
+
+
+def _inference_process_rss(path: Path, threads: int, samples: int) -> dict:
+    """Peak RSS of a fresh process that only loads ONNX Runtime and classifies."""
+    out = subprocess.run([sys.executable, "-c", _RSS_PROBE, str(path), str(threads), str(samples)], capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_benchmark(*, threads: int | None = None, n: int = 300, frames: int = 100, dim: int = 768, classes: int = 39, batch: int = 64,
+                  encoders: tuple[str, ...] = ("wav2vec2", "wavlm"), encoder_size: str = "base", heads: tuple[str, ...] = tuple(HEADS),
+                  e2e_runs: int = 10) -> dict:
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    res: dict = {"threads": threads, "cpu": _cpu_name(), "torch": torch.__version__, "input": [1, frames, dim], "classes": classes, "heads": {}, "e2e": {}}
+    import onnxruntime
+
+    res["onnxruntime"] = onnxruntime.__version__
+    with tempfile.TemporaryDirectory(prefix="phonemekit-bench-") as d:
+        tmp = Path(d)
+        for name in heads:
+            log.info("benchmarking head %s", name)
+            res["heads"][name] = bench_head(name, HEADS[name], tmp, frames=frames, dim=dim, classes=classes, threads=threads, n=n, batch=batch)
+        for fam in encoders:
+            log.info("benchmarking %s %s (random weights) end to end", fam, encoder_size)
+            res["e2e"][fam] = bench_e2e(fam, tmp, threads=threads, n=e2e_runs, size=encoder_size)
+    # The seed's head is the reference for the head targets; the others are offered alternatives.
+    res["head"] = res["heads"][heads[0]]
+    rss = [v["inference_process"].get("peak_rss_mb") for v in res["e2e"].values() if "inference_process" in v]
+    rss = [r for r in rss if r is not None]
+    res["peak_rss_mb"] = max(rss) if rss else None
+    res["verdicts"] = verdicts(res)
+    return res
+
+
+def verdicts(res: dict) -> dict:
+    out = {}
+    for name, h in res["heads"].items():
+        o = h["onnx"]
+        out[name] = {
+            "mean < 1 ms": o["batch1_mean_ms"] < TARGETS["head_mean_ms"],
+            "max < 2 ms": o["batch1_max_ms"] < TARGETS["head_max_ms"],
+            "batch-64 > 2000 seq/s": o["batch64_seq_per_s"] > TARGETS["head_batch64_seq_per_s"],
+        }
+    if res.get("peak_rss_mb") is not None:
+        out["memory"] = {"peak RSS < 2 GB": res["peak_rss_mb"] < TARGETS["peak_rss_mb"]}
+    return out
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def flatten(res: dict) -> dict:
+    """Dotted keys for the documented names: head.onnx.batch1_mean_ms, e2e.wavlm.onnx_int8.rtf, ..."""
+    flat: dict = {}
+
+    def walk(prefix: str, obj) -> None:
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            flat[prefix] = obj
+
+    walk("", res)
+    return flat
+
+
+def markdown(res: dict) -> str:
+    ok = lambda b: "PASS" if b else "FAIL"  # noqa: E731
+    lines = [f"Benchmark on {res['cpu']}, {res['threads']} threads, torch {res['torch']}, onnxruntime {res['onnxruntime']}. "
+             f"Head input {tuple(res['input'])}, {res['classes']} classes; warm-up excluded.", "",
+             "| head | params | GFLOP/call | torch mean ms | ONNX mean / p99 / max ms | ONNX network-only mean ms | ONNX batch-64 seq/s | mean < 1 ms | max < 2 ms | > 2000 seq/s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, h in res["heads"].items():
+        o, v = h["onnx"], res["verdicts"][name]
+        net = h.get("onnx_network_only", {}).get("batch1_mean_ms")
+        lines.append(f"| {name} | {h['params'] / 1e3:.0f}k | {h['gflop_per_call']:.3f} | {h['torch']['batch1_mean_ms']:.2f} | "
+                     f"{o['batch1_mean_ms']:.2f} / {o['batch1_p99_ms']:.2f} / {o['batch1_max_ms']:.2f} | {'-' if net is None else f'{net:.2f}'} | "
+                     f"{o['batch64_seq_per_s']:.0f} | {ok(v['mean < 1 ms'])} | {ok(v['max < 2 ms'])} | {ok(v['batch-64 > 2000 seq/s'])} |")
+    if res["e2e"]:
+        lines += ["", "End to end, 1 s of audio, base-size encoders with random weights (speed does not depend on weights), thin CTC head:", "",
+                  "| encoder | torch fp32 RTF | ONNX fp32 RTF (x torch) | ONNX int8 RTF (x torch) | int8 max abs diff | inference process peak RSS (int8 / fp32) |",
+                  "|---|---|---|---|---|---|"]
+        for fam, e in res["e2e"].items():
+            lines.append(f"| {fam} | {e['torch_fp32']['rtf']:.3f} | {e['onnx_fp32']['rtf']:.3f} ({e['onnx_fp32']['speedup_vs_torch_fp32']:.2f}x) | "
+                         f"{e['onnx_int8']['rtf']:.3f} ({e['onnx_int8']['speedup_vs_torch_fp32']:.2f}x) | {e['onnx_int8']['max_abs_diff_vs_fp32']:.2e} | "
+                         f"{e['inference_process'].get('peak_rss_mb', float('nan')):.0f} / {e['inference_process_fp32'].get('peak_rss_mb', float('nan')):.0f} MB |")
+    if res.get("peak_rss_mb") is not None:
+        lines += ["", f"Peak RSS of the inference process: {res['peak_rss_mb']:.0f} MB ({ok(res['peak_rss_mb'] < TARGETS['peak_rss_mb'])} < 2 GB)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(res: dict, json_path: Path) -> Path:
+    write_json(json_path, {**res, "flat": flatten({k: v for k, v in res.items() if k != "verdicts"})})
+    md = json_path.with_suffix(".md")
+    write_text(md, markdown(res))
+    return md

@@ -1,0 +1,104 @@
+"""ONNX Runtime classifier: what a game ships. Imports no torch.
+
+    clf = Classifier.load("wavlm-ctc.e2e.onnx")
+    clf.classify(waveform)            # [(label, prob), ...] top-k
+    clf.probs([w1, w2, ...])          # (N, C)
+
+Labels, blank index and sample rate come from the file's metadata; the
+graph's sha256 recorded there is verified on load, and an optional
+allow-list of trusted hashes can be enforced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError, IntegrityError
+
+
+class Classifier:
+    def __init__(self, session, meta: dict, path: Path) -> None:
+        self.session, self.meta, self.path = session, meta, path
+        self.labels: list[str] = meta["labels"]
+        self.blank: int = meta["blank"]
+        self.sample_rate: int = meta["sample_rate"]
+        self.form: str = meta["form"]
+        self.name: str = meta.get("model_name", path.stem)
+        self.outputs = [o.name for o in session.get_outputs()]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, threads: int | None = None, trusted: set[str] | None = None) -> Classifier:
+        import onnx
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"no ONNX model at {path}")
+        try:
+            proto = onnx.load(str(path))
+        except Exception as e:  # truncated or not ONNX at all
+            raise IntegrityError(f"{path} is not a readable ONNX model (truncated or corrupt): {str(e).splitlines()[0][:200]}") from e
+        raw = {p.key: p.value for p in proto.metadata_props}
+        if "graph_sha256" not in raw or "labels" not in raw:
+            raise IntegrityError(f"{path} carries no phonemekit metadata; export it with `phonemekit export`")
+        actual = hashlib.sha256(proto.graph.SerializeToString()).hexdigest()
+        if actual != raw["graph_sha256"]:
+            raise IntegrityError(f"{path} does not match its recorded graph sha256 (tampered or corrupt); refusing to load")
+        if trusted is not None and actual not in trusted:
+            raise IntegrityError(f"{path} (graph sha256 {actual[:12]}...) is not in the trusted-hashes list")
+        meta = {k: (v if k in ("graph_sha256", "checkpoint_sha256", "form", "precision", "head_output", "model_name", "phonemekit_version", "weights")
+                    else json.loads(v)) for k, v in raw.items()}
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        sess = ort.InferenceSession(proto.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+        return cls(sess, meta, path)
+
+    def _run(self, x: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+        key = "waveform" if self.form == "e2e" else "features"
+        return self.session.run(None, {key: x.astype(np.float32, copy=False), "lengths": lengths.astype(np.int64)})
+
+    def probs(self, waves: list[np.ndarray], batch_size: int = 1) -> np.ndarray:
+        """Class probabilities for 16 kHz mono waveforms (e2e files)."""
+        if self.form != "e2e":
+            raise DataError(f"{self.path} is a head-only model; use probs_features() or export the e2e form")
+        out = []
+        order = np.argsort([len(w) for w in waves])  # similar lengths share a batch
+        res = [None] * len(waves)
+        for start in range(0, len(waves), batch_size):
+            idx = order[start : start + batch_size]
+            lens = np.array([len(waves[i]) for i in idx])
+            x = np.zeros((len(idx), lens.max()), np.float32)
+            for j, i in enumerate(idx):
+                x[j, : lens[j]] = waves[i]
+            p = self._run(x, lens)[0]
+            for j, i in enumerate(idx):
+                res[i] = p[j]
+        out = np.stack(res)
+        return out
+
+    def probs_features(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return self._run(features, lengths)[0]
+
+    def classify(self, waveform: np.ndarray, top_k: int = 3) -> list[tuple[str, float]]:
+        p = self.probs([np.asarray(waveform, dtype=np.float32)])[0]
+        best = np.argsort(-p)[:top_k]
+        return [(self.labels[i], float(p[i])) for i in best]
+
+    def classify_file(self, path: str | os.PathLike, top_k: int = 3) -> list[tuple[str, float]]:
+        from .audio import load_audio
+        from .config import AudioConfig
+
+        return self.classify(load_audio(path, AudioConfig(sample_rate=self.sample_rate)).samples, top_k)
+
+
+def load_trusted_hashes(path: str | os.PathLike) -> set[str]:
+    """One sha256 per line (comments with #)."""
+    lines = Path(path).read_text().splitlines()
+    return {ln.split("#")[0].strip().lower() for ln in lines if ln.split("#")[0].strip()}

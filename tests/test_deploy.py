@@ -1,0 +1,193 @@
+"""Export, runtime, batch test, comparison, ensembles, benchmark (tiny sizes)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from phonemekit.audio import load_audio
+from phonemekit.config import EncoderConfig, HeadConfig, ModelConfig, TrainConfig
+from phonemekit.errors import IntegrityError
+
+
+def _cfg(name, kind, encoder=None, **train):
+    opts = {"proj": 16, "hidden": 16} if kind == "ctc" else ({"channels": 16} if kind == "conv-ctc" else {"hidden": [16]})
+    return ModelConfig(name=name, encoder=encoder or EncoderConfig(family="fbank", source="fbank"), head=HeadConfig(kind=kind, options=opts),
+                       train=TrainConfig(epochs=3, batch_size=8, lr=3e-3, **train))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model_dirs):
+    """Three tiny models trained on one split by train_all, as the demo does."""
+    from phonemekit.data.manifest import load_manifest, prepare
+    from phonemekit.experiment import train_all
+
+    from .conftest import make_corpus
+
+    base = tmp_path_factory.mktemp("deploy")
+    make_corpus(base / "rec")
+    prepare(base / "rec", base / "data")
+    m = load_manifest(base / "data")
+    models = [
+        _cfg("a-ctc", "ctc"),
+        _cfg("b-mlp", "mlp"),
+        _cfg("c-w2v", "conv-ctc", EncoderConfig(family="wav2vec2", source=str(tiny_model_dirs["wav2vec2"])), finetune_layers=-1),
+    ]
+    train_all(m, models, base / "out", leaky={"b-mlp"}, cache_root=base / "cache", show_speakers=True)
+    waves = [load_audio(m.audio_path(r)).samples for r in m.rows[::7]]
+    return {"out": base / "out", "runs": [base / "out" / "models" / c.name for c in models], "waves": waves, "manifest": m}
+
+
+def test_report_schema(trained):
+    report = json.loads((trained["out"] / "report.json").read_text())
+    assert set(report["split"]) == {"kind", "train_speakers", "val_speakers", "test_speakers"}
+    assert report["labels"] == ["aa", "ee", "sh"] and report["best_model"] in report["models"]
+    for name, m in report["models"].items():
+        assert {"encoder", "weights", "head", "top1", "top3", "macro_f1", "top1_ci95", "leaky_top1", "per_speaker", "train_seconds", "checkpoint"} <= set(m)
+        assert 0 <= m["top1_ci95"][0] <= m["top1"] <= m["top1_ci95"][1] <= 1
+        assert set(m["per_speaker"]) == set(report["split"]["test_speakers"])
+    assert report["models"]["b-mlp"]["leaky_top1"] is not None and report["models"]["a-ctc"]["leaky_top1"] is None
+    assert report["models"]["c-w2v"]["weights"] == "pretrained"
+    md = (trained["out"] / "report.md").read_text()
+    assert "Why the split matters" in md and (trained["out"] / "figures" / "confusion-a-ctc.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("idx", [0, 1, 2])
+def test_export_both_forms_with_parity_and_metadata(trained, idx):
+    from phonemekit.export import export_run
+    from phonemekit.runtime import Classifier
+
+    run = trained["runs"][idx]
+    rec = export_run(run, trained["waves"][:6], int8=(idx == 0))
+    for form in ("head", "e2e"):
+        f = rec["files"][form]
+        assert f["parity"]["top1_agreement"] == 1.0 and f["parity"]["max_abs_diff"] < 1e-3
+    clf = Classifier.load(run / "onnx" / f"{run.name}.e2e.onnx")
+    side = json.loads((run / "model.json").read_text())
+    assert clf.labels == side["labels"] and clf.meta["checkpoint_sha256"] == side["sha256"]
+    assert clf.sample_rate == 16000 and clf.meta["encoder_spec"]["family"] == side["encoder_spec"]["family"]
+    top = clf.classify(trained["waves"][0])
+    assert len(top) == 3 and abs(sum(p for _, p in clf.classify(trained["waves"][0], top_k=3)) - sum(sorted(clf.probs([trained["waves"][0]])[0])[-3:])) < 1e-6
+    if idx == 0:
+        assert "kept" in rec["files"]["e2e"]["int8"] and rec["files"]["e2e"]["int8"]["reason"]
+
+
+def test_truncated_and_tampered_onnx_are_refused(trained, tmp_path):
+    from phonemekit.export import export_run
+    from phonemekit.runtime import Classifier
+
+    run = trained["runs"][0]
+    export_run(run, trained["waves"][:4], forms=("e2e",), int8=False)
+    good = (run / "onnx" / f"{run.name}.e2e.onnx").read_bytes()
+    (tmp_path / "trunc.onnx").write_bytes(good[: len(good) // 2])
+    with pytest.raises(IntegrityError, match="truncated or corrupt"):
+        Classifier.load(tmp_path / "trunc.onnx")
+    import onnx
+
+    m = onnx.load_from_string(good)
+    init = m.graph.initializer[0]
+    arr = onnx.numpy_helper.to_array(init).copy()
+    arr.flat[0] += 1.0
+    init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
+    onnx.save(m, str(tmp_path / "tampered.onnx"))
+    with pytest.raises(IntegrityError, match="tampered"):
+        Classifier.load(tmp_path / "tampered.onnx")
+
+
+def test_runtime_never_imports_torch(trained):
+    from phonemekit.export import export_run
+
+    run = trained["runs"][1]
+    export_run(run, trained["waves"][:4], forms=("e2e",), int8=False)
+    wav = trained["manifest"].audio_path(trained["manifest"].rows[0])
+    code = (
+        "import sys; sys.modules['torch'] = None\n"  # any torch import now fails
+        "from phonemekit.runtime import Classifier\n"
+        f"c = Classifier.load({str(run / 'onnx' / 'b-mlp.e2e.onnx')!r})\n"
+        f"print(c.classify_file({str(wav)!r})[0][0])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() in trained["manifest"].labels
+
+
+def test_batch_test_torch_and_onnx(trained, tmp_path):
+    from phonemekit.batchtest import list_inputs, load_predictor, run_batch, write_predictions
+    from phonemekit.export import export_run
+
+    run = trained["runs"][0]
+    export_run(run, trained["waves"][:4], forms=("e2e",), int8=False)
+    root = trained["manifest"].root
+    (root / "s1" / "aa" / "broken.wav").write_bytes(b"RIFF0000WAVEjunk")
+    results = {}
+    for model in (run, run / "onnx" / "a-ctc.e2e.onnx"):
+        labels, predict, kind = load_predictor(model)
+        rows, summary = run_batch(labels, predict, list_inputs(root, labels))
+        results[kind] = rows
+        assert summary["failed"] == [{"path": str(root / "s1" / "aa" / "broken.wav"), "reason": "corrupt"}]
+        assert summary["labelled"] == summary["classified"] == len(trained["manifest"].rows)
+        write_predictions(rows, summary, tmp_path / f"{kind}.csv")
+        assert (tmp_path / f"{kind}.csv").read_text().count("\n") == len(rows) + 1
+    (root / "s1" / "aa" / "broken.wav").unlink()
+    assert [r["predicted"] for r in results["torch"]] == [r["predicted"] for r in results["onnx"]]
+
+
+def test_ensemble_weights_never_see_test_data(trained):
+    from phonemekit.ensemble import _aligned, fit
+
+    names, _, val = _aligned(trained["runs"], "val")
+    val_lp, val_y = [v[0] for v in val], val[0][1]
+    a = fit("weighted", names, val_lp, val_y)
+    b = fit("weighted", names, [v.copy() for v in val_lp], val_y.copy())
+    assert np.allclose(a.weights, b.weights) and abs(sum(a.weights) - 1) < 1e-6
+    # The fit takes validation arrays only; scrambling the test predictions
+    # on disk cannot change it.
+    z = dict(np.load(trained["runs"][0] / "predictions.npz"))
+    z["test_scores"] = np.random.default_rng(0).standard_normal(z["test_scores"].shape).astype(np.float32)
+    np.savez(trained["runs"][0] / "predictions.npz", **z)
+    names2, _, val2 = _aligned(trained["runs"], "val")
+    c = fit("weighted", names2, [v[0] for v in val2], val2[0][1])
+    assert np.allclose(a.weights, c.weights)
+
+
+def test_ensemble_methods_and_single_file_export(trained, tmp_path):
+    from phonemekit.ensemble import run_ensemble
+    from phonemekit.runtime import Classifier
+
+    rec = run_ensemble(trained["runs"], tmp_path, waves=trained["waves"][:4])
+    assert set(rec["methods"]) == {"mean", "weighted", "vote", "stacking"} and rec["chosen"] in rec["methods"]
+    assert rec["onnx"]["parity"]["top1_agreement"] == 1.0
+    clf = Classifier.load(tmp_path / "ensemble.e2e.onnx")
+    assert clf.probs(trained["waves"][:2]).shape == (2, 3)
+
+
+def test_compare_reports_significance_and_speed(trained):
+    from phonemekit.compare import compare_runs, mcnemar_exact
+
+    assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(10, 0) < 0.01 and abs(mcnemar_exact(3, 3) - 1.0) < 1e-9
+    cmp = compare_runs(trained["runs"][:2], speed=True, threads=1)
+    assert set(cmp["models"]) == {"a-ctc", "b-mlp"} and "a-ctc vs b-mlp" in cmp["pairs"]
+    assert cmp["best_model"] in cmp["models"] and cmp["faster_model"] in cmp["models"]
+    for m in cmp["models"].values():
+        assert m["head_ms"] > 0 and m["e2e_ms_per_s_audio"] > 0 and m["params"] > 0
+
+
+def test_benchmark_json_has_the_documented_keys(tmp_path):
+    from phonemekit.benchmark import run_benchmark, write_results
+
+    # Tiny sizes here; the command measures the real ones.
+    res = run_benchmark(threads=1, n=10, frames=20, dim=32, classes=5, batch=4, encoders=("wavlm",), encoder_size="tiny",
+                        heads=("ctc-thin", "conv-ctc"), e2e_runs=2)
+    md = write_results(res, tmp_path / "bench.json")
+    flat = json.loads((tmp_path / "bench.json").read_text())["flat"]
+    keys = ["head.torch.batch1_mean_ms", "head.onnx.batch1_mean_ms", "head.onnx.batch1_max_ms", "head.onnx.batch64_seq_per_s", "threads",
+            "peak_rss_mb"] + [f"e2e.wavlm.{k}.rtf" for k in ("torch_fp32", "onnx_fp32", "onnx_int8")]
+    for key in keys:
+        assert key in flat and flat[key] > 0, key
+    assert flat["e2e.wavlm.inference_process.torch_imported"] is False
+    text = md.read_text()
+    assert "ctc-thin" in text and ("PASS" in text or "FAIL" in text)
