@@ -4,6 +4,7 @@ a temp folder and loaded back through the same path as real weights."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,8 @@ from phonemekit.audio import write_audio
 
 # Tests never touch the network; a hub id must fail fast, not retry.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The workspace (audit log, pseudonym salt) of a test run lives in a temp folder.
+os.environ.setdefault("PHONEMEKIT_HOME", tempfile.mkdtemp(prefix="phonemekit-test-home-"))
 
 SR = 16_000
 

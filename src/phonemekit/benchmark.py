@@ -14,7 +14,6 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from .encoders import build_encoder
 from .export import HeadGraph, _export, _io
 from .fileio import write_json, write_text
 from .model import PhonemeModel
+from .privacy import private_tmpdir
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +187,7 @@ def run_benchmark(*, threads: int | None = None, n: int = 300, frames: int = 100
     import onnxruntime
 
     res["onnxruntime"] = onnxruntime.__version__
-    with tempfile.TemporaryDirectory(prefix="phonemekit-bench-") as d:
-        tmp = Path(d)
+    with private_tmpdir("phonemekit-bench-") as tmp:
         for name in heads:
             log.info("benchmarking head %s", name)
             res["heads"][name] = bench_head(name, HEADS[name], tmp, frames=frames, dim=dim, classes=classes, threads=threads, n=n, batch=batch)

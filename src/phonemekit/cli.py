@@ -321,6 +321,11 @@ def confusions(
         p = predict(load_checkpoint(run), m, m.rows, cache_root=cache)
     elif (run / "predictions.npz").exists():
         p = load_predictions(run / "predictions.npz", "test", labels)
+        src = read_sidecar(run).get("data")
+        if src:  # file names live in the manifest, not in run artifacts
+            by_sha = {r["sha256"]: r["path"] for r in load_manifest(src).rows}
+            for r in p.rows:
+                r["path"] = by_sha.get(r["sha256"], r["sha256"][:12])
     else:
         raise typer.BadParameter(f"{run} has no predictions.npz; pass --data")
     pred = p.scores.argmax(1)
@@ -343,6 +348,8 @@ def demo(
     takes: Annotated[int, typer.Option(min=1, max=12)] = 3,
     seed: Annotated[int, typer.Option()] = 0,
     e2e_epochs: Annotated[int, typer.Option(min=1, help="Epochs for random encoders trained end to end.")] = 6,
+    models: Annotated[str, typer.Option(help="Comma-separated presets to train.")] = "fbank-mlp,fbank-ctc,mlp,wav2vec2-ctc,wavlm-ctc",
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Override the epochs of every model (quick runs).")] = None,
     force: Annotated[Optional[list[str]], typer.Option(help="Redo this step (repeatable): corpus, prepare, train, ...")] = None,
     cache: Annotated[Optional[Path], typer.Option(help="Feature cache; default OUT/cache.")] = None,
     device: Annotated[str, typer.Option(help="auto|cpu|cuda")] = "auto",
@@ -354,7 +361,8 @@ def demo(
     t0 = time.perf_counter()
     with progress_bar() as p:
         run_demo(out, force=set(force or []), speakers=speakers, takes=takes, seed=seed, wav2vec2=wav2vec2, wavlm=wavlm,
-                 e2e_epochs=e2e_epochs, cache=cache or out / "cache", device=resolve_device(device), progress=p)
+                 e2e_epochs=e2e_epochs, models=tuple(m.strip() for m in models.split(",") if m.strip()), epochs=epochs,
+                 cache=cache or out / "cache", device=resolve_device(device), progress=p)
     from .experiment import load_report
 
     _print_report(load_report(out))
@@ -492,6 +500,31 @@ def ensemble(
     for method, r in rec["methods"].items():
         typer.echo(f"{method:9s} val top-1 {r['val_top1']:.3f}  test top-1 {r['top1']:.3f} ({r['top1_ci95'][0]:.3f}-{r['top1_ci95'][1]:.3f})"
                    + ("  <- chosen on validation" if method == rec["chosen"] else ""))
+
+
+@command()
+def purge(
+    older_than: Annotated[float, typer.Option(min=0, help="Delete files older than this many days.")],
+    what: Annotated[list[str], typer.Option(help="cache, runs and/or audio (repeatable).")] = ["cache", "runs"],  # noqa: B006
+    cache: Annotated[Path, typer.Option(help="Feature cache folder.")] = Path("cache"),
+    runs: Annotated[Path, typer.Option(help="Runs folder.")] = Path("runs"),
+    audio: Annotated[Optional[Path], typer.Option(help="Recordings folder (needed for --what audio).")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Really delete; without it this is a dry run.")] = False,
+) -> None:
+    """Delete caches, runs or recordings older than N days (dry run unless --yes)."""
+    from .errors import ConfigError
+    from .privacy import purge as run_purge
+
+    known = {"cache": cache, "runs": runs, "audio": audio}
+    bad = [w for w in what if w not in known]
+    if bad:
+        raise ConfigError(f"invalid value for '--what': {', '.join(bad)} (cache|runs|audio)")
+    if "audio" in what and audio is None:
+        raise ConfigError("--what audio needs --audio FOLDER")
+    report = run_purge(older_than, {w: known[w] for w in what}, dry_run=not yes)
+    for w, r in report.items():
+        typer.echo(f"{w:6s} {r['root']}: {r['files']} files, {r['bytes'] / 1e6:.1f} MB older than {older_than:g} days"
+                   + (" deleted" if yes else " would be deleted (dry run; add --yes)"))
 
 
 # Subcommands that later work fills in. They say so plainly.

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 import time
 from itertools import combinations
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from .evaluate import Predictions, metrics
 from .experiment import load_predictions
 from .model import load_checkpoint, read_sidecar
+from .privacy import private_tmpdir
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,8 @@ def measure_speed(run_dir: Path, threads: int = 2, frames: int = 100) -> dict:
            "head_params": int(sum(p.numel() for p in model.head.parameters())),
            "checkpoint_mb": round((run_dir / "model.safetensors").stat().st_size / 1e6, 2)}
     dim = model.spec.dim
-    with tempfile.TemporaryDirectory(prefix="phonemekit-cmp-") as d:
-        path = Path(d) / "head.onnx"
+    with private_tmpdir("phonemekit-cmp-") as d:
+        path = d / "head.onnx"
         inputs, outputs, dynamic = _io("head", model.output_kind == "ctc")
         _export(HeadGraph(model), (torch.randn(2, frames, dim), torch.tensor([frames, frames - 5])), path, inputs, outputs, dynamic, use_dynamo=False)
         sess = _session(path, threads)
@@ -123,6 +123,10 @@ def compare_runs(run_dirs: list[Path], *, groups: dict[str, str] | None = None, 
     return {"clips": len(common), "models": models, "pairs": pairs, "best_model": best, "faster_model": faster, "headline": key}
 
 
+def _mb(x) -> str:
+    return "-" if x is None else f"{x:.0f}"
+
+
 def markdown(cmp: dict) -> str:
     lines = ["## Comparison (same held-out clips)", "",
              "| model | weights | top-1 (95% CI) | top-3 | target group | params | head ms (1x100 frames, ONNX) | end-to-end ms per 1 s audio | peak RSS MB |",
@@ -131,7 +135,7 @@ def markdown(cmp: dict) -> str:
         t = "-" if m.get("target_top1") is None else f"{m['target_top1']:.3f}"
         lines.append(f"| {n} | {m['weights']} | {m['top1']:.3f} ({m['top1_ci95'][0]:.3f}-{m['top1_ci95'][1]:.3f}) | {m['top3']:.3f} | {t} | "
                      f"{m.get('params', 0) / 1e6:.2f}M | {m.get('head_ms', float('nan')):.2f} | {m.get('e2e_ms_per_s_audio', float('nan')):.1f} ({m.get('e2e_engine', '-')}) | "
-                     f"{'-' if m.get('peak_rss_mb') is None else f'{m['peak_rss_mb']:.0f}'} |")
+                     f"{_mb(m.get('peak_rss_mb'))} |")
     lines += ["", f"Best model ({cmp['headline']}): **{cmp['best_model']}**; fastest end to end: **{cmp['faster_model']}**.", "",
               "| pair | top-1 difference (95% CI) | McNemar p | significant |", "|---|---|---|---|"]
     for pair, s in cmp["pairs"].items():

@@ -27,10 +27,10 @@ log = logging.getLogger(__name__)
 DEMO_MODELS = ("fbank-mlp", "fbank-ctc", "mlp", "wav2vec2-ctc", "wavlm-ctc")
 
 
-def demo_models(wav2vec2: str | None, wavlm: str | None, e2e_epochs: int) -> list[ModelConfig]:
+def demo_models(wav2vec2: str | None, wavlm: str | None, e2e_epochs: int, names=DEMO_MODELS, epochs: int | None = None) -> list[ModelConfig]:
     sources = {"wav2vec2": wav2vec2, "wavlm": wavlm}
     out = []
-    for name in DEMO_MODELS:
+    for name in names:
         cfg = get_preset(name)
         fam = cfg.encoder.family
         if fam in sources:
@@ -41,14 +41,16 @@ def demo_models(wav2vec2: str | None, wavlm: str | None, e2e_epochs: int) -> lis
                     encoder=EncoderConfig(family=fam, source="random:small"),
                     train=dataclasses.replace(cfg.train, epochs=e2e_epochs, patience=e2e_epochs, finetune_layers=-1, batch_size=16, warmup=0.1),
                 )
+        if epochs:
+            cfg = cfg.replace(train=dataclasses.replace(cfg.train, epochs=epochs, patience=min(cfg.train.patience, epochs)))
         out.append(cfg)
     return out
 
 
 def demo_steps(out: Path, *, speakers: int, takes: int, seed: int, wav2vec2: str | None, wavlm: str | None, e2e_epochs: int,
-               cache: Path, device: str, progress=None) -> list[Step]:
+               cache: Path, device: str, models: tuple[str, ...] = DEMO_MODELS, epochs: int | None = None, progress=None) -> list[Step]:
     corpus, data = out / "corpus", out / "data"
-    models = demo_models(wav2vec2, wavlm, e2e_epochs)
+    models = demo_models(wav2vec2, wavlm, e2e_epochs, models, epochs)
     runs = [out / "models" / m.name for m in models]
     random_enc = [m.name for m in models if m.encoder.source.startswith("random:")]
     # Leaky twins of the cheap (cached-feature) models teach the lesson; for

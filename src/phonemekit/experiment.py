@@ -26,21 +26,24 @@ from .train import train_model
 log = logging.getLogger(__name__)
 
 
-def save_predictions(path: Path, preds: dict[str, Predictions]) -> None:
+def save_predictions(path: Path, preds: dict[str, Predictions], namer: Namer | None = None) -> None:
+    """Scores per held-out clip. Speakers are stored as pseudonyms (with their
+    group), so run folders can be shared without naming anyone."""
+    namer = namer or Namer()
     arrays = {}
     for part, p in preds.items():
         arrays[f"{part}_scores"] = p.scores.astype(np.float32)
         arrays[f"{part}_y"] = p.y
         arrays[f"{part}_sha256"] = np.array([r["sha256"] for r in p.rows])
-        arrays[f"{part}_speaker"] = np.array([r["speaker"] for r in p.rows])
-        arrays[f"{part}_path"] = np.array([r.get("path", "") for r in p.rows])
+        arrays[f"{part}_speaker"] = np.array([namer(r["speaker"]) for r in p.rows])
+        arrays[f"{part}_group"] = np.array([r.get("group", "unknown") for r in p.rows])
     with atomic_open(path, "wb") as f:
         np.savez(f, **arrays)
 
 
 def load_predictions(path: Path, part: str, labels: list[str]) -> Predictions:
     z = np.load(path, allow_pickle=False)
-    rows = [{"sha256": s, "speaker": k, "path": p} for s, k, p in zip(z[f"{part}_sha256"], z[f"{part}_speaker"], z[f"{part}_path"])]
+    rows = [{"sha256": s, "speaker": k, "group": g} for s, k, g in zip(z[f"{part}_sha256"], z[f"{part}_speaker"], z[f"{part}_group"])]
     return Predictions(z[f"{part}_scores"], z[f"{part}_y"], rows, labels)
 
 
@@ -62,15 +65,20 @@ def rows_of(manifest: Manifest, speakers) -> list[dict]:
     return [r for r in manifest.rows if r["speaker"] in keep]
 
 
-def run_one(cfg: ModelConfig, manifest: Manifest, split: Split, run_dir: Path, *, cache_root, device, resume, progress) -> ModelRun:
+def run_one(cfg: ModelConfig, manifest: Manifest, split: Split, run_dir: Path, *, cache_root, device, resume, progress, namer: Namer | None = None) -> ModelRun:
     res = train_model(cfg, manifest, rows_of(manifest, split.train), rows_of(manifest, split.val), run_dir,
                       cache_root=cache_root, device=device, resume=resume, progress=progress)
     test = predict(res.model, manifest, rows_of(manifest, split.test), cache_root=cache_root, device=device)
     val = predict(res.model, manifest, rows_of(manifest, split.val), cache_root=cache_root, device=device)
-    save_predictions(run_dir / "predictions.npz", {"test": test, "val": val})
+    save_predictions(run_dir / "predictions.npz", {"test": test, "val": val}, namer)
     m = metrics(test, manifest.groups)
-    write_json(run_dir / "metrics.json", m)
+    write_json(run_dir / "metrics.json", _named(m, namer or Namer()))
     return ModelRun(cfg.name, cfg, run_dir, test, val, m, res.seconds, res.history, res.model.spec.weights)
+
+
+def _named(m: dict, namer: Namer) -> dict:
+    """Metrics as written to disk: speakers by pseudonym."""
+    return {**m, **{k: namer.keys(m[k]) for k in ("per_speaker", "fold_top1") if k in m}}
 
 
 def run_leaky(cfg: ModelConfig, manifest: Manifest, run_dir: Path, *, cache_root, device, resume, progress) -> float:
@@ -82,12 +90,12 @@ def run_leaky(cfg: ModelConfig, manifest: Manifest, run_dir: Path, *, cache_root
     return float(metrics(predict(res.model, manifest, pick("test"), cache_root=cache_root, device=device))["top1"])
 
 
-def run_loso(cfg: ModelConfig, manifest: Manifest, run_dir: Path, *, cache_root, device, resume, progress) -> ModelRun:
+def run_loso(cfg: ModelConfig, manifest: Manifest, run_dir: Path, *, cache_root, device, resume, progress, namer: Namer | None = None) -> ModelRun:
     """Leave one speaker out: one model per fold; every clip is predicted by
     the model that never heard its speaker."""
     tests, vals, seconds, history = [], [], 0.0, []
     for fold in loso_folds(manifest.speakers):
-        r = run_one(cfg, manifest, fold, run_dir / f"fold-{fold.name}", cache_root=cache_root, device=device, resume=resume, progress=progress)
+        r = run_one(cfg, manifest, fold, run_dir / f"fold-{fold.name}", cache_root=cache_root, device=device, resume=resume, progress=progress, namer=namer)
         tests.append(r.test)
         vals.append(r.val)
         seconds += r.train_seconds
@@ -96,8 +104,8 @@ def run_loso(cfg: ModelConfig, manifest: Manifest, run_dir: Path, *, cache_root,
     test = cat(tests)
     m = metrics(test, manifest.groups)
     m["fold_top1"] = {t.rows[0]["speaker"]: float(np.mean(t.scores.argmax(1) == t.y)) for t in tests}
-    write_json(run_dir / "metrics.json", m)
-    save_predictions(run_dir / "predictions.npz", {"test": test, "val": cat(vals)})
+    write_json(run_dir / "metrics.json", _named(m, namer or Namer()))
+    save_predictions(run_dir / "predictions.npz", {"test": test, "val": cat(vals)}, namer)
     return ModelRun(cfg.name, cfg, run_dir, test, cat(vals), m, seconds, history, r.weights)
 
 
@@ -114,6 +122,7 @@ def train_all(manifest: Manifest, models: list[ModelConfig], out: str | Path, *,
               leaky: bool | set[str] = True, cache_root: str | Path = "cache", device: str = "cpu", resume: bool = True,
               target_group: str | None = None, show_speakers: bool = False, progress=None, notes: list[str] | None = None) -> dict:
     out = Path(out)
+    namer = Namer(show_speakers)
     split = make_split(manifest, split_kind)
     runs: list[ModelRun] = []
     leaky_top1: dict[str, float | None] = {}
@@ -122,7 +131,8 @@ def train_all(manifest: Manifest, models: list[ModelConfig], out: str | Path, *,
         run_dir = out / "models" / cfg.name
         log.info("training %s (%s %s + %s head, %s split)", cfg.name, cfg.encoder.family, cfg.encoder.source, cfg.head.kind, split_kind)
         kw = dict(cache_root=cache_root, device=device, resume=resume, progress=progress)
-        run = run_loso(cfg, manifest, run_dir, **kw) if split_kind == "loso" else run_one(cfg, manifest, split, run_dir, **kw)
+        run = (run_loso(cfg, manifest, run_dir, **kw, namer=namer) if split_kind == "loso"
+               else run_one(cfg, manifest, split, run_dir, **kw, namer=namer))
         runs.append(run)
         if leaky is True or (isinstance(leaky, set) and cfg.name in leaky):
             leaky_top1[cfg.name] = run_leaky(cfg, manifest, out / "models" / f"{cfg.name}-leaky", **kw)
@@ -130,7 +140,7 @@ def train_all(manifest: Manifest, models: list[ModelConfig], out: str | Path, *,
             leaky_top1[cfg.name] = None
         log.info("%s: held-out top-1 %.3f (95%% CI %.3f-%.3f)%s in %.0f s", cfg.name, run.metrics["top1"], *run.metrics["top1_ci95"],
                  "" if leaky_top1[cfg.name] is None else f", leaky split would claim {leaky_top1[cfg.name]:.3f}", time.perf_counter() - t0)
-    report = build_report(manifest, split, runs, leaky_top1, target_group=target_group, namer=Namer(show_speakers), notes=notes)
+    report = build_report(manifest, split, runs, leaky_top1, target_group=target_group, namer=namer, notes=notes)
     write_report(report, runs, manifest, out)
     return report
 

@@ -283,6 +283,9 @@ def export_run(run_dir: str | Path, waves: list[np.ndarray], out_dir: str | Path
             log.info("int8 %s form: %s (speed-up %.2fx, top-1 agreement %.3f)", form, q["reason"], q["speedup_vs_fp32"], q["top1_agreement_vs_fp32"])
         record["files"][form] = entry
     write_json(out_dir / f"{name}.parity.json", record)
+    from .privacy import audit
+
+    audit("export", model=name, checkpoint_sha256=sha, files=[Path(f["path"]).name for f in record["files"].values()])
     return record
 
 

@@ -7,9 +7,16 @@ reversed by hashing a list of likely names elsewhere.
 
 from __future__ import annotations
 
+import contextlib
+import getpass
 import hashlib
+import json
 import os
 import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 WORKSPACE = Path(os.environ.get("PHONEMEKIT_HOME", ".phonemekit"))
@@ -40,3 +47,51 @@ class Namer:
 
     def keys(self, d: dict) -> dict:
         return {self(k): v for k, v in d.items()}
+
+
+@contextlib.contextmanager
+def private_tmpdir(prefix: str = "phonemekit-") -> Iterator[Path]:
+    """A temp folder only the owner can read, removed on success, on error
+    and on Ctrl-C alike."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(path, 0o700)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def audit(action: str, home: Path | None = None, **details) -> dict:
+    """Append one record to the workspace's audit log (`.phonemekit/audit.jsonl`):
+    who, when, what. Callers pass counts and hashes, never audio or raw names."""
+    home = home or WORKSPACE
+    home.mkdir(parents=True, exist_ok=True)
+    rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "user": getpass.getuser(), "action": action, **details}
+    fd = os.open(home / "audit.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as f:
+        f.write(json.dumps(rec, sort_keys=True, default=str) + "\n")
+    return rec
+
+
+def purge(older_than_days: float, targets: dict[str, Path], *, dry_run: bool = True, now: float | None = None) -> dict:
+    """Delete files older than N days (by modification time) under each
+    target folder; with `dry_run` only count them. Returns per-target counts."""
+    cutoff = (now or time.time()) - older_than_days * 86400
+    report = {}
+    for what, root in targets.items():
+        files, size = [], 0
+        if root.exists():
+            for p in root.rglob("*"):
+                if p.is_file() and not p.is_symlink() and p.stat().st_mtime < cutoff:
+                    files.append(p)
+                    size += p.stat().st_size
+        if not dry_run:
+            for p in files:
+                p.unlink(missing_ok=True)
+            for d in sorted((d for d in root.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)) if root.exists() else []:
+                with contextlib.suppress(OSError):
+                    d.rmdir()  # only empty folders go
+        report[what] = {"root": str(root), "files": len(files), "bytes": size}
+    if not dry_run:
+        audit("purge", older_than_days=older_than_days, **{k: v["files"] for k, v in report.items()})
+    return report

@@ -295,6 +295,10 @@ class Trainer:
             log.info("%s epoch %d: train loss %.3f, val loss %.3f, val top-1 %.3f (%.1f s)%s", self.cfg.name, rec["epoch"],
                      rec["train_loss"], rec["val_loss"], rec["val_top1"], rec["seconds"], " *" if improved else "")
         write_json(self.run_dir / "history.json", self.history)
+        from .model import read_sidecar
+        from .privacy import audit
+
+        audit("train", model=self.cfg.name, epochs=self.epoch, train_clips=len(self.train_data), checkpoint_sha256=read_sidecar(self.run_dir)["sha256"])
         from .model import load_checkpoint
 
         best = load_checkpoint(self.run_dir, map_location=self.device)

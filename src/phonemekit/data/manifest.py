@@ -176,6 +176,11 @@ def prepare(
     changed |= _write_if_changed(out / REJECTED, rejected, jsonl=True)
     changed |= _write_if_changed(out / LABELS, label_list)
     changed |= _write_if_changed(out / DATASET, dataset)
+    if changed:
+        from ..privacy import audit
+
+        audit("ingest", clips=len(rows), rejected=len(rejected), speakers=len({r["speaker"] for r in rows}),
+              manifest_sha256=sha256_file(out / MANIFEST))
     summary = summarise(rows, label_list)
     summary.update(rejected=len(rejected), changed=changed, reasons=dict(Counter(r["reason"] for r in rejected)))
     return summary
