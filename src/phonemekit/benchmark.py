@@ -22,7 +22,7 @@ import torch
 
 from .config import EncoderConfig, HeadConfig, ModelConfig
 from .encoders import build_encoder
-from .export import HeadGraph, _export, _io
+from .export import HeadGraph, _export, _export_dynamo, _io
 from .fileio import write_json, write_text
 from .model import PhonemeModel
 from .privacy import private_tmpdir
@@ -84,7 +84,7 @@ def bench_head(name: str, head: HeadConfig, tmp: Path, *, frames: int, dim: int,
         res["torch"]["batch64_seq_per_s"] = batch / float(np.median(tb))
     path = tmp / f"{name}.onnx"
     inputs, outputs, dynamic = _io("head", model.output_kind == "ctc")
-    _export(graph, (torch.randn(2, frames, dim), torch.tensor([frames, frames - 10])), path, inputs, outputs, dynamic, use_dynamo=False)
+    _export(graph, (torch.randn(2, frames, dim), torch.tensor([frames, frames - 10])), path, inputs, outputs, dynamic)
     sess = _session(path, threads)
     f1 = {"features": x1.numpy(), "lengths": l1.numpy()}
     fb = {"features": xb.numpy(), "lengths": lb.numpy()}
@@ -130,7 +130,7 @@ def bench_e2e(family: str, tmp: Path, *, threads: int, n: int, seconds: float = 
     path = tmp / f"{family}.onnx"
     inputs, outputs, dynamic = _io("e2e", True)
     t0 = time.perf_counter()
-    _export(graph, (torch.randn(2, samples) * 0.1, torch.tensor([samples, samples - 1600])), path, inputs, outputs, dynamic, use_dynamo=True)
+    _export_dynamo(_build_e2e, (family, size, head, samples), path, inputs, outputs, dynamic)
     res["export_seconds"] = round(time.perf_counter() - t0, 1)
     feed = {"waveform": wave.numpy(), "lengths": lengths.numpy()}
     sess = _session(path, threads)
@@ -157,6 +157,15 @@ def bench_e2e(family: str, tmp: Path, *, threads: int, n: int, seconds: float = 
     res["inference_process"] = _inference_process_rss(q, threads, samples)
     res["inference_process_fp32"] = _inference_process_rss(path, threads, samples)
     return res
+
+
+def _build_e2e(family: str, size: str, head: HeadConfig, samples: int):
+    from .export import EndToEndGraph
+
+    enc = build_encoder(EncoderConfig(family=family, source=f"random:{size}"))
+    cfg = ModelConfig(name=f"{family}-bench", encoder=EncoderConfig(family=family, source=f"random:{size}"), head=head)
+    model = PhonemeModel(cfg, [f"c{i}" for i in range(39)], enc.spec, enc).eval()
+    return EndToEndGraph(model), (torch.randn(2, samples) * 0.1, torch.tensor([samples, samples - 1600]))
 
 
 _RSS_PROBE = """

@@ -527,6 +527,90 @@ def purge(
                    + (" deleted" if yes else " would be deleted (dry run; add --yes)"))
 
 
+@command("make-replay")
+def make_replay(
+    manifest: Annotated[Path, typer.Option(help="Manifest to draw labelled clips from.")],
+    out: Annotated[Path, typer.Option(help="Output .wav; the truth goes to OUT.labels.json.")],
+    clips: Annotated[int, typer.Option(min=1)] = 40,
+    gap: Annotated[float, typer.Option(min=0.1, help="Seconds of silence between clips.")] = 0.6,
+    seed: Annotated[int, typer.Option()] = 0,
+    speakers: Annotated[Optional[str], typer.Option(help="Comma-separated speakers to draw from (e.g. held-out ones).")] = None,
+) -> None:
+    """Build a replay file of labelled clips separated by silence (the standard live test)."""
+    from .audio import write_audio
+    from .data.manifest import load_manifest
+    from .fileio import write_json
+    from .live import build_replay
+
+    m = load_manifest(manifest)
+    rows = [r for r in m.rows if r["speaker"] in set(speakers.split(","))] if speakers else None
+    wave, truth = build_replay(m, clips=clips, gap_s=gap, seed=seed, rows=rows)
+    write_audio(out, wave)
+    write_json(out.with_suffix(".labels.json"), truth)
+    typer.echo(f"{len(truth)} clips, {len(wave) / 16000:.1f} s -> {out} (+ {out.with_suffix('.labels.json').name})")
+
+
+@command()
+def live(
+    model: Annotated[Path, typer.Option(help="An end-to-end .onnx model from `phonemekit export`.")],
+    file: Annotated[Optional[Path], typer.Option(help="Replay this file instead of the microphone.")] = None,
+    realtime: Annotated[bool, typer.Option(help="Replay the file at real-time speed (default: as fast as possible).")] = False,
+    input_device: Annotated[Optional[str], typer.Option("--input-device", help="Microphone (name or index).")] = None,
+    preset: Annotated[str, typer.Option(help="responsive | balanced | stable")] = "balanced",
+    config: Annotated[Optional[Path], typer.Option(help="JSON with live settings on top of the preset.")] = None,
+    vad: Annotated[Optional[str], typer.Option(help="silero | energy")] = None,
+    hysteresis: Annotated[Optional[int], typer.Option(min=1)] = None,
+    min_confidence: Annotated[Optional[float], typer.Option(min=0, max=0.99)] = None,
+    ema: Annotated[Optional[float], typer.Option(min=0.01, max=1)] = None,
+    expect: Annotated[Optional[str], typer.Option(help="Practice mode: the sound the child should say.")] = None,
+    events: Annotated[Optional[Path], typer.Option(help="Write events as JSON lines here ('-' for stdout).")] = None,
+    report: Annotated[bool, typer.Option(help="With --file and FILE.labels.json: print accuracy, latency and flicker.")] = False,
+    watch: Annotated[bool, typer.Option(help="Reload the model when its file changes.")] = False,
+    threads: Annotated[int, typer.Option(min=1)] = 1,
+) -> None:
+    """Classify sounds live from the microphone or a replayed file."""
+    import contextlib
+    import json as _json
+
+    from rich.live import Live
+
+    from .fileio import read_json, write_json
+    from .live import LiveEngine, file_blocks, load_live_config, mic_blocks, replay_metrics, run_stream, summary
+    from .liveview import LiveView
+    from .runtime import Classifier
+
+    cfg = load_live_config(preset, config, vad=vad, hysteresis=hysteresis, min_confidence=min_confidence, ema=ema)
+    clf = Classifier.load(model, threads=threads)
+    engine = LiveEngine(clf, cfg, expect=expect)
+    blocks = file_blocks(file, realtime=realtime) if file else mic_blocks(int(input_device) if input_device and input_device.isdigit() else input_device)
+    view = LiveView(clf.name, expect)
+    sink = open(events, "w", encoding="utf-8") if events and str(events) != "-" else None  # noqa: SIM115
+    show = console.is_terminal and (file is None or realtime)
+
+    def on_event(ev: dict) -> None:
+        view.on_event(ev)
+        line = _json.dumps(ev)
+        if sink:
+            sink.write(line + "\n")
+        elif events is not None:
+            typer.echo(line)
+
+    try:
+        with Live(view, console=console, refresh_per_second=15) if show else contextlib.nullcontext():
+            evs = run_stream(engine, blocks, on_event=on_event, on_frame=view.on_frame, watch=model if watch else None)
+    finally:
+        if sink:
+            sink.close()
+    s = summary(evs)
+    typer.echo(f"session: {s['segments']} segments, {s['labelled']} labelled" + (f", {s['recognised']} recognised as {expect}" if expect else ""))
+    if report:
+        truth_file = file.with_suffix(".labels.json") if file else None
+        if not truth_file or not truth_file.exists():
+            raise typer.BadParameter("--report needs --file with a FILE.labels.json beside it (see `phonemekit make-replay`)")
+        met = replay_metrics(evs, read_json(truth_file))
+        typer.echo(_json.dumps(met, indent=2))
+
+
 # Subcommands that later work fills in. They say so plainly.
 for _name, _help in {
     "train": "Train one model (encoder + head).",

@@ -69,7 +69,7 @@ def measure_speed(run_dir: Path, threads: int = 2, frames: int = 100) -> dict:
     with private_tmpdir("phonemekit-cmp-") as d:
         path = d / "head.onnx"
         inputs, outputs, dynamic = _io("head", model.output_kind == "ctc")
-        _export(HeadGraph(model), (torch.randn(2, frames, dim), torch.tensor([frames, frames - 5])), path, inputs, outputs, dynamic, use_dynamo=False)
+        _export(HeadGraph(model), (torch.randn(2, frames, dim), torch.tensor([frames, frames - 5])), path, inputs, outputs, dynamic)
         sess = _session(path, threads)
         feed = {"features": np.random.default_rng(0).standard_normal((1, frames, dim)).astype(np.float32), "lengths": np.array([frames])}
         out["head_ms"] = round(_time_ms(lambda: sess.run(["probs"], feed), 100, 10), 3)

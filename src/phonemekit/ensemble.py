@@ -197,7 +197,7 @@ def export_ensemble(run_dirs, ens: Ensemble, path, waves: list[np.ndarray]) -> d
 
     from . import __version__
     from .cache import collate_waves
-    from .export import _export, _finish, ExportError
+    from .export import ExportError, _export, _export_dynamo, _finish
     from .model import load_checkpoint, read_sidecar
 
     path = Path(path)
@@ -208,10 +208,11 @@ def export_ensemble(run_dirs, ens: Ensemble, path, waves: list[np.ndarray]) -> d
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        example = collate_waves(waves[:2])
-        dynamo = any(m.encoder is not None and m.encoder.family != "fbank" for m in models)
-        _export(graph, example, tmp_path, ["waveform", "lengths"], ["probs"],
-                {"waveform": {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "probs": {0: "batch"}}, use_dynamo=dynamo)
+        io = (["waveform", "lengths"], ["probs"], {"waveform": {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "probs": {0: "batch"}})
+        if any(m.encoder is not None and m.encoder.family != "fbank" for m in models):
+            _export_dynamo(_build_ensemble, ([str(d) for d in run_dirs], ens, waves[:2]), tmp_path, *io)
+        else:
+            _export(graph, collate_waves(waves[:2]), tmp_path, *io)
         first = models[0]
         _finish(tmp_path, {
             "phonemekit_version": __version__, "form": "e2e", "precision": "fp32", "labels": first.labels, "blank": -1,
@@ -264,3 +265,11 @@ def ensemble_into_report(runs, out, *, export: bool = True, clips: int = 16) -> 
                       f"{rec['onnx']['parity']['top1_agreement']:.3f} on {rec['onnx']['parity']['clips']} clips."]
         update_report(out, section="\n".join(lines) + "\n", ensembles=rec)
     return rec
+
+
+def _build_ensemble(run_dirs: list[str], ens: Ensemble, waves: list[np.ndarray]):
+    from .cache import collate_waves
+    from .model import load_checkpoint
+
+    models = [load_checkpoint(d, with_encoder=True).eval() for d in run_dirs]
+    return EnsembleGraph(models, ens), collate_waves(waves[:2])

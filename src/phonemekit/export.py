@@ -70,27 +70,54 @@ def graph_sha256(model_proto) -> str:
     return hashlib.sha256(model_proto.graph.SerializeToString()).hexdigest()
 
 
-def _export(module: nn.Module, example: tuple, path: Path, input_names: list[str], output_names: list[str], dynamic: dict, use_dynamo: bool) -> None:
-    module.eval()
-    with torch.no_grad():
-        if use_dynamo:
-            # transformers' encoders need the dynamo exporter to keep time
-            # dynamic; it wants a batch of at least 2 and one self-contained file.
-            dims: dict[str, torch.export.Dim] = {}
-            for axes in dynamic.values():
-                for label in axes.values():
-                    dims.setdefault(label, torch.export.Dim(label, min=1, max=1 << 22))
-            shapes = {name: {ax: dims[label] for ax, label in axes.items()} for name, axes in dynamic.items() if name in input_names}
-            torch.onnx.export(module, example, str(path), dynamo=True, external_data=False, input_names=input_names,
-                              output_names=output_names, dynamic_shapes=shapes, optimize=True)
-        else:
-            # The TorchScript exporter is fast and exact for the heads (LSTM included).
-            import warnings
+def _export(module: nn.Module, example: tuple, path: Path, input_names: list[str], output_names: list[str], dynamic: dict) -> None:
+    """The TorchScript exporter: fast and exact for the heads (LSTM included)."""
+    import warnings
 
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(module, example, str(path), dynamo=False, input_names=input_names, output_names=output_names,
-                                  dynamic_axes=dynamic, opset_version=OPSET)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), example, str(path), dynamo=False, input_names=input_names, output_names=output_names,
+                          dynamic_axes=dynamic, opset_version=OPSET)
+
+
+def _export_dynamo(builder, args: tuple, path: Path, input_names: list[str], output_names: list[str], dynamic: dict) -> None:
+    """The dynamo exporter, which transformers' encoders need to keep time
+    dynamic. An earlier dynamo export in the same process can pin a dynamic
+    axis to an old example's size (seen with WavLM; torch._dynamo.reset()
+    does not cure it), so each export runs in a fresh process that rebuilds
+    the module with `builder(*args) -> (module, example)`."""
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(1) as pool:
+        pool.apply(_dynamo_child, (builder, args, str(path), input_names, output_names, dynamic))
+
+
+def _dynamo_child(builder, args, path: str, input_names, output_names, dynamic) -> None:
+    torch.set_num_threads(1)
+    module, example = builder(*args)
+    dims: dict[str, torch.export.Dim] = {}
+    for axes in dynamic.values():
+        for label in axes.values():
+            dims.setdefault(label, torch.export.Dim(label, min=1, max=1 << 22))
+    shapes = {name: {ax: dims[label] for ax, label in axes.items()} for name, axes in dynamic.items() if name in input_names}
+    with torch.no_grad():  # the exporter wants a batch of at least 2 and one self-contained file
+        torch.onnx.export(module.eval(), example, path, dynamo=True, external_data=False, input_names=input_names,
+                          output_names=output_names, dynamic_shapes=shapes, optimize=True)
+
+
+def _build_form(run_dir: str, form: str, waves: list[np.ndarray]):
+    from .model import load_checkpoint
+
+    model = load_checkpoint(run_dir, with_encoder=True).eval()
+    return _graph(model, form, waves)
+
+
+def _graph(model: PhonemeModel, form: str, waves: list[np.ndarray]):
+    wave, lengths = collate_waves(waves[:2] if len(waves) >= 2 else waves * 2)
+    if form == "head":
+        with torch.no_grad():
+            return HeadGraph(model), model.encode(wave, lengths)
+    return EndToEndGraph(model), (wave, lengths)
 
 
 def _finish(path: Path, meta: dict) -> None:
@@ -143,19 +170,10 @@ def _io(form: str, ctc: bool) -> tuple[list[str], list[str], dict]:
     return [first, "lengths"], outputs, dynamic
 
 
-def export_form(model: PhonemeModel, form: str, path: Path, waves: list[np.ndarray], checkpoint_sha256: str) -> Exported:
+def export_form(model: PhonemeModel, form: str, path: Path, waves: list[np.ndarray], checkpoint_sha256: str, run_dir: Path) -> Exported:
     """Export one form to `path` after checking parity on `waves`."""
     ctc = model.output_kind == "ctc"
     inputs, outputs, dynamic = _io(form, ctc)
-    wave, lengths = collate_waves(waves[:2] if len(waves) >= 2 else waves * 2)
-    with torch.no_grad():
-        if form == "head":
-            module = HeadGraph(model)
-            feats, flen = model.encode(wave, lengths)
-            example = (feats, flen)
-        else:
-            module = EndToEndGraph(model)
-            example = (wave, lengths)
     use_dynamo = form == "e2e" and model.encoder is not None and model.encoder.family != "fbank"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -163,7 +181,10 @@ def export_form(model: PhonemeModel, form: str, path: Path, waves: list[np.ndarr
     tmp_path = Path(tmp)
     try:
         t0 = time.perf_counter()
-        _export(module, example, tmp_path, inputs, outputs, dynamic, use_dynamo)
+        if use_dynamo:
+            _export_dynamo(_build_form, (str(run_dir), form, waves[:2]), tmp_path, inputs, outputs, dynamic)
+        else:
+            _export(*_graph(model, form, waves), tmp_path, inputs, outputs, dynamic)
         _finish(tmp_path, metadata(model, form, checkpoint_sha256, "fp32"))
         parity = check_parity(model, tmp_path, form, waves)
         parity["export_seconds"] = round(time.perf_counter() - t0, 1)
@@ -273,7 +294,7 @@ def export_run(run_dir: str | Path, waves: list[np.ndarray], out_dir: str | Path
     record: dict = {"model": name, "checkpoint_sha256": sha, "files": {}}
     for form in forms:
         path = out_dir / f"{name}.{form}.onnx"
-        exp = export_form(model, form, path, waves, sha)
+        exp = export_form(model, form, path, waves, sha, run_dir)
         entry = {"path": str(path), "bytes": path.stat().st_size, "parity": exp.parity}
         log.info("exported %s (%s form, %.1f MB): top-1 agreement %.3f, max |dp| %.1e", path, form, entry["bytes"] / 1e6,
                  exp.parity["top1_agreement"], exp.parity["max_abs_diff"])
