@@ -46,7 +46,7 @@ def test_report_schema(trained):
     report = json.loads((trained["out"] / "report.json").read_text())
     assert set(report["split"]) == {"kind", "train_speakers", "val_speakers", "test_speakers"}
     assert report["labels"] == ["aa", "ee", "sh"] and report["best_model"] in report["models"]
-    for name, m in report["models"].items():
+    for m in report["models"].values():
         assert {"encoder", "weights", "head", "top1", "top3", "macro_f1", "top1_ci95", "leaky_top1", "per_speaker", "train_seconds", "checkpoint"} <= set(m)
         assert 0 <= m["top1_ci95"][0] <= m["top1"] <= m["top1_ci95"][1] <= 1
         assert set(m["per_speaker"]) == set(report["split"]["test_speakers"])

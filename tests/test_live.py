@@ -10,7 +10,7 @@ import types
 import numpy as np
 import pytest
 
-from phonemekit.live import (EnergyVAD, LiveConfig, LiveEngine, LiveError, Smoother, build_replay, file_blocks, load_live_config,
+from phonemekit.live import (LiveConfig, LiveEngine, LiveError, Smoother, build_replay, file_blocks, load_live_config,
                              mic_blocks, replay_metrics, run_stream)
 
 from .conftest import LABEL_FREQS, tone

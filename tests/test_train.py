@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-import dataclasses
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file

@@ -55,14 +55,6 @@ def command(*args, **kwargs):
     return deco
 
 
-def _not_yet(name: str):
-    def placeholder(ctx: typer.Context) -> None:
-        console.print(f"[bold red]error:[/] `phonemekit {name}` is not implemented yet", highlight=False)
-        raise typer.Exit(3)
-
-    return placeholder
-
-
 # ---------------------------------------------------------------- data
 
 
@@ -168,10 +160,10 @@ def _default_source(family: str) -> str:
 # ---------------------------------------------------------------- models
 
 
-def _model_config(model: str, config: Optional[Path], overrides: dict) -> "ModelConfig":
+def _model_config(model: str, config: Optional[Path], overrides: dict):
     import dataclasses
 
-    from .config import EncoderConfig, ModelConfig, load_config_file
+    from .config import ModelConfig, load_config_file
     from .presets import get_preset
 
     cfg = load_config_file(config, ModelConfig) if config else get_preset(model)
@@ -574,7 +566,7 @@ def live(
 
     from rich.live import Live
 
-    from .fileio import read_json, write_json
+    from .fileio import read_json
     from .live import LiveEngine, file_blocks, load_live_config, mic_blocks, replay_metrics, run_stream, summary
     from .liveview import LiveView
     from .runtime import Classifier
@@ -609,28 +601,6 @@ def live(
             raise typer.BadParameter("--report needs --file with a FILE.labels.json beside it (see `phonemekit make-replay`)")
         met = replay_metrics(evs, read_json(truth_file))
         typer.echo(_json.dumps(met, indent=2))
-
-
-# Subcommands that later work fills in. They say so plainly.
-for _name, _help in {
-    "train": "Train one model (encoder + head).",
-    "train-all": "Train the three seed models on one split and report.",
-    "evaluate": "Evaluate a trained model on a manifest.",
-    "confusions": "Most-confused label pairs of a trained model.",
-    "export": "Export a trained model to ONNX.",
-    "test-batch": "Classify a folder or manifest with a model.",
-    "test-onnx": "Parity and accuracy of exported ONNX files.",
-    "benchmark": "Measure latency, throughput and memory against the targets.",
-    "compare": "Side-by-side report of trained models.",
-    "ensemble": "Combine trained models.",
-    "live": "Classify from a microphone or a replayed file.",
-    "demo": "Run the whole pipeline on the built-in demo corpus.",
-    "purge": "Delete caches, runs or audio older than N days.",
-}.items():
-    if _name not in {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands}:
-        app.command(_name, help=f"{_help} (not implemented yet)", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
-            _not_yet(_name)
-        )
 
 
 def main() -> None:  # pragma: no cover
