@@ -39,7 +39,8 @@ def trained(tmp_path_factory, tiny_model_dirs):
     ]
     train_all(m, models, base / "out", leaky={"b-mlp"}, cache_root=base / "cache", show_speakers=True)
     waves = [load_audio(m.audio_path(r)).samples for r in m.rows[::7]]
-    return {"out": base / "out", "runs": [base / "out" / "models" / c.name for c in models], "waves": waves, "manifest": m}
+    return {"out": base / "out", "runs": [base / "out" / "models" / c.name for c in models], "waves": waves, "manifest": m,
+            "cache": base / "cache"}
 
 
 def test_report_schema(trained):
@@ -54,6 +55,16 @@ def test_report_schema(trained):
     assert report["models"]["c-w2v"]["weights"] == "pretrained"
     md = (trained["out"] / "report.md").read_text()
     assert "Why the split matters" in md and (trained["out"] / "figures" / "confusion-a-ctc.png").stat().st_size > 1000
+
+
+def test_embedding_maps_are_drawn_and_reported(trained):
+    from phonemekit.experiment import embedding_maps
+
+    maps = embedding_maps(trained["out"], trained["manifest"], trained["runs"], cache_root=trained["cache"])
+    assert set(maps) == {"a-ctc", "b-mlp", "c-w2v"}
+    for rel in maps.values():
+        assert (trained["out"] / rel).stat().st_size > 1000
+    assert "Embedding maps" in (trained["out"] / "report.md").read_text()
 
 
 @pytest.mark.parametrize("idx", [0, 1, 2])

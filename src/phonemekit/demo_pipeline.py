@@ -1,6 +1,6 @@
 """The demo: the whole path on the built-in corpus, as resumable steps.
 
-    corpus -> prepare -> train (five models, honest + leaky) -> report
+    corpus -> prepare -> train (five models, honest + leaky) -> report -> maps
            -> export (ONNX + int8) -> compare -> ensemble -> live (replayed held-out file)
 
 With pretrained weights (`--wav2vec2`, `--wavlm`: hub id or folder) the
@@ -82,6 +82,8 @@ def demo_steps(out: Path, *, speakers: int, takes: int, seed: int, wav2vec2: str
         Step("train", lambda: _train(data, out, models, leaky, cache, device, notes, progress),
              inputs=[data / "manifest.jsonl"], outputs=[out / "report.json", out / "report.md"],
              config={"models": [m.to_dict() for m in models], "leaky": sorted(leaky)}, check=check_report),
+        Step("maps", lambda: _maps(out, data, runs, cache, device), inputs=[r / "model.safetensors" for r in runs],
+             outputs=[out / "figures" / f"embedding-{r.name}.png" for r in runs]),
         Step("export", lambda: _export_all(runs), inputs=[r / "model.safetensors" for r in runs],
              outputs=[r / "onnx" / f"{r.name}.e2e.onnx" for r in runs]),
         Step("compare", lambda: _compare(runs, out), inputs=[r / "onnx" / f"{r.name}.e2e.onnx" for r in runs],
@@ -101,6 +103,12 @@ def _prepare(root: Path, data: Path, progress) -> dict:
 def _train(data: Path, out: Path, models, leaky, cache, device, notes, progress) -> dict:
     report = train_all(load_manifest(data), models, out, leaky=leaky, cache_root=cache, device=device, progress=progress, notes=notes)
     return {"best_model": report["best_model"]}
+
+
+def _maps(out: Path, data: Path, runs: list[Path], cache: Path, device: str) -> dict:
+    from .experiment import embedding_maps
+
+    return {"maps": len(embedding_maps(out, load_manifest(data), runs, cache_root=cache, device=device))}
 
 
 def _export_all(runs: list[Path]) -> dict:

@@ -75,6 +75,24 @@ def predict(model: PhonemeModel, manifest: Manifest, rows: list[dict], *, cache_
     return Predictions(score(model, data, device=device), y, data.rows, model.labels)
 
 
+@torch.no_grad()
+def pooled_embeddings(model: PhonemeModel, manifest: Manifest, rows: list[dict], *, cache_root: str | Path = "cache", device: str = "cpu",
+                      batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Mean-pooled encoder features (over valid frames) and label indices."""
+    from .heads.mlp import masked_pool
+
+    data = clip_data(model, manifest, rows, cache_root=cache_root, device=device)
+    model.eval().to(device)
+    out = []
+    for start in range(0, len(data), batch_size):
+        b = data.batch(list(range(start, min(start + batch_size, len(data)))))
+        x, lengths = b.x.to(device), b.lengths.to(device)
+        if data.waves:
+            x, lengths = model.encode(x, lengths)
+        out.append(masked_pool(x, lengths, "mean").float().cpu().numpy())
+    return np.concatenate(out), np.array(data.labels)
+
+
 def bootstrap_ci(correct: np.ndarray, n: int = 1000, seed: int = 0) -> list[float]:
     if len(correct) == 0:
         return [float("nan"), float("nan")]

@@ -266,3 +266,25 @@ def update_report(out: str | Path, section: str | None = None, **keys) -> dict:
     write_json(out / "report.json", report)
     write_text(out / "report.md", render_markdown(report, out))
     return report
+
+
+def embedding_maps(out: str | Path, manifest: Manifest, run_dirs: list[Path], *, cache_root: str | Path = "cache", device: str = "cpu") -> dict:
+    """A 2-D map of each model's pooled encoder features on the held-out
+    clips, coloured by label; added to the report."""
+    from .evaluate import pooled_embeddings
+    from .model import load_checkpoint
+
+    out = Path(out)
+    report = load_report(out)
+    held = set(report["split"]["test_speakers"])
+    namer = Namer()
+    rows = [r for r in manifest.rows if r["speaker"] in held or namer(r["speaker"]) in held]
+    lines, maps = ["## Embedding maps (held-out clips, pooled encoder features)", ""], {}
+    for run in run_dirs:
+        model = load_checkpoint(run, with_encoder=True)
+        emb, y = pooled_embeddings(model, manifest, rows, cache_root=cache_root, device=device)
+        path = plots.embedding_map(emb, y, manifest.labels, out / "figures" / f"embedding-{run.name}.png", run.name)
+        maps[run.name] = str(path.relative_to(out))
+        lines += [f"![embedding map {run.name}]({maps[run.name]})", ""]
+    update_report(out, section="\n".join(lines), embedding_maps=maps)
+    return maps
