@@ -1,6 +1,6 @@
 """The demo: the whole path on the built-in corpus, as resumable steps.
 
-    corpus -> prepare -> train (five models, honest + leaky) -> report -> maps
+    corpus -> prepare -> train (five models, honest + leaky) -> report -> loso -> maps
            -> export (ONNX + int8) -> compare -> ensemble -> live (replayed held-out file)
 
 With pretrained weights (`--wav2vec2`, `--wavlm`: hub id or folder) the
@@ -82,6 +82,8 @@ def demo_steps(out: Path, *, speakers: int, takes: int, seed: int, wav2vec2: str
         Step("train", lambda: _train(data, out, models, leaky, cache, device, notes, progress),
              inputs=[data / "manifest.jsonl"], outputs=[out / "report.json", out / "report.md"],
              config={"models": [m.to_dict() for m in models], "leaky": sorted(leaky)}, check=check_report),
+        Step("loso", lambda: _loso(out, data, cache, device, progress), inputs=[data / "manifest.jsonl"],
+             outputs=[out / "loso" / "report.json"], config={"model": "fbank-mlp"}),
         Step("maps", lambda: _maps(out, data, runs, cache, device), inputs=[r / "model.safetensors" for r in runs],
              outputs=[out / "figures" / f"embedding-{r.name}.png" for r in runs]),
         Step("export", lambda: _export_all(runs), inputs=[r / "model.safetensors" for r in runs],
@@ -103,6 +105,24 @@ def _prepare(root: Path, data: Path, progress) -> dict:
 def _train(data: Path, out: Path, models, leaky, cache, device, notes, progress) -> dict:
     report = train_all(load_manifest(data), models, out, leaky=leaky, cache_root=cache, device=device, progress=progress, notes=notes)
     return {"best_model": report["best_model"]}
+
+
+def _loso(out: Path, data: Path, cache: Path, device: str, progress) -> dict:
+    """Leave-one-speaker-out for the cheapest model: the headline protocol,
+    one model per held-out speaker (the others would take hours here)."""
+    from .experiment import update_report
+
+    cfg = get_preset("fbank-mlp")
+    rep = train_all(load_manifest(data), [cfg], out / "loso", split_kind="loso", leaky=False, cache_root=cache, device=device, progress=progress)
+    m = rep["models"][cfg.name]
+    lines = ["## Leave-one-speaker-out (fbank-mlp)", "",
+             f"One model per held-out speaker ({len(m['fold_top1'])} folds). Mean over all clips: top-1 {m['top1']:.3f} "
+             f"(95% CI {m['top1_ci95'][0]:.3f}-{m['top1_ci95'][1]:.3f})"
+             + (f"; {rep['target_group']} speakers: {m['target_top1']:.3f}" if m.get("target_top1") is not None else "") + ".", "",
+             "Per held-out speaker: " + ", ".join(f"{s} {v:.2f}" for s, v in m["fold_top1"].items()), ""]
+    update_report(out, section="\n".join(lines), loso={"model": cfg.name, "top1": m["top1"], "target_top1": m.get("target_top1"),
+                                                       "fold_top1": m["fold_top1"]})
+    return {"top1": m["top1"], "target_top1": m.get("target_top1")}
 
 
 def _maps(out: Path, data: Path, runs: list[Path], cache: Path, device: str) -> dict:

@@ -53,17 +53,20 @@ def clip_data(model: PhonemeModel, manifest: Manifest, rows: list[dict], *, cach
     return load_data(manifest, [r for r in rows if r["path"] not in failed], waves=False, cache=FeatureCache(cache_root, model.spec))
 
 
-@torch.no_grad()
-def score(model: PhonemeModel, data, *, device: str = "cpu", batch_size: int = 64) -> np.ndarray:
+def _encoded_batches(model: PhonemeModel, data, device: str, batch_size: int):
+    """(features, lengths) per batch, running the encoder when the data are waveforms."""
     model.eval().to(device)
-    out = []
     for start in range(0, len(data), batch_size):
         b = data.batch(list(range(start, min(start + batch_size, len(data)))))
         x, lengths = b.x.to(device), b.lengths.to(device)
         if data.waves:
             x, lengths = model.encode(x, lengths)
-        out.append(model(x, lengths).float().cpu().numpy())
-    return np.concatenate(out)
+        yield x, lengths
+
+
+@torch.no_grad()
+def score(model: PhonemeModel, data, *, device: str = "cpu", batch_size: int = 64) -> np.ndarray:
+    return np.concatenate([model(x, n).float().cpu().numpy() for x, n in _encoded_batches(model, data, device, batch_size)])
 
 
 def predict(model: PhonemeModel, manifest: Manifest, rows: list[dict], *, cache_root: str | Path = "cache", device: str = "cpu", progress=None) -> Predictions:
@@ -82,15 +85,8 @@ def pooled_embeddings(model: PhonemeModel, manifest: Manifest, rows: list[dict],
     from .heads.mlp import masked_pool
 
     data = clip_data(model, manifest, rows, cache_root=cache_root, device=device)
-    model.eval().to(device)
-    out = []
-    for start in range(0, len(data), batch_size):
-        b = data.batch(list(range(start, min(start + batch_size, len(data)))))
-        x, lengths = b.x.to(device), b.lengths.to(device)
-        if data.waves:
-            x, lengths = model.encode(x, lengths)
-        out.append(masked_pool(x, lengths, "mean").float().cpu().numpy())
-    return np.concatenate(out), np.array(data.labels)
+    emb = [masked_pool(x, n, "mean").float().cpu().numpy() for x, n in _encoded_batches(model, data, device, batch_size)]
+    return np.concatenate(emb), np.array(data.labels)
 
 
 def bootstrap_ci(correct: np.ndarray, n: int = 1000, seed: int = 0) -> list[float]:
