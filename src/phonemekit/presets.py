@@ -1,8 +1,8 @@
 """Named model presets: the three seed models and the baselines.
 
 `mlp`, `wav2vec2-ctc` and `wavlm-ctc` are the three the project compares;
-`fbank-ctc` and `fbank-mlp` need no weights. `*-thin` use the thin BiLSTM
-head that meets the CPU latency target.
+`fbank-ctc` and `fbank-mlp` need no weights. `*-thin` (BiLSTM 64) and
+`*-conv-ctc` use the thin heads that meet the CPU latency target.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ WAVLM = EncoderConfig(family="wavlm", source="microsoft/wavlm-base")
 FBANK = EncoderConfig(family="fbank", source="fbank")
 CTC = HeadConfig(kind="ctc", options={"proj": 128, "hidden": 128, "layers": 2})
 THIN = HeadConfig(kind="ctc", options={"proj": 64, "hidden": 64, "layers": 2})
+CONV = HeadConfig(kind="conv-ctc", options={"channels": 128, "kernel": 5, "layers": 2})
 MLP = HeadConfig(kind="mlp", options={"hidden": [128, 64], "pooling": "meanstd"})
 
 PRESETS: dict[str, ModelConfig] = {
@@ -23,6 +24,8 @@ PRESETS: dict[str, ModelConfig] = {
     "wavlm-ctc": ModelConfig(name="wavlm-ctc", encoder=WAVLM, head=CTC, train=TrainConfig(lr=1e-3)),
     "fbank-ctc": ModelConfig(name="fbank-ctc", encoder=FBANK, head=CTC, train=TrainConfig(lr=2e-3)),
     "fbank-mlp": ModelConfig(name="fbank-mlp", encoder=FBANK, head=MLP, train=TrainConfig(lr=1e-3, epochs=60, patience=10)),
+    "fbank-ctc-thin": ModelConfig(name="fbank-ctc-thin", encoder=FBANK, head=THIN, train=TrainConfig(lr=2e-3)),
+    "fbank-conv-ctc": ModelConfig(name="fbank-conv-ctc", encoder=FBANK, head=CONV, train=TrainConfig(lr=2e-3)),
     "wav2vec2-ctc-thin": ModelConfig(name="wav2vec2-ctc-thin", encoder=W2V, head=THIN, train=TrainConfig(lr=1e-3)),
     "wavlm-ctc-thin": ModelConfig(name="wavlm-ctc-thin", encoder=WAVLM, head=THIN, train=TrainConfig(lr=1e-3)),
 }
