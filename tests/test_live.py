@@ -172,3 +172,38 @@ def test_live_cli_replays_a_file_with_a_real_model(tmp_path, prepared):
     assert {"onset", "final", "offset"} <= {e["type"] for e in events}
     metrics = json.loads(r.output[r.output.index("{"):])
     assert metrics["clips"] == 6 and metrics["detected"] >= 5
+
+
+def test_watch_swaps_the_model_without_dropping_audio(tmp_path, prepared):
+    import os
+    import shutil
+
+    from phonemekit.audio import load_audio
+    from phonemekit.config import EncoderConfig, HeadConfig, ModelConfig, TrainConfig
+    from phonemekit.export import export_run
+    from phonemekit.runtime import Classifier
+    from phonemekit.train import train_model
+
+    cfg = ModelConfig(name="w", encoder=EncoderConfig(family="fbank", source="fbank"), head=HeadConfig("mlp", {"hidden": [8]}),
+                      train=TrainConfig(epochs=1, batch_size=8))
+    train_model(cfg, prepared, prepared.rows, prepared.rows[:9], tmp_path / "run", cache_root=tmp_path / "cache")
+    export_run(tmp_path / "run", [load_audio(prepared.audio_path(r)).samples for r in prepared.rows[:4]], forms=("e2e",), int8=False)
+    live_model = tmp_path / "live.onnx"
+    shutil.copy(tmp_path / "run" / "onnx" / "w.e2e.onnx", live_model)
+    engine = LiveEngine(Classifier.load(live_model), LiveConfig(vad="energy"))
+    first = engine.classifier
+    wave, _ = build_replay(prepared, clips=4, gap_s=0.5)
+    fed = []
+
+    def blocks():
+        for i in range(0, len(wave), 512):
+            if i == 512 * 20:  # a new model lands mid-stream
+                shutil.copy(tmp_path / "run" / "onnx" / "w.e2e.onnx", live_model)
+                os.utime(live_model, ns=(time_ns := __import__("time").time_ns(), time_ns + 10**9))
+            fed.append(len(wave[i : i + 512]))
+            yield wave[i : i + 512]
+
+    events = run_stream(engine, blocks(), watch=live_model, reload_every_s=0.0)
+    assert engine.classifier is not first
+    assert engine.consumed + len(engine.pending) == sum(fed) == len(wave)  # every sample was processed
+    assert sum(e["type"] == "final" for e in events) >= 3
