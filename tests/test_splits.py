@@ -43,3 +43,9 @@ def test_leaky_split_mixes_speakers():
     spk = lambda p: {rows[i]["speaker"] for i in parts[p]}  # noqa: E731
     assert spk("train") & spk("test")
     assert sorted(parts["train"] + parts["val"] + parts["test"]) == list(range(200))
+
+
+def test_loso_folds_can_hold_out_one_group_only():
+    folds = loso_folds([f"a{i}" for i in range(6)] + ["c1", "c2"], held_out=["c1", "c2"])
+    assert [f.test for f in folds] == [("c1",), ("c2",)]
+    assert all("c2" in f.train + f.val for f in folds if f.test == ("c1",))

@@ -17,6 +17,7 @@ import numpy as np
 from . import plots
 from .config import ModelConfig
 from .data.manifest import Manifest
+from .errors import DataError
 from .data.splits import Split, leaky_split, loso_folds, speaker_disjoint
 from .evaluate import Predictions, metrics, predict
 from .fileio import atomic_open, read_json, write_json, write_text
@@ -90,11 +91,13 @@ def run_leaky(cfg: ModelConfig, manifest: Manifest, run_dir: Path, *, cache_root
     return float(metrics(predict(res.model, manifest, pick("test"), cache_root=cache_root, device=device))["top1"])
 
 
-def run_loso(cfg: ModelConfig, manifest: Manifest, run_dir: Path, *, cache_root, device, resume, progress, namer: Namer | None = None) -> ModelRun:
+def run_loso(cfg: ModelConfig, manifest: Manifest, run_dir: Path, *, cache_root, device, resume, progress, namer: Namer | None = None,
+             held_out: list[str] | None = None) -> ModelRun:
     """Leave one speaker out: one model per fold; every clip is predicted by
-    the model that never heard its speaker."""
+    the model that never heard its speaker. `held_out` limits the folds
+    (e.g. to the target group)."""
     tests, vals, seconds, history = [], [], 0.0, []
-    for fold in loso_folds(manifest.speakers):
+    for fold in loso_folds(manifest.speakers, held_out=held_out):
         r = run_one(cfg, manifest, fold, run_dir / f"fold-{fold.name}", cache_root=cache_root, device=device, resume=resume, progress=progress, namer=namer)
         tests.append(r.test)
         vals.append(r.val)
@@ -109,21 +112,26 @@ def run_loso(cfg: ModelConfig, manifest: Manifest, run_dir: Path, *, cache_root,
     return ModelRun(cfg.name, cfg, run_dir, test, cat(vals), m, seconds, history, r.weights)
 
 
-def make_split(manifest: Manifest, kind: str) -> Split:
+def make_split(manifest: Manifest, kind: str, held_out: list[str] | None = None) -> Split:
     if kind == "speaker-disjoint":
         return speaker_disjoint(manifest.speakers, manifest.groups)
     if kind == "loso":
         sp = tuple(manifest.speakers)
-        return Split("loso", sp, sp, sp)
+        return Split("loso", sp, sp, tuple(sorted(held_out)) if held_out else sp)
     raise ValueError(f"unknown split kind {kind!r}")
 
 
 def train_all(manifest: Manifest, models: list[ModelConfig], out: str | Path, *, split_kind: str = "speaker-disjoint",
               leaky: bool | set[str] = True, cache_root: str | Path = "cache", device: str = "cpu", resume: bool = True,
-              target_group: str | None = None, show_speakers: bool = False, progress=None, notes: list[str] | None = None) -> dict:
+              target_group: str | None = None, show_speakers: bool = False, progress=None, notes: list[str] | None = None,
+              loso_group: str | None = None) -> dict:
+    """`loso_group` limits leave-one-speaker-out folds to that group's speakers."""
     out = Path(out)
     namer = Namer(show_speakers)
-    split = make_split(manifest, split_kind)
+    held_out = [s for s, g in manifest.groups.items() if g == loso_group] if loso_group else None
+    if loso_group and not held_out:
+        raise DataError(f"no speakers in group {loso_group!r}")
+    split = make_split(manifest, split_kind, held_out)
     runs: list[ModelRun] = []
     leaky_top1: dict[str, float | None] = {}
     for cfg in models:
@@ -131,7 +139,7 @@ def train_all(manifest: Manifest, models: list[ModelConfig], out: str | Path, *,
         run_dir = out / "models" / cfg.name
         log.info("training %s (%s %s + %s head, %s split)", cfg.name, cfg.encoder.family, cfg.encoder.source, cfg.head.kind, split_kind)
         kw = dict(cache_root=cache_root, device=device, resume=resume, progress=progress)
-        run = (run_loso(cfg, manifest, run_dir, **kw, namer=namer) if split_kind == "loso"
+        run = (run_loso(cfg, manifest, run_dir, **kw, namer=namer, held_out=held_out) if split_kind == "loso"
                else run_one(cfg, manifest, split, run_dir, **kw, namer=namer))
         runs.append(run)
         if leaky is True or (isinstance(leaky, set) and cfg.name in leaky):

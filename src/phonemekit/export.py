@@ -93,7 +93,6 @@ def _export_dynamo(builder, args: tuple, path: Path, input_names: list[str], out
 
 
 def _dynamo_child(builder, args, path: str, input_names, output_names, dynamic) -> None:
-    torch.set_num_threads(1)
     module, example = builder(*args)
     dims: dict[str, torch.export.Dim] = {}
     for axes in dynamic.values():

@@ -67,13 +67,14 @@ def speaker_disjoint(
     return Split("speaker-disjoint", tuple(sorted(train)), tuple(sorted(val)), tuple(sorted(test)))
 
 
-def loso_folds(speakers: list[str], *, salt: str = "phonemekit") -> list[Split]:
-    """One fold per speaker: it is the test set; one other speaker (by hash) validates."""
+def loso_folds(speakers: list[str], *, held_out: list[str] | None = None, salt: str = "phonemekit") -> list[Split]:
+    """One fold per speaker (or per speaker of `held_out`, e.g. the children):
+    it is the test set; other speakers (by hash) validate."""
     speakers = sorted(set(speakers))
     if len(speakers) < 3:
         raise DataError(f"leave-one-speaker-out needs at least 3 speakers, found {len(speakers)}")
     folds = []
-    for held in speakers:
+    for held in sorted(set(held_out)) if held_out else speakers:
         rest = [s for s in speakers if s != held]
         val = _order(rest, f"{salt}:{held}")[: max(1, math.ceil(len(rest) * 0.1))]
         train = [s for s in rest if s not in val]
