@@ -25,7 +25,7 @@ from .config import ModelConfig
 from .data.augment import random_augment
 from .data.manifest import Manifest
 from .encoders import build_encoder
-from .errors import ConfigError, DataError
+from .errors import AudioValidationError, ConfigError, DataError
 from .fileio import write_bytes, write_json
 from .model import PhonemeModel, save_checkpoint
 
@@ -70,9 +70,7 @@ def load_data(manifest: Manifest, rows: list[dict], *, waves: bool, cache: Featu
     for r in rows:
         try:
             items.append(audio.load_audio(manifest.audio_path(r), audio_cfg).samples if waves else cache.get(r["sha256"]))
-        except Exception as e:  # a clip that broke after prepare is skipped, never fatal
-            if not isinstance(e, (DataError, OSError)) and e.__class__.__name__ != "AudioValidationError":
-                raise
+        except (AudioValidationError, DataError, OSError) as e:  # a clip that broke after prepare is skipped, never fatal
             log.warning("skipping %s: %s", r["path"], e)
             continue
         labels.append(manifest.labels.index(r["label"]))
