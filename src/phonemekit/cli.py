@@ -232,13 +232,14 @@ def train_all_cmd(
 ) -> None:
     """Train the seed models (or any presets) on one split and write the report."""
     from .experiment import train_all
+    from .presets import get_preset
     from .torchutil import resolve_device
 
     sources = {"wav2vec2": wav2vec2, "wavlm": wavlm}
     cfgs = []
     for name in [n.strip() for n in models.split(",") if n.strip()]:
-        cfg = _model_config(name, None, dict(epochs=epochs))
-        cfgs.append(_model_config(name, None, dict(epochs=epochs, source=sources.get(cfg.encoder.family))))
+        family = get_preset(name).encoder.family
+        cfgs.append(_model_config(name, None, dict(epochs=epochs, source=sources.get(family))))
     m = _load_data(data, out)
     with progress_bar() as p:
         report = train_all(m, cfgs, out, split_kind=split, leaky=leaky, cache_root=cache, device=resolve_device(device),
