@@ -4,7 +4,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from phonemekit.decoding import class_log_probs, ctc_single_label_log_likelihood, greedy, prefix_beam_search
+from phonemekit import decoding
+from phonemekit.decoding import class_log_probs, ctc_single_label_log_likelihood, greedy, log_cumsumexp, prefix_beam_search
 
 
 def _posteriors(frames: list[dict[int, float]], k: int) -> torch.Tensor:
@@ -44,6 +45,38 @@ def test_single_label_likelihood_matches_ctc_loss():
             ref = -F.ctc_loss(lp[i : i + 1, : lengths[i]].transpose(0, 1), torch.tensor([[k]]), lengths[i : i + 1], torch.tensor([1]),
                               blank=c, reduction="sum")
             assert torch.allclose(got[i, k], ref, atol=1e-3), (i, k)
+
+
+def test_long_confident_clips_match_ctc_loss():
+    # 300 frames of very peaked posteriors: prefix sums span thousands of nats,
+    # far past what a single shifted exp/cumsum could hold in float32.
+    torch.manual_seed(2)
+    t, c = 300, 5
+    logits = torch.randn(2, t, c + 1) * 12
+    logits[0, 100:180, 2] += 40  # a long, sure stretch of class 2
+    lp = torch.log_softmax(logits, -1)
+    lengths = torch.tensor([300, 257])
+    got = ctc_single_label_log_likelihood(lp, lengths, blank=c)
+    for i in range(2):
+        n = int(lengths[i])
+        for k in range(c):
+            ref = -F.ctc_loss(lp[i : i + 1, :n].double().transpose(0, 1), torch.tensor([[k]]), lengths[i : i + 1], torch.tensor([1]),
+                              blank=c, reduction="sum")
+            assert torch.isfinite(got[i, k])
+            if torch.isfinite(ref):
+                assert abs(float(got[i, k]) - float(ref)) <= 1e-5 * max(1.0, abs(float(ref))) + 1e-2, (i, k, got[i, k], ref)
+    assert got[0].argmax() == 2
+
+
+def test_log_cumsumexp_matches_torch_and_extra_steps_change_nothing():
+    torch.manual_seed(3)
+    x = torch.randn(3, 4, 37) * 500
+    ref = torch.logcumsumexp(x.double(), -1)
+    exact = log_cumsumexp(x, decoding._scan_steps(37))
+    padded_steps = log_cumsumexp(x, 9)  # an exported graph runs the steps for its longest clip
+    assert torch.allclose(exact.double(), ref, rtol=1e-6, atol=1e-3)
+    assert torch.equal(exact, padded_steps)
+    assert decoding._scan_steps(1) == 0 and decoding._scan_steps(2) == 1 and decoding._scan_steps(100) == 7
 
 
 def test_padding_does_not_change_scores():

@@ -11,7 +11,7 @@ import pytest
 
 from phonemekit.audio import load_audio
 from phonemekit.config import EncoderConfig, HeadConfig, ModelConfig, TrainConfig
-from phonemekit.errors import IntegrityError
+from phonemekit.errors import DataError, IntegrityError
 
 
 def _cfg(name, kind, encoder=None, **train):
@@ -85,6 +85,11 @@ def test_export_both_forms_with_parity_and_metadata(trained, idx):
     assert len(top) == 3 and abs(sum(p for _, p in clf.classify(trained["waves"][0], top_k=3)) - sum(sorted(clf.probs([trained["waves"][0]])[0])[-3:])) < 1e-6
     if idx == 0:
         assert "kept" in rec["files"]["e2e"]["int8"] and rec["files"]["e2e"]["int8"]["reason"]
+    # The exported CTC scorer is exact up to the model's clip limit; longer input is refused, not misjudged.
+    limit_s = clf.meta["max_frames"] / clf.meta["frame_rate"]
+    assert limit_s >= 10.0
+    with pytest.raises(DataError, match="longer than"):
+        clf.probs([np.zeros(int((limit_s + 1) * 16000), np.float32)])
 
 
 def test_truncated_and_tampered_onnx_are_refused(trained, tmp_path):
@@ -174,6 +179,16 @@ def test_ensemble_methods_and_single_file_export(trained, tmp_path):
     assert rec["onnx"]["parity"]["top1_agreement"] == 1.0
     clf = Classifier.load(tmp_path / "ensemble.e2e.onnx")
     assert clf.probs(trained["waves"][:2]).shape == (2, 3)
+
+
+def test_every_ensemble_rule_composes_into_one_file_with_parity(trained, tmp_path):
+    from phonemekit.ensemble import METHODS, _aligned, export_ensemble, fit
+
+    names, _, val = _aligned(trained["runs"], "val")
+    for method in METHODS:
+        ens = fit(method, names, [v[0] for v in val], val[0][1])
+        rec = export_ensemble(trained["runs"], ens, tmp_path / f"{method}.onnx", trained["waves"][:4])
+        assert rec["parity"]["top1_agreement"] == 1.0 and rec["parity"]["max_abs_diff"] < 1e-4, method
 
 
 def test_compare_reports_significance_and_speed(trained):

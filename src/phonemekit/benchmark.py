@@ -22,7 +22,7 @@ import torch
 
 from .config import EncoderConfig, HeadConfig, ModelConfig
 from .encoders import build_encoder
-from .export import HeadGraph, _export, _export_dynamo, _io
+from .export import HeadGraph, _export, _export_dynamo, _io, max_frames
 from .fileio import write_json, write_text
 from .model import PhonemeModel
 from .privacy import private_tmpdir
@@ -34,7 +34,7 @@ TARGETS = {"head_mean_ms": 1.0, "head_max_ms": 2.0, "head_batch64_seq_per_s": 20
 HEADS = {
     "ctc": HeadConfig("ctc", {"proj": 128, "hidden": 128, "layers": 2}),
     "ctc-thin": HeadConfig("ctc", {"proj": 64, "hidden": 64, "layers": 2}),
-    "conv-ctc": HeadConfig("conv-ctc", {"channels": 128, "kernel": 5, "layers": 2}),
+    "conv-ctc": HeadConfig("conv-ctc", {"channels": 128, "kernel": 5, "layers": 4}),
 }
 
 
@@ -84,7 +84,7 @@ def bench_head(name: str, head: HeadConfig, tmp: Path, *, frames: int, dim: int,
         res["torch"]["batch64_seq_per_s"] = batch / float(np.median(tb))
     path = tmp / f"{name}.onnx"
     inputs, outputs, dynamic = _io("head", model.output_kind == "ctc")
-    _export(graph, (torch.randn(2, frames, dim), torch.tensor([frames, frames - 10])), path, inputs, outputs, dynamic)
+    _export(graph, (torch.randn(2, frames, dim), torch.tensor([frames, frames - 10])), path, inputs, outputs, dynamic, max_frames(model))
     sess = _session(path, threads)
     f1 = {"features": x1.numpy(), "lengths": l1.numpy()}
     fb = {"features": xb.numpy(), "lengths": lb.numpy()}
@@ -96,7 +96,7 @@ def bench_head(name: str, head: HeadConfig, tmp: Path, *, frames: int, dim: int,
         # separate it from the exact CTC class scoring.
         net_path = tmp / f"{name}.net.onnx"
         _export(NetGraph(model), (torch.randn(2, frames, dim), torch.tensor([frames, frames - 10])), net_path, inputs, ["frame_log_probs"],
-                {k: v for k, v in dynamic.items() if k != "probs"})
+                {k: v for k, v in dynamic.items() if k not in ("probs", "log_probs")}, max_frames(model))
         net_sess = _session(net_path, threads)
         res["onnx_network_only"] = {f"batch1_{k}": v for k, v in _stats(_time(lambda: net_sess.run(None, f1), n, 20)).items()}
         tb = _time(lambda: net_sess.run(None, fb), max(5, n // 20), 2)
@@ -123,7 +123,7 @@ def _head_flops(model: PhonemeModel, frames: int, dim: int) -> float:
         elif isinstance(mod, torch.nn.LSTM):
             macs += frames * 4 * mod.hidden_size * (mod.input_size + mod.hidden_size)
         elif isinstance(mod, torch.nn.Conv1d):
-            macs += frames * mod.in_channels * mod.out_channels * mod.kernel_size[0]
+            macs += frames * mod.in_channels * mod.out_channels * mod.kernel_size[0] // mod.groups
     return 2.0 * macs
 
 
@@ -145,7 +145,7 @@ def bench_e2e(family: str, tmp: Path, *, threads: int, n: int, seconds: float = 
     path = tmp / f"{family}.onnx"
     inputs, outputs, dynamic = _io("e2e", True)
     t0 = time.perf_counter()
-    _export_dynamo(_build_e2e, (family, size, head, samples), path, inputs, outputs, dynamic)
+    _export_dynamo(_build_e2e, (family, size, head, samples), path, inputs, outputs, dynamic, max_frames(model))
     res["export_seconds"] = round(time.perf_counter() - t0, 1)
     feed = {"waveform": wave.numpy(), "lengths": lengths.numpy()}
     sess = _session(path, threads)
@@ -228,11 +228,12 @@ def run_benchmark(*, threads: int | None = None, n: int = 300, frames: int = 100
 
 
 def verdicts(res: dict) -> dict:
-    """Targets judged on the head network (the seed's definition of head
-    inference); the classification figures beside them include scoring."""
+    """Targets judged on full classification through ONNX Runtime: the head
+    network plus exact CTC class scoring, which is what a game pays per call.
+    The network-only figures are reported beside them."""
     out = {}
     for name, h in res["heads"].items():
-        o = h.get("onnx_network_only", h["onnx"])
+        o = h["onnx"]
         out[name] = {
             "mean < 1 ms": o["batch1_mean_ms"] < TARGETS["head_mean_ms"],
             "max < 2 ms": o["batch1_max_ms"] < TARGETS["head_max_ms"],

@@ -59,7 +59,7 @@ def measure_speed(run_dir: Path, threads: int = 2, frames: int = 100) -> dict:
     latency for 1 s of audio (the exported e2e file when there is one, else
     torch), size, and the peak RSS of an inference-only process."""
     from .benchmark import _inference_process_rss, _session
-    from .export import HeadGraph, _export, _io
+    from .export import HeadGraph, _export, _io, max_frames
 
     model = load_checkpoint(run_dir, with_encoder=True)
     out = {"params": int(sum(p.numel() for p in model.parameters())),
@@ -69,7 +69,8 @@ def measure_speed(run_dir: Path, threads: int = 2, frames: int = 100) -> dict:
     with private_tmpdir("phonemekit-cmp-") as d:
         path = d / "head.onnx"
         inputs, outputs, dynamic = _io("head", model.output_kind == "ctc")
-        _export(HeadGraph(model), (torch.randn(2, frames, dim), torch.tensor([frames, frames - 5])), path, inputs, outputs, dynamic)
+        _export(HeadGraph(model), (torch.randn(2, frames, dim), torch.tensor([frames, frames - 5])), path, inputs, outputs, dynamic,
+                max_frames(model))
         sess = _session(path, threads)
         feed = {"features": np.random.default_rng(0).standard_normal((1, frames, dim)).astype(np.float32), "lengths": np.array([frames])}
         out["head_ms"] = round(_time_ms(lambda: sess.run(["probs"], feed), 100, 10), 3)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from contextlib import contextmanager
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-_NEG = -1e4  # "impossible" that stays finite, so padded frames never produce NaN
+_IMPOSSIBLE = -1e30  # log of "no alignment": finite, so masked frames never produce NaN
 
 
 def greedy(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int) -> list[list[int]]:
@@ -58,28 +60,63 @@ def prefix_beam_search(log_probs: np.ndarray, blank: int, beam: int = 8) -> list
     return [(k, float(np.logaddexp(*v))) for k, v in sorted(beams.items(), key=lambda kv: -np.logaddexp(*kv[1]))]
 
 
+_export_frames = 512  # frames an exported scorer handles exactly; set per export by `exact_up_to`
+
+
+@contextmanager
+def exact_up_to(frames: int):
+    """While exporting, build CTC scorers that are exact for clips of up to
+    `frames` frames (the graph cannot size its scan from a symbolic length)."""
+    global _export_frames
+    old, _export_frames = _export_frames, int(frames)
+    try:
+        yield
+    finally:
+        _export_frames = old
+
+
+def _scan_steps(t: int) -> int:
+    """Doubling steps for a log-cumsum-exp over t frames: exactly what t needs
+    when run eagerly, enough for `_export_frames` when traced for export."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        t = _export_frames
+    return max(int(t) - 1, 0).bit_length()
+
+
+def log_cumsumexp(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """Inclusive log-cumsum-exp along the last axis by Hillis-Steele doubling:
+    `steps` rounds of pairwise logaddexp cover 2**steps frames. Stable for any
+    range of values (every round shifts by its own max), O(T log T), and built
+    from elementwise ops that ONNX Runtime runs well, unlike a time loop."""
+    t = x.shape[-1]
+    for i in range(steps):
+        shifted = F.pad(x, (1 << i, 0), value=_IMPOSSIBLE)[..., :t]
+        hi = torch.maximum(x, shifted)  # logaddexp; ONNX Runtime's Softplus is several times slower
+        x = hi + torch.log1p(torch.exp(torch.minimum(x, shifted) - hi))
+    return x
+
+
 def ctc_single_label_log_likelihood(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int) -> torch.Tensor:
     """log p(label sequence = [c] | x) for every class c, shape (B, C).
 
     Every alignment of a one-label sequence is blanks, then c on frames
-    s..e, then blanks. With d_t = log p_c(t) - log p_blank(t) and D its
-    prefix sum, log p = sum_t log p_blank(t) + logsumexp_{s < e'} (D[e'] - D[s]).
-    That is exact, needs no loop over time, and exports to ONNX. Padded
-    frames get d = -1e4, which removes every alignment that touches them.
+    s..e-1, then blanks. With d_t = log p_c(t) - log p_blank(t) and D its
+    prefix sum (D[0] = 0), log p = sum_t log p_blank(t) + logsumexp_{s < e} (D[e] - D[s]),
+    and the sum over s < e is D[e] + logcumsumexp(-D)[e-1]: exact, O(T C log T),
+    no loop over time, exportable. Frames past a clip's length are masked out
+    of e, and every s < e then lies inside the clip.
     """
     b, t, k = log_probs.shape
     valid = torch.arange(t, device=log_probs.device)[None, :] < lengths[:, None]  # (B, T)
     lp_blank = log_probs[..., blank]  # (B, T)
     lp_cls = torch.cat([log_probs[..., :blank], log_probs[..., blank + 1 :]], dim=-1)  # (B, T, C)
     base = (lp_blank * valid.to(lp_blank.dtype)).sum(1, keepdim=True)  # (B, 1)
-    d = torch.where(valid[..., None], lp_cls - lp_blank[..., None], torch.full_like(lp_cls, _NEG))
-    cum = torch.cumsum(d, dim=1)
-    cum = torch.cat([torch.zeros_like(cum[:, :1]), cum], dim=1).transpose(1, 2)  # (B, C, T+1)
-    pairs = cum[:, :, None, :] - cum[:, :, :, None]  # [s, e'] = D[e'] - D[s]
-    idx = torch.arange(t + 1, device=log_probs.device)
-    upper = idx[None, :] > idx[:, None]  # s < e'
-    pairs = torch.where(upper, pairs, torch.full_like(pairs, _NEG * 10))
-    return base + torch.logsumexp(pairs.flatten(2), dim=-1)
+    d = torch.where(valid[..., None], lp_cls - lp_blank[..., None], torch.zeros_like(lp_cls))
+    cum = torch.cumsum(d, dim=1).transpose(1, 2)  # (B, C, T): D[1..T]
+    before = torch.cat([torch.zeros_like(cum[..., :1]), cum[..., :-1]], dim=-1)  # D[0..T-1]
+    terms = cum + log_cumsumexp(-before, _scan_steps(t))  # e = 1..T
+    terms = torch.where(valid[:, None, :], terms, torch.full_like(terms, _IMPOSSIBLE))
+    return base + torch.logsumexp(terms, dim=-1)
 
 
 def class_log_probs(outputs: torch.Tensor, lengths: torch.Tensor, kind: str, blank: int | None = None) -> torch.Tensor:

@@ -116,20 +116,21 @@ def _cv_stacking(members, val, val_y, folds: int = 5) -> float:
     return hits / n
 
 
-class EnsembleGraph(nn.Module):
-    """All members in one graph: waveform in, ensemble probabilities out."""
+class Combiner(nn.Module):
+    """The ensemble rule in torch: members' class log-probs (B, C) each in,
+    probabilities out. Mirrors `Ensemble.probs`; exported on its own and
+    joined to the members' exported graphs."""
 
-    def __init__(self, models: list[nn.Module], ens: Ensemble) -> None:
+    def __init__(self, ens: Ensemble) -> None:
         super().__init__()
-        self.members = nn.ModuleList(models)
+        m = len(ens.members)
         self.method = ens.method
-        self.register_buffer("weights", torch.tensor(ens.weights if ens.method == "weighted" else [1 / len(models)] * len(models), dtype=torch.float32))
+        self.register_buffer("weights", torch.tensor(ens.weights if ens.method == "weighted" else [1 / m] * m, dtype=torch.float32))
         if ens.method == "stacking":
             self.register_buffer("coef", torch.tensor(ens.stack_coef, dtype=torch.float32))
             self.register_buffer("bias", torch.tensor(ens.stack_bias, dtype=torch.float32))
 
-    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        logp = [m.classify_waves(waveform, lengths) for m in self.members]
+    def forward(self, *logp: torch.Tensor) -> torch.Tensor:
         p = torch.stack([lp.exp() for lp in logp])
         if self.method in ("mean", "weighted"):
             return (self.weights[:, None, None] * p).sum(0)
@@ -139,6 +140,18 @@ class EnsembleGraph(nn.Module):
             return score / score.sum(-1, keepdim=True)
         z = torch.cat(logp, dim=1) @ self.coef.T + self.bias
         return torch.softmax(z, dim=-1)
+
+
+class EnsembleGraph(nn.Module):
+    """All members and the rule in torch: the reference the exported file must match."""
+
+    def __init__(self, models: list[nn.Module], ens: Ensemble) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(models)
+        self.combine = Combiner(ens)
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.combine(*[m.classify_waves(waveform, lengths) for m in self.members])
 
 
 def _aligned(run_dirs, part: str):
@@ -189,34 +202,51 @@ def run_ensemble(run_dirs, out_dir, *, waves: list[np.ndarray] | None = None, gr
 
 
 def export_ensemble(run_dirs, ens: Ensemble, path, waves: list[np.ndarray]) -> dict:
+    """One ONNX file holding every member and the rule, composed from the
+    members' own end-to-end exports (exported first where missing or stale),
+    so no encoder is traced twice. Parity is checked against torch."""
     import os
     import tempfile
     from pathlib import Path
 
+    import onnx
     import onnxruntime as ort
 
     from . import __version__
     from .cache import collate_waves
-    from .export import ExportError, _export, _export_dynamo, _finish
+    from .export import ExportError, _export, _finish, compose_parallel, export_run
     from .model import load_checkpoint, read_sidecar
 
     path = Path(path)
+    run_dirs = [Path(d) for d in run_dirs]
     models = [load_checkpoint(d, with_encoder=True).eval() for d in run_dirs]
+    member_files = []
+    for d, m in zip(run_dirs, models):
+        f, sha = d / "onnx" / f"{m.cfg.name}.e2e.onnx", read_sidecar(d)["sha256"]
+        proto = _current_member(f, sha)
+        if proto is None:
+            log.info("exporting ensemble member %s (end-to-end form)", m.cfg.name)
+            export_run(d, waves, forms=("e2e",), int8=False)
+            proto = _current_member(f, sha)
+        member_files.append(proto)
     graph = EnsembleGraph(models, ens).eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        io = (["waveform", "lengths"], ["probs"], {"waveform": {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "probs": {0: "batch"}})
-        if any(m.encoder is not None and m.encoder.family != "fbank" for m in models):
-            _export_dynamo(_build_ensemble, ([str(d) for d in run_dirs], ens, waves[:2]), tmp_path, *io)
-        else:
-            _export(graph, collate_waves(waves[:2]), tmp_path, *io)
+        n = len(models)
+        example = tuple(torch.log_softmax(torch.randn(2, len(models[0].labels)), -1) for _ in range(n))
+        names = [f"log_probs_{i}" for i in range(n)]
+        _export(graph.combine, example, tmp_path, names, ["probs"], {k: {0: "batch"} for k in names + ["probs"]}, 1)
+        onnx.save(compose_parallel(member_files, onnx.load(str(tmp_path)), ["waveform", "lengths"], "log_probs", "probs"), str(tmp_path))
         first = models[0]
+        metas = [{p.key: p.value for p in f.metadata_props} for f in member_files]
+        limit_s = min(int(mt["max_frames"]) / float(mt["frame_rate"]) for mt in metas)
         _finish(tmp_path, {
             "phonemekit_version": __version__, "form": "e2e", "precision": "fp32", "labels": first.labels, "blank": -1,
             "head_output": "ensemble", "sample_rate": first.spec.sample_rate, "frame_rate": first.spec.frame_rate,
+            "max_frames": int(limit_s * first.spec.frame_rate),
             "encoder_spec": [m.spec.to_dict() for m in models], "weights": ",".join(sorted({m.spec.weights for m in models})),
             "checkpoint_sha256": ",".join(read_sidecar(d)["sha256"] for d in run_dirs), "model_name": f"ensemble-{ens.method}",
             "ensemble": ens.to_dict(),
@@ -225,9 +255,9 @@ def export_ensemble(run_dirs, ens: Ensemble, path, waves: list[np.ndarray]) -> d
         got, ref = [], []
         with torch.no_grad():
             for w in waves:
-                x, n = collate_waves([w])
-                got.append(sess.run(["probs"], {"waveform": x.numpy(), "lengths": n.numpy()})[0][0])
-                ref.append(graph(x, n)[0].numpy())
+                x, n_ = collate_waves([w])
+                got.append(sess.run(["probs"], {"waveform": x.numpy(), "lengths": n_.numpy()})[0][0])
+                ref.append(graph(x, n_)[0].numpy())
         got, ref = np.stack(got), np.stack(ref)
         parity = {"clips": len(waves), "max_abs_diff": float(np.abs(got - ref).max()), "top1_agreement": float(np.mean(got.argmax(1) == ref.argmax(1)))}
         if parity["top1_agreement"] < 1.0:
@@ -237,6 +267,22 @@ def export_ensemble(run_dirs, ens: Ensemble, path, waves: list[np.ndarray]) -> d
         tmp_path.unlink(missing_ok=True)
     log.info("exported ensemble (%s of %s) -> %s: top-1 agreement %.3f", ens.method, ", ".join(ens.members), path, parity["top1_agreement"])
     return {"path": str(path), "bytes": path.stat().st_size, "parity": parity}
+
+
+def _current_member(path, checkpoint_sha256: str):
+    """The member's exported end-to-end graph if it is there, readable, from
+    this checkpoint and new enough to output `log_probs`; else None."""
+    import onnx
+
+    if not path.exists():
+        return None
+    try:
+        proto = onnx.load(str(path))
+    except Exception:  # unreadable: export it again
+        return None
+    meta = {p.key: p.value for p in proto.metadata_props}
+    fresh = meta.get("checkpoint_sha256") == checkpoint_sha256 and any(o.name == "log_probs" for o in proto.graph.output)
+    return proto if fresh else None
 
 
 def ensemble_into_report(runs, out, *, export: bool = True, clips: int = 16) -> dict:
@@ -265,11 +311,3 @@ def ensemble_into_report(runs, out, *, export: bool = True, clips: int = 16) -> 
                       f"{rec['onnx']['parity']['top1_agreement']:.3f} on {rec['onnx']['parity']['clips']} clips."]
         update_report(out, section="\n".join(lines) + "\n", ensembles=rec)
     return rec
-
-
-def _build_ensemble(run_dirs: list[str], ens: Ensemble, waves: list[np.ndarray]):
-    from .cache import collate_waves
-    from .model import load_checkpoint
-
-    models = [load_checkpoint(d, with_encoder=True).eval() for d in run_dirs]
-    return EnsembleGraph(models, ens), collate_waves(waves[:2])

@@ -3,19 +3,22 @@
 Two forms for every model:
   head  features (B, T, D) + lengths (B,)  -> probs (B, C)
   e2e   waveform (B, S) 16 kHz + lengths (B,) -> probs (B, C)
-CTC models also output `frame_log_probs` (B, T, C + 1) for streaming use.
+Both also output `log_probs` (B, C), the exact class log-probabilities;
+CTC models add `frame_log_probs` (B, T, C + 1) for streaming use.
 
 Every file is checked with `onnx.checker`, written atomically (a failed
 export leaves nothing behind), and compared with torch on real clips;
 fp32 must agree on every top-1. Metadata carries labels, blank index,
-sample rate, encoder spec, versions, the source checkpoint's sha256 and a
-sha256 of the graph itself, which the runtime verifies on load.
+sample rate, encoder spec, versions, the longest clip the graph scores
+exactly (`max_frames`), the source checkpoint's sha256 and a sha256 of the
+graph itself, which the runtime verifies on load.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -28,13 +31,14 @@ from torch import nn
 
 from . import __version__
 from .cache import collate_waves
+from .decoding import exact_up_to
 from .errors import PhonemekitError
 from .fileio import write_json
 from .model import PhonemeModel
 
 log = logging.getLogger(__name__)
 
-OPSET = 17
+OPSET = 18  # both exporters write this opset, so exported graphs can be composed
 
 
 class ExportError(PhonemekitError):
@@ -47,9 +51,7 @@ class HeadGraph(nn.Module):
         self.model = model
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor):
-        out = self.model.head_outputs(features, lengths)
-        probs = self.model.scores(out, lengths).exp()
-        return (probs, out) if self.model.output_kind == "ctc" else probs
+        return _outputs(self.model, self.model.head_outputs(features, lengths), lengths)
 
 
 class EndToEndGraph(nn.Module):
@@ -59,9 +61,14 @@ class EndToEndGraph(nn.Module):
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor):
         feats, flen = self.model.encode(waveform, lengths)
-        out = self.model.head_outputs(feats, flen)
-        probs = self.model.scores(out, flen).exp()
-        return (probs, out) if self.model.output_kind == "ctc" else probs
+        return _outputs(self.model, self.model.head_outputs(feats, flen), flen)
+
+
+def _outputs(model: PhonemeModel, out: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """probs, [frame_log_probs,] log_probs: the order `_io` names them. Exact
+    class log-probs let ensembles and calibration avoid log(exp(x))."""
+    log_probs = model.scores(out, lengths)
+    return (log_probs.exp(), out, log_probs) if model.output_kind == "ctc" else (log_probs.exp(), log_probs)
 
 
 def graph_sha256(model_proto) -> str:
@@ -70,17 +77,24 @@ def graph_sha256(model_proto) -> str:
     return hashlib.sha256(model_proto.graph.SerializeToString()).hexdigest()
 
 
-def _export(module: nn.Module, example: tuple, path: Path, input_names: list[str], output_names: list[str], dynamic: dict) -> None:
+def max_frames(model: PhonemeModel) -> int:
+    """Longest clip, in encoder frames, the exported graph scores exactly:
+    the model's own audio limit (audio.max_seconds) at its frame rate."""
+    return math.ceil(model.cfg.audio.max_seconds * model.spec.frame_rate) + 1
+
+
+def _export(module: nn.Module, example: tuple, path: Path, input_names: list[str], output_names: list[str], dynamic: dict,
+            frames: int) -> None:
     """The TorchScript exporter: fast and exact for the heads (LSTM included)."""
     import warnings
 
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), exact_up_to(frames):
         warnings.simplefilter("ignore")
         torch.onnx.export(module.eval(), example, str(path), dynamo=False, input_names=input_names, output_names=output_names,
                           dynamic_axes=dynamic, opset_version=OPSET)
 
 
-def _export_dynamo(builder, args: tuple, path: Path, input_names: list[str], output_names: list[str], dynamic: dict) -> None:
+def _export_dynamo(builder, args: tuple, path: Path, input_names: list[str], output_names: list[str], dynamic: dict, frames: int) -> None:
     """The dynamo exporter, which transformers' encoders need to keep time
     dynamic. An earlier dynamo export in the same process can pin a dynamic
     axis to an old example's size (seen with WavLM; torch._dynamo.reset()
@@ -89,19 +103,19 @@ def _export_dynamo(builder, args: tuple, path: Path, input_names: list[str], out
     import multiprocessing as mp
 
     with mp.get_context("spawn").Pool(1) as pool:
-        pool.apply(_dynamo_child, (builder, args, str(path), input_names, output_names, dynamic))
+        pool.apply(_dynamo_child, (builder, args, str(path), input_names, output_names, dynamic, frames))
 
 
-def _dynamo_child(builder, args, path: str, input_names, output_names, dynamic) -> None:
+def _dynamo_child(builder, args, path: str, input_names, output_names, dynamic, frames: int) -> None:
     module, example = builder(*args)
     dims: dict[str, torch.export.Dim] = {}
     for axes in dynamic.values():
         for label in axes.values():
             dims.setdefault(label, torch.export.Dim(label, min=1, max=1 << 22))
     shapes = {name: {ax: dims[label] for ax, label in axes.items()} for name, axes in dynamic.items() if name in input_names}
-    with torch.no_grad():  # the exporter wants a batch of at least 2 and one self-contained file
+    with torch.no_grad(), exact_up_to(frames):  # the exporter wants a batch of at least 2 and one self-contained file
         torch.onnx.export(module.eval(), example, path, dynamo=True, external_data=False, input_names=input_names,
-                          output_names=output_names, dynamic_shapes=shapes, optimize=True)
+                          output_names=output_names, dynamic_shapes=shapes, optimize=True, opset_version=OPSET)
 
 
 def _build_form(run_dir: str, form: str, waves: list[np.ndarray]):
@@ -147,6 +161,7 @@ def metadata(model: PhonemeModel, form: str, checkpoint_sha256: str, precision: 
         "head_output": model.output_kind,
         "sample_rate": model.spec.sample_rate,
         "frame_rate": model.spec.frame_rate,
+        "max_frames": max_frames(model),
         "encoder_spec": model.spec.to_dict(),
         "weights": model.spec.weights,
         "checkpoint_sha256": checkpoint_sha256,
@@ -162,8 +177,8 @@ class Exported:
 
 def _io(form: str, ctc: bool) -> tuple[list[str], list[str], dict]:
     first = "features" if form == "head" else "waveform"
-    outputs = ["probs", "frame_log_probs"] if ctc else ["probs"]
-    dynamic = {first: {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "probs": {0: "batch"}}
+    outputs = ["probs", "frame_log_probs", "log_probs"] if ctc else ["probs", "log_probs"]
+    dynamic = {first: {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "probs": {0: "batch"}, "log_probs": {0: "batch"}}
     if ctc:
         dynamic["frame_log_probs"] = {0: "batch", 1: "frames"}
     return [first, "lengths"], outputs, dynamic
@@ -181,9 +196,9 @@ def export_form(model: PhonemeModel, form: str, path: Path, waves: list[np.ndarr
     try:
         t0 = time.perf_counter()
         if use_dynamo:
-            _export_dynamo(_build_form, (str(run_dir), form, waves[:2]), tmp_path, inputs, outputs, dynamic)
+            _export_dynamo(_build_form, (str(run_dir), form, waves[:2]), tmp_path, inputs, outputs, dynamic, max_frames(model))
         else:
-            _export(*_graph(model, form, waves), tmp_path, inputs, outputs, dynamic)
+            _export(*_graph(model, form, waves), tmp_path, inputs, outputs, dynamic, max_frames(model))
         _finish(tmp_path, metadata(model, form, checkpoint_sha256, "fp32"))
         parity = check_parity(model, tmp_path, form, waves)
         parity["export_seconds"] = round(time.perf_counter() - t0, 1)
@@ -307,6 +322,44 @@ def export_run(run_dir: str | Path, waves: list[np.ndarray], out_dir: str | Path
 
     audit("export", model=name, checkpoint_sha256=sha, files=[Path(f["path"]).name for f in record["files"].values()])
     return record
+
+
+def compose_parallel(members: list, combiner, shared_inputs: list[str], member_output: str, output: str):
+    """One graph from exported files: every member reads the shared inputs,
+    each member's `member_output` feeds the combiner's inputs in order, and
+    the combiner's first output becomes `output`. Names are prefixed per
+    member; Identity nodes join the parts (ONNX Runtime removes them), so no
+    member graph is edited beyond the prefix. Metadata is not carried over."""
+    import onnx
+    from onnx import compose, helper
+
+    parts = [compose.add_prefix(m, f"m{i}/") for i, m in enumerate(members)] + [compose.add_prefix(combiner, "combine/")]
+    opsets: dict[str, int] = {}
+    for part in parts:
+        for op in part.opset_import:
+            opsets[op.domain] = max(opsets.get(op.domain, 0), op.version)
+    nodes, inits, functions = [], [], []
+    for i, part in enumerate(parts):  # in topological order: inputs, member, its output
+        if i < len(members):
+            nodes += [helper.make_node("Identity", [name], [f"m{i}/{name}"]) for name in shared_inputs]
+        nodes += list(part.graph.node)
+        if i < len(members):
+            nodes.append(helper.make_node("Identity", [f"m{i}/{member_output}"], [parts[-1].graph.input[i].name]))
+        inits += list(part.graph.initializer)
+        functions += list(part.functions)
+    nodes.append(helper.make_node("Identity", [parts[-1].graph.output[0].name], [output]))
+    inputs = []
+    for name in shared_inputs:
+        vi = onnx.ValueInfoProto()
+        vi.CopyFrom(next(x for x in members[0].graph.input if x.name == name))
+        inputs.append(vi)
+    out_vi = onnx.ValueInfoProto()
+    out_vi.CopyFrom(combiner.graph.output[0])
+    out_vi.name = output
+    graph = helper.make_graph(nodes, "ensemble", inputs, [out_vi], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()], functions=functions)
+    model.ir_version = max(m.ir_version for m in members + [combiner])
+    return model
 
 
 def parity_clips(run: str | Path, data: str | Path | None, n: int) -> list[np.ndarray]:

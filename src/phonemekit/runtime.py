@@ -62,6 +62,13 @@ class Classifier:
 
     def _run(self, x: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
         key = "waveform" if self.form == "e2e" else "features"
+        limit = self.meta.get("max_frames")
+        if limit is not None and len(lengths):
+            # The exported CTC scorer is exact only up to this many frames.
+            frames = lengths.max() * self.meta["frame_rate"] / self.sample_rate if self.form == "e2e" else lengths.max()
+            if frames > limit:
+                raise DataError(f"input of {frames:.0f} frames is longer than {self.path.name} handles ({limit} frames, "
+                                f"{limit / self.meta['frame_rate']:.1f} s; raise audio.max_seconds and re-export for longer clips)")
         return self.session.run(None, {key: x.astype(np.float32, copy=False), "lengths": lengths.astype(np.int64)})
 
     def probs(self, waves: list[np.ndarray], batch_size: int = 1) -> np.ndarray:

@@ -65,23 +65,46 @@ class CTCHead(nn.Module):
         return F.log_softmax(self.out(self.norm(h)), dim=-1)
 
 
+class SeparableBlock(nn.Module):
+    """Residual depthwise (dilated) + pointwise convolution. A depthwise
+    kernel costs k MACs per channel instead of k x channels, which is what
+    lets a wide receptive field fit the CPU budget."""
+
+    def __init__(self, channels: int, kernel: int, dilation: int, dropout: float) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv1d(channels, channels, kernel, padding=dilation * (kernel // 2), dilation=dilation, groups=channels)
+        self.pointwise = nn.Conv1d(channels, channels, 1)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return h + self.dropout(F.gelu(self.pointwise(self.depthwise(h)))) * mask
+
+
 @register_head("conv-ctc")
 class ConvCTCHead(nn.Module):
-    """Thin projection -> 1-D convolutions -> labels + blank (CTC); built for the CPU latency target."""
+    """Thin projection -> dilated separable 1-D convolutions -> labels + blank
+    (CTC); built for the CPU latency target. Dilations 1, 2, 4, ... give a
+    receptive field of 1 + (kernel - 1) x (2**layers - 1) frames."""
 
     output = "ctc"
 
-    def __init__(self, in_dim: int, num_classes: int, channels: int = 128, kernel: int = 5, layers: int = 2, dropout: float = 0.1) -> None:
+    def __init__(self, in_dim: int, num_classes: int, channels: int = 128, kernel: int = 5, layers: int = 4, dropout: float = 0.1,
+                 context: bool = False) -> None:
         super().__init__()
         self.in_dim, self.num_classes, self.blank = in_dim, num_classes, num_classes
         self.proj = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, channels))
-        self.convs = nn.ModuleList(nn.Conv1d(channels, channels, kernel, padding=kernel // 2) for _ in range(layers))
-        self.dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(SeparableBlock(channels, kernel, 2**i, dropout) for i in range(layers))
+        # Optional clip-level context: the mean over the clip's frames, mapped
+        # and added to every frame (what a BiLSTM gets from reading it all).
+        self.context = nn.Linear(channels, channels) if context else None
         self.out = nn.Linear(channels, num_classes + 1)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         mask = lengths_mask(lengths, x.shape[1]).unsqueeze(1).to(x.dtype)
         h = self.proj(x).transpose(1, 2) * mask  # zero padding so it never bleeds into valid frames
-        for conv in self.convs:
-            h = h + self.dropout(F.gelu(conv(h))) * mask
+        for i, block in enumerate(self.blocks):
+            h = block(h, mask)
+            if i == 0 and self.context is not None:
+                mean = h.sum(-1) / lengths[:, None].to(h.dtype)
+                h = h + self.context(mean).unsqueeze(-1) * mask
         return F.log_softmax(self.out(h.transpose(1, 2)), dim=-1)
