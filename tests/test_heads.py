@@ -20,9 +20,9 @@ def test_head_shapes(kind):
         assert torch.allclose(out.exp().sum(-1), torch.ones(3, 11), atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["mlp", "ctc", "conv-ctc"])
-def test_heads_ignore_padding(kind):
-    head = build_head(kind, 16, 5).eval()
+@pytest.mark.parametrize("kind,options", [("mlp", None), ("ctc", None), ("conv-ctc", None), ("conv-ctc", {"attention_heads": 0})])
+def test_heads_ignore_padding(kind, options):
+    head = build_head(kind, 16, 5, options).eval()
     x = torch.randn(1, 6, 16)
     padded = torch.cat([x, torch.randn(1, 4, 16) * 10], 1)
     a = head(x, torch.tensor([6]))
@@ -43,5 +43,7 @@ def test_registry_and_bad_options():
     assert {"mlp", "ctc", "conv-ctc"} <= set(available_heads())
     with pytest.raises(ConfigError, match="head.options"):
         build_head("ctc", 8, 3, {"nonsense": 1})
+    with pytest.raises(ConfigError, match="multiple of attention_heads"):
+        build_head("conv-ctc", 8, 3, {"channels": 10, "attention_heads": 4})
     with pytest.raises(ConfigError, match="unknown head"):
         build_head("nope", 8, 3)

@@ -34,7 +34,7 @@ TARGETS = {"head_mean_ms": 1.0, "head_max_ms": 2.0, "head_batch64_seq_per_s": 20
 HEADS = {
     "ctc": HeadConfig("ctc", {"proj": 128, "hidden": 128, "layers": 2}),
     "ctc-thin": HeadConfig("ctc", {"proj": 64, "hidden": 64, "layers": 2}),
-    "conv-ctc": HeadConfig("conv-ctc", {"channels": 128, "kernel": 5, "layers": 4}),
+    "conv-ctc": HeadConfig("conv-ctc", {"channels": 128, "kernel": 5, "layers": 2, "attention_heads": 4}),
 }
 
 
@@ -115,13 +115,17 @@ class NetGraph(torch.nn.Module):
 
 
 def _head_flops(model: PhonemeModel, frames: int, dim: int) -> float:
-    """Multiply-adds x 2 of the matrix work (projection, LSTM/conv, output)."""
+    """Multiply-adds x 2 of the matrix work (projection, LSTM/conv/attention, output)."""
+    from .heads.ctc import SelfAttention
+
     macs = 0
     for mod in model.modules():
         if isinstance(mod, torch.nn.Linear):
             macs += frames * mod.in_features * mod.out_features
         elif isinstance(mod, torch.nn.LSTM):
             macs += frames * 4 * mod.hidden_size * (mod.input_size + mod.hidden_size)
+        elif isinstance(mod, SelfAttention):  # q.k and attention.v; its projections count as Linear
+            macs += 2 * frames * frames * mod.qkv.in_features
         elif isinstance(mod, torch.nn.Conv1d):
             macs += frames * mod.in_channels * mod.out_channels * mod.kernel_size[0] // mod.groups
     return 2.0 * macs

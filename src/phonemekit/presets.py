@@ -15,7 +15,7 @@ WAVLM = EncoderConfig(family="wavlm", source="microsoft/wavlm-base")
 FBANK = EncoderConfig(family="fbank", source="fbank")
 CTC = HeadConfig(kind="ctc", options={"proj": 128, "hidden": 128, "layers": 2})
 THIN = HeadConfig(kind="ctc", options={"proj": 64, "hidden": 64, "layers": 2})
-CONV = HeadConfig(kind="conv-ctc", options={"channels": 128, "kernel": 5, "layers": 4})
+CONV = HeadConfig(kind="conv-ctc", options={"channels": 128, "kernel": 5, "layers": 2, "attention_heads": 4})
 MLP = HeadConfig(kind="mlp", options={"hidden": [128, 64], "pooling": "meanstd"})
 
 PRESETS: dict[str, ModelConfig] = {

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from ..torchutil import lengths_mask
 from . import register_head
 
@@ -67,8 +68,7 @@ class CTCHead(nn.Module):
 
 class SeparableBlock(nn.Module):
     """Residual depthwise (dilated) + pointwise convolution. A depthwise
-    kernel costs k MACs per channel instead of k x channels, which is what
-    lets a wide receptive field fit the CPU budget."""
+    kernel costs k MACs per channel instead of k x channels."""
 
     def __init__(self, channels: int, kernel: int, dilation: int, dropout: float) -> None:
         super().__init__()
@@ -80,31 +80,54 @@ class SeparableBlock(nn.Module):
         return h + self.dropout(F.gelu(self.pointwise(self.depthwise(h)))) * mask
 
 
+class SelfAttention(nn.Module):
+    """One pre-norm multi-head self-attention layer over the valid frames,
+    written out in plain ops so both ONNX exporters handle it."""
+
+    def __init__(self, channels: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.LayerNorm(channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.out = nn.Linear(channels, channels)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:  # h (B, T, C), valid (B, T) bool
+        b, t, c = h.shape
+        q, k, v = self.qkv(self.norm(h)).reshape(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        scores = q @ k.transpose(-1, -2) * (c // self.heads) ** -0.5
+        scores = scores + (valid[:, None, None, :].to(h.dtype) - 1) * 1e4  # padded frames are never attended to
+        a = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(b, t, c)
+        return h + self.dropout(self.out(a))
+
+
 @register_head("conv-ctc")
 class ConvCTCHead(nn.Module):
-    """Thin projection -> dilated separable 1-D convolutions -> labels + blank
-    (CTC); built for the CPU latency target. Dilations 1, 2, 4, ... give a
-    receptive field of 1 + (kernel - 1) x (2**layers - 1) frames."""
+    """Thin projection -> dilated separable 1-D convolutions (local context)
+    -> one self-attention layer (the whole clip, as a BiLSTM would see it)
+    -> labels + blank (CTC). Built for the CPU latency target: no step runs
+    frame by frame. `attention_heads=0` leaves the convolutions alone."""
 
     output = "ctc"
 
-    def __init__(self, in_dim: int, num_classes: int, channels: int = 128, kernel: int = 5, layers: int = 4, dropout: float = 0.1,
-                 context: bool = False) -> None:
+    def __init__(self, in_dim: int, num_classes: int, channels: int = 128, kernel: int = 5, layers: int = 2, attention_heads: int = 4,
+                 dropout: float = 0.2) -> None:
         super().__init__()
+        if attention_heads and channels % attention_heads:
+            raise ConfigError(f"head.options: conv-ctc channels ({channels}) must be a multiple of attention_heads ({attention_heads})")
         self.in_dim, self.num_classes, self.blank = in_dim, num_classes, num_classes
         self.proj = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, channels))
         self.blocks = nn.ModuleList(SeparableBlock(channels, kernel, 2**i, dropout) for i in range(layers))
-        # Optional clip-level context: the mean over the clip's frames, mapped
-        # and added to every frame (what a BiLSTM gets from reading it all).
-        self.context = nn.Linear(channels, channels) if context else None
+        self.attention = SelfAttention(channels, attention_heads, dropout) if attention_heads else None
         self.out = nn.Linear(channels, num_classes + 1)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        mask = lengths_mask(lengths, x.shape[1]).unsqueeze(1).to(x.dtype)
+        valid = lengths_mask(lengths, x.shape[1])
+        mask = valid.unsqueeze(1).to(x.dtype)
         h = self.proj(x).transpose(1, 2) * mask  # zero padding so it never bleeds into valid frames
-        for i, block in enumerate(self.blocks):
+        for block in self.blocks:
             h = block(h, mask)
-            if i == 0 and self.context is not None:
-                mean = h.sum(-1) / lengths[:, None].to(h.dtype)
-                h = h + self.context(mean).unsqueeze(-1) * mask
-        return F.log_softmax(self.out(h.transpose(1, 2)), dim=-1)
+        h = h.transpose(1, 2)
+        if self.attention is not None:
+            h = self.attention(h, valid)
+        return F.log_softmax(self.out(h), dim=-1)
