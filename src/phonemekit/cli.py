@@ -19,6 +19,7 @@ from rich.table import Table
 
 from .console import console, progress_bar, setup_logging
 from .errors import PhonemekitError
+from .presets import DEMO_MODELS
 
 log = logging.getLogger("phonemekit")
 
@@ -341,7 +342,7 @@ def demo(
     takes: Annotated[int, typer.Option(min=1, max=12)] = 3,
     seed: Annotated[int, typer.Option()] = 0,
     e2e_epochs: Annotated[int, typer.Option(min=1, help="Epochs for random encoders trained end to end.")] = 6,
-    models: Annotated[str, typer.Option(help="Comma-separated presets to train.")] = "fbank-mlp,fbank-ctc,mlp,wav2vec2-ctc,wavlm-ctc",
+    models: Annotated[str, typer.Option(help="Comma-separated presets to train.")] = ",".join(DEMO_MODELS),
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Override the epochs of every model (quick runs).")] = None,
     force: Annotated[Optional[list[str]], typer.Option(help="Redo this step (repeatable): corpus, prepare, train, ...")] = None,
     cache: Annotated[Optional[Path], typer.Option(help="Feature cache; default OUT/cache.")] = None,

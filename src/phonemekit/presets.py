@@ -2,7 +2,8 @@
 
 `mlp`, `wav2vec2-ctc` and `wavlm-ctc` are the three the project compares;
 `fbank-ctc` and `fbank-mlp` need no weights. `*-thin` (BiLSTM 64) and
-`*-conv-ctc` use the thin heads that meet the CPU latency target.
+`*-conv-ctc` (convolutions + one attention layer) are the thin heads offered
+for the CPU latency target.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 SEED_MODELS = ("mlp", "wav2vec2-ctc", "wavlm-ctc")
+DEMO_MODELS = ("fbank-mlp", "fbank-ctc", "fbank-conv-ctc", *SEED_MODELS)
 
 
 def get_preset(name: str) -> ModelConfig:
