@@ -51,6 +51,7 @@ def demo_steps(out: Path, *, speakers: int, takes: int, seed: int, wav2vec2: str
                cache: Path, device: str, models: tuple[str, ...] = DEMO_MODELS, epochs: int | None = None, progress=None) -> list[Step]:
     corpus, data = out / "corpus", out / "data"
     models = demo_models(wav2vec2, wavlm, e2e_epochs, models, epochs)
+    loso_cfg = loso_model(epochs)
     runs = [out / "models" / m.name for m in models]
     random_enc = [m.name for m in models if m.encoder.source.startswith("random:")]
     # Leaky twins of the cheap (cached-feature) models teach the lesson; for
@@ -82,8 +83,8 @@ def demo_steps(out: Path, *, speakers: int, takes: int, seed: int, wav2vec2: str
         Step("train", lambda: _train(data, out, models, leaky, cache, device, notes, progress),
              inputs=[data / "manifest.jsonl"], outputs=[out / "report.json", out / "report.md"],
              config={"models": [m.to_dict() for m in models], "leaky": sorted(leaky)}, check=check_report),
-        Step("loso", lambda: _loso(out, data, cache, device, progress), inputs=[data / "manifest.jsonl"],
-             outputs=[out / "loso" / "report.json"], config={"model": get_preset(LOSO_MODEL).to_dict(), "folds": "child"}),
+        Step("loso", lambda: _loso(out, data, loso_cfg, cache, device, progress), inputs=[data / "manifest.jsonl"],
+             outputs=[out / "loso" / "report.json"], config={"model": loso_cfg.to_dict(), "folds": "child"}),
         Step("maps", lambda: _maps(out, data, runs, cache, device), inputs=[r / "model.safetensors" for r in runs],
              outputs=[out / "figures" / f"embedding-{r.name}.png" for r in runs]),
         Step("export", lambda: _export_all(runs), inputs=[r / "model.safetensors" for r in runs],
@@ -107,13 +108,19 @@ def _train(data: Path, out: Path, models, leaky, cache, device, notes, progress)
     return {"best_model": report["best_model"]}
 
 
-def _loso(out: Path, data: Path, cache: Path, device: str, progress) -> dict:
+def loso_model(epochs: int | None = None) -> ModelConfig:
+    cfg = get_preset(LOSO_MODEL)
+    if epochs:
+        cfg = cfg.replace(train=dataclasses.replace(cfg.train, epochs=epochs, patience=min(cfg.train.patience, epochs)))
+    return cfg
+
+
+def _loso(out: Path, data: Path, cfg: ModelConfig, cache: Path, device: str, progress) -> dict:
     """Leave-one-speaker-out for the cheapest accurate model, over the
     child-like speakers: the headline protocol, one model per held-out child
     (all speakers and all models would take hours here)."""
     from .experiment import update_report
 
-    cfg = get_preset(LOSO_MODEL)
     m_ = load_manifest(data)
     group = "child" if "child" in m_.groups.values() else None
     rep = train_all(m_, [cfg], out / "loso", split_kind="loso", leaky=False, cache_root=cache, device=device, progress=progress, loso_group=group)

@@ -96,8 +96,11 @@ class ESpeak:
         self._callback = _CALLBACK(collect)  # keep a reference: ctypes does not
         self.lib.espeak_SetSynthCallback(self._callback)
 
-    def synth(self, phonemes: str, voice: str, pitch: int, rate: int, pitch_range: int = 50) -> np.ndarray:
+    def synth(self, phonemes: str, voice: str, pitch: int, rate: int, pitch_range: int = 50, seed: int = 0) -> np.ndarray:
         with self._lock:
+            # Breath noise in some variants (f2, f3, f5, Alicia) comes from
+            # eSpeak's own generator, seeded from the clock at start-up.
+            self.lib.espeak_ng_SetRandSeed(ctypes.c_long(seed))
             if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
                 raise DataError(f"eSpeak NG has no voice {voice!r}")
             for param, value in ((_RATE, rate), (_VOLUME, 100), (_PITCH, pitch), (_RANGE, pitch_range)):
@@ -130,6 +133,7 @@ def render_take(engine: ESpeak, sound: Sound, voice: Voice, take: int, seed: int
         pitch=int(np.clip(voice.pitch + rng.integers(-4, 5), 0, 99)),
         rate=int(voice.rate * rng.uniform(0.9, 1.1)),
         pitch_range=voice.pitch_range,
+        seed=int(rng.integers(1, 2**31 - 1)),
     )
     x = audio.resample(_trim(x), engine.sample_rate, sr)
     kind = take % 4
