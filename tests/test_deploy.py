@@ -85,6 +85,10 @@ def test_export_both_forms_with_parity_and_metadata(trained, idx):
     assert len(top) == 3 and abs(sum(p for _, p in clf.classify(trained["waves"][0], top_k=3)) - sum(sorted(clf.probs([trained["waves"][0]])[0])[-3:])) < 1e-6
     if idx == 0:
         assert "kept" in rec["files"]["e2e"]["int8"] and rec["files"]["e2e"]["int8"]["reason"]
+    shapes = {o.name: o.shape for o in clf.session.get_outputs()}
+    assert "log_probs" in shapes
+    if "frame_log_probs" in shapes:  # the frame axis is declared dynamic whichever exporter wrote the file
+        assert isinstance(shapes["frame_log_probs"][1], str), shapes
     # The exported CTC scorer is exact up to the model's clip limit; longer input is refused, not misjudged.
     limit_s = clf.meta["max_frames"] / clf.meta["frame_rate"]
     assert limit_s >= 10.0

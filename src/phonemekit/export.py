@@ -107,6 +107,9 @@ def _export_dynamo(builder, args: tuple, path: Path, input_names: list[str], out
 
 
 def _dynamo_child(builder, args, path: str, input_names, output_names, dynamic, frames: int) -> None:
+    import warnings
+
+    warnings.simplefilter("ignore")  # the exporter's deprecation chatter would bury the run's log
     module, example = builder(*args)
     dims: dict[str, torch.export.Dim] = {}
     for axes in dynamic.values():
@@ -133,10 +136,18 @@ def _graph(model: PhonemeModel, form: str, waves: list[np.ndarray]):
     return EndToEndGraph(model), (wave, lengths)
 
 
-def _finish(path: Path, meta: dict) -> None:
+def _finish(path: Path, meta: dict, dynamic: dict | None = None) -> None:
     import onnx
 
     m = onnx.load(str(path))
+    # The dynamo exporter can declare an output axis that follows no input
+    # axis (CTC frames) with the example's size; name it, so ONNX Runtime
+    # does not warn on every call that the real size differs.
+    for out in m.graph.output:
+        for axis, label in (dynamic or {}).get(out.name, {}).items():
+            dim = out.type.tensor_type.shape.dim[axis]
+            dim.ClearField("dim_value")
+            dim.dim_param = label
     # Intermediate shape annotations are optional; the dynamo exporter can
     # give two different frame axes (e.g. fbank and wav2vec2 members of an
     # ensemble) one symbolic name, which ONNX Runtime then trusts when it
@@ -199,7 +210,7 @@ def export_form(model: PhonemeModel, form: str, path: Path, waves: list[np.ndarr
             _export_dynamo(_build_form, (str(run_dir), form, waves[:2]), tmp_path, inputs, outputs, dynamic, max_frames(model))
         else:
             _export(*_graph(model, form, waves), tmp_path, inputs, outputs, dynamic, max_frames(model))
-        _finish(tmp_path, metadata(model, form, checkpoint_sha256, "fp32"))
+        _finish(tmp_path, metadata(model, form, checkpoint_sha256, "fp32"), dynamic)
         parity = check_parity(model, tmp_path, form, waves)
         parity["export_seconds"] = round(time.perf_counter() - t0, 1)
         if parity["top1_agreement"] < 1.0:
