@@ -35,6 +35,7 @@ HEADS = {
     "ctc": HeadConfig("ctc", {"proj": 128, "hidden": 128, "layers": 2}),
     "ctc-thin": HeadConfig("ctc", {"proj": 64, "hidden": 64, "layers": 2}),
     "conv-ctc": HeadConfig("conv-ctc", {"channels": 128, "kernel": 5, "layers": 2, "attention_heads": 4}),
+    "conv-ctc-64": HeadConfig("conv-ctc", {"channels": 64, "kernel": 5, "layers": 2, "attention_heads": 4}),
 }
 
 

@@ -452,7 +452,7 @@ def benchmark(
     threads: Annotated[Optional[int], typer.Option(min=1, help="Threads for torch and ONNX Runtime; default: all cores.")] = None,
     runs: Annotated[int, typer.Option(min=10, help="Timed batch-1 head runs.")] = 300,
     encoders: Annotated[str, typer.Option(help="Base-size encoders for the end-to-end figures ('' to skip).")] = "wav2vec2,wavlm",
-    heads: Annotated[str, typer.Option(help="Heads to time (the first is the reference for the targets).")] = "ctc,ctc-thin,conv-ctc",
+    heads: Annotated[str, typer.Option(help="Heads to time (the first is the reference for the targets).")] = "ctc,ctc-thin,conv-ctc,conv-ctc-64",
 ) -> None:
     """Measure head latency/throughput, end-to-end real-time factor and memory against the targets."""
     from .benchmark import markdown, run_benchmark, write_results

@@ -62,10 +62,13 @@ def demo_steps(out: Path, *, speakers: int, takes: int, seed: int, wav2vec2: str
     if random_enc:
         notes.append(
             f"{', '.join(random_enc)} use randomly initialised encoders trained end to end for only {e2e_epochs} epochs "
-            "(no pretrained weights were given; the demo must run offline in minutes). Transformers trained from scratch "
-            "on ~1,300 short clips need far longer to leave the CTC blank plateau, so these numbers are a floor, not the "
-            "models' worth. Pass --wav2vec2/--wavlm with real weights to compare the models properly. Their leaky-split "
-            "twins are skipped to keep the demo short."
+            "(no pretrained weights were given; the demo must run offline in minutes). A random waveform front end "
+            "carries little phonetic information to start from, and transformers trained from scratch on ~1,300 short "
+            "clips need far longer than this to learn one (CTC heads first sit on the blank plateau, loss near ln(classes)), "
+            "so these numbers are a floor, not the models' worth, and the order among these three says little. The "
+            "log-mel models show the heads' real ranking on features that carry phonetic information. Pass "
+            "--wav2vec2/--wavlm with real weights to compare the models properly. Their leaky-split twins are skipped "
+            "to keep the demo short."
         )
 
     def check_report() -> None:

@@ -101,9 +101,12 @@ def _export_dynamo(builder, args: tuple, path: Path, input_names: list[str], out
     does not cure it), so each export runs in a fresh process that rebuilds
     the module with `builder(*args) -> (module, example)`."""
     import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
 
-    with mp.get_context("spawn").Pool(1) as pool:
-        pool.apply(_dynamo_child, (builder, args, str(path), input_names, output_names, dynamic, frames))
+    # The executor shuts its worker down cleanly (a Pool's exit terminates it,
+    # which leaves a semaphore behind for the resource tracker to complain of).
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+        pool.submit(_dynamo_child, builder, args, str(path), input_names, output_names, dynamic, frames).result()
 
 
 def _dynamo_child(builder, args, path: str, input_names, output_names, dynamic, frames: int) -> None:
@@ -118,7 +121,7 @@ def _dynamo_child(builder, args, path: str, input_names, output_names, dynamic, 
     shapes = {name: {ax: dims[label] for ax, label in axes.items()} for name, axes in dynamic.items() if name in input_names}
     with torch.no_grad(), exact_up_to(frames):  # the exporter wants a batch of at least 2 and one self-contained file
         torch.onnx.export(module.eval(), example, path, dynamo=True, external_data=False, input_names=input_names,
-                          output_names=output_names, dynamic_shapes=shapes, optimize=True, opset_version=OPSET)
+                          output_names=output_names, dynamic_shapes=shapes, optimize=True, opset_version=OPSET, verbose=False)
 
 
 def _build_form(run_dir: str, form: str, waves: list[np.ndarray]):

@@ -17,6 +17,7 @@ FBANK = EncoderConfig(family="fbank", source="fbank")
 CTC = HeadConfig(kind="ctc", options={"proj": 128, "hidden": 128, "layers": 2})
 THIN = HeadConfig(kind="ctc", options={"proj": 64, "hidden": 64, "layers": 2})
 CONV = HeadConfig(kind="conv-ctc", options={"channels": 128, "kernel": 5, "layers": 2, "attention_heads": 4})
+CONV64 = HeadConfig(kind="conv-ctc", options={"channels": 64, "kernel": 5, "layers": 2, "attention_heads": 4})
 MLP = HeadConfig(kind="mlp", options={"hidden": [128, 64], "pooling": "meanstd"})
 
 PRESETS: dict[str, ModelConfig] = {
@@ -27,6 +28,7 @@ PRESETS: dict[str, ModelConfig] = {
     "fbank-mlp": ModelConfig(name="fbank-mlp", encoder=FBANK, head=MLP, train=TrainConfig(lr=1e-3, epochs=60, patience=10)),
     "fbank-ctc-thin": ModelConfig(name="fbank-ctc-thin", encoder=FBANK, head=THIN, train=TrainConfig(lr=2e-3)),
     "fbank-conv-ctc": ModelConfig(name="fbank-conv-ctc", encoder=FBANK, head=CONV, train=TrainConfig(lr=2e-3)),
+    "fbank-conv-ctc-64": ModelConfig(name="fbank-conv-ctc-64", encoder=FBANK, head=CONV64, train=TrainConfig(lr=2e-3)),
     "wav2vec2-ctc-thin": ModelConfig(name="wav2vec2-ctc-thin", encoder=W2V, head=THIN, train=TrainConfig(lr=1e-3)),
     "wavlm-ctc-thin": ModelConfig(name="wavlm-ctc-thin", encoder=WAVLM, head=THIN, train=TrainConfig(lr=1e-3)),
 }
