@@ -188,11 +188,26 @@ def test_ensemble_methods_and_single_file_export(trained, tmp_path):
 def test_every_ensemble_rule_composes_into_one_file_with_parity(trained, tmp_path):
     from phonemekit.ensemble import METHODS, _aligned, export_ensemble, fit
 
+    import onnx
+
+    from phonemekit.export import graph_sha256
+
     names, _, val = _aligned(trained["runs"], "val")
+    # A member file changed after export is exported again, never embedded.
+    member = trained["runs"][0] / "onnx" / f"{trained['runs'][0].name}.e2e.onnx"
+    export_ensemble(trained["runs"], fit("mean", names, [v[0] for v in val], val[0][1]), tmp_path / "first.onnx", trained["waves"][:4])
+    m = onnx.load(str(member))
+    init = m.graph.initializer[0]
+    arr = onnx.numpy_helper.to_array(init).copy()
+    arr.flat[0] += 1.0
+    init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
+    onnx.save(m, str(member))
     for method in METHODS:
         ens = fit(method, names, [v[0] for v in val], val[0][1])
         rec = export_ensemble(trained["runs"], ens, tmp_path / f"{method}.onnx", trained["waves"][:4])
         assert rec["parity"]["top1_agreement"] == 1.0 and rec["parity"]["max_abs_diff"] < 1e-4, method
+    m = onnx.load(str(member))
+    assert graph_sha256(m) == {p.key: p.value for p in m.metadata_props}["graph_sha256"]
 
 
 def test_compare_reports_significance_and_speed(trained):

@@ -220,6 +220,8 @@ def export_ensemble(run_dirs, ens: Ensemble, path, waves: list[np.ndarray]) -> d
     path = Path(path)
     run_dirs = [Path(d) for d in run_dirs]
     models = [load_checkpoint(d, with_encoder=True).eval() for d in run_dirs]
+    if len({m.spec.sample_rate for m in models}) != 1:
+        raise DataError("ensemble members expect different sample rates; one waveform input cannot feed them all")
     member_files = []
     for d, m in zip(run_dirs, models):
         f, sha = d / "onnx" / f"{m.cfg.name}.e2e.onnx", read_sidecar(d)["sha256"]
@@ -280,9 +282,12 @@ def _current_member(path, checkpoint_sha256: str):
         proto = onnx.load(str(path))
     except Exception:  # unreadable: export it again
         return None
+    from .export import graph_sha256
+
     meta = {p.key: p.value for p in proto.metadata_props}
     fresh = meta.get("checkpoint_sha256") == checkpoint_sha256 and any(o.name == "log_probs" for o in proto.graph.output)
-    return proto if fresh else None
+    intact = meta.get("graph_sha256") == graph_sha256(proto)  # a tampered member is exported again, never embedded
+    return proto if fresh and intact else None
 
 
 def ensemble_into_report(runs, out, *, export: bool = True, clips: int = 16) -> dict:
