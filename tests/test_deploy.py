@@ -222,7 +222,7 @@ def test_compare_reports_significance_and_speed(trained):
 
 
 def test_benchmark_json_has_the_documented_keys(tmp_path):
-    from phonemekit.benchmark import run_benchmark, write_results
+    from phonemekit.benchmark import MATRIX_OPS, run_benchmark, write_results
 
     # Tiny sizes here; the command measures the real ones.
     res = run_benchmark(threads=1, n=10, frames=20, dim=32, classes=5, batch=4, encoders=("wavlm",), encoder_size="tiny",
@@ -236,3 +236,7 @@ def test_benchmark_json_has_the_documented_keys(tmp_path):
     assert flat["e2e.wavlm.inference_process.torch_imported"] is False
     text = md.read_text()
     assert "ctc-thin" in text and ("PASS" in text or "FAIL" in text)
+    for h in res["heads"].values():  # the profiler's shares cover the kernels and name the matrix work
+        assert abs(sum(h["batch64_op_shares"].values()) - 1.0) < 1e-6 and any(op in MATRIX_OPS for op in h["batch64_op_shares"])
+        assert h["batch64_network_gflops"] > 0 and h["batch64_matrix_gflops"] >= h["batch64_network_gflops"]
+    assert "matrix kernels" in text

@@ -55,14 +55,37 @@ def _time(fn, n: int, warmup: int) -> list[float]:
     return out
 
 
-def _session(path: Path, threads: int):
+MATRIX_OPS = ("MatMul", "FusedMatMul", "Gemm", "Conv", "LSTM")
+
+
+def _session(path: Path, threads: int, profile_dir: Path | None = None):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if profile_dir is not None:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(profile_dir / "ort-profile")
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def op_time_shares(path: Path, feed: dict, threads: int, tmp: Path, runs: int = 5) -> dict[str, float]:
+    """Share of kernel time per ONNX op type, from ONNX Runtime's profiler:
+    where a graph's time goes, and how much of it is matrix work."""
+    sess = _session(path, threads, profile_dir=tmp)
+    for _ in range(runs):
+        sess.run(None, feed)
+    trace = Path(sess.end_profiling())
+    totals: dict[str, float] = {}
+    for event in json.loads(trace.read_text()):
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            op = event["args"]["op_name"]
+            totals[op] = totals.get(op, 0.0) + event["dur"]
+    trace.unlink()
+    whole = sum(totals.values()) or 1.0
+    return {op: t / whole for op, t in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
 def _spec_for(dim: int):
@@ -103,6 +126,14 @@ def bench_head(name: str, head: HeadConfig, tmp: Path, *, frames: int, dim: int,
         tb = _time(lambda: net_sess.run(None, fb), max(5, n // 20), 2)
         res["onnx_network_only"]["batch64_seq_per_s"] = batch / float(np.median(tb))
     res["gflop_per_call"] = _head_flops(model, frames, dim) / 1e9
+    # Achieved rate of the matrix work at batch 64: its FLOPs over the time
+    # the matrix kernels took, to set beside the CPU's roof.
+    shares = op_time_shares(net_path if model.output_kind == "ctc" else path, fb, threads, tmp)
+    net = res.get("onnx_network_only", res["onnx"])
+    matrix_share = sum(v for k, v in shares.items() if k in MATRIX_OPS)
+    res["batch64_op_shares"] = shares
+    res["batch64_network_gflops"] = res["gflop_per_call"] * net["batch64_seq_per_s"]
+    res["batch64_matrix_gflops"] = res["batch64_network_gflops"] / matrix_share if matrix_share else None
     return res
 
 
@@ -289,6 +320,13 @@ def markdown(res: dict) -> str:
         lines.append(f"| {name} | {h['params'] / 1e3:.0f}k | {h['gflop_per_call']:.3f} | {h['torch']['batch1_mean_ms']:.2f} | "
                      f"{o['batch1_mean_ms']:.2f} / {o['batch1_p99_ms']:.2f} / {o['batch1_max_ms']:.2f} | {o['batch64_seq_per_s']:.0f} | {net_s} | {net_b} | "
                      f"{ok(v['mean < 1 ms'])} | {ok(v['max < 2 ms'])} | {ok(v['batch-64 > 2000 seq/s'])} |")
+    lines += ["", "Where the network's batch-64 time goes (ONNX Runtime profiler): achieved GFLOP/s of the whole network, of its "
+              f"matrix kernels ({', '.join(MATRIX_OPS)}) alone, and the largest shares of kernel time:", "",
+              "| head | network GFLOP/s | matrix kernels GFLOP/s | kernel time by op |", "|---|---|---|---|"]
+    for name, h in res["heads"].items():
+        mx = h.get("batch64_matrix_gflops")
+        shares = ", ".join(f"{op} {v:.0%}" for op, v in list(h["batch64_op_shares"].items())[:5])
+        lines.append(f"| {name} | {h['batch64_network_gflops']:.0f} | {'-' if mx is None else f'{mx:.0f}'} | {shares} |")
     if res["e2e"]:
         lines += ["", "End to end, 1 s of audio, base-size encoders with random weights (speed does not depend on weights), thin CTC head:", "",
                   "| encoder | torch fp32 RTF | ONNX fp32 RTF (x torch) | ONNX int8 RTF (x torch) | int8 max abs diff | inference process peak RSS (int8 / fp32) |",
