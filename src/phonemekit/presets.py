@@ -34,7 +34,7 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 SEED_MODELS = ("mlp", "wav2vec2-ctc", "wavlm-ctc")
-DEMO_MODELS = ("fbank-mlp", "fbank-ctc", "fbank-conv-ctc", *SEED_MODELS)
+DEMO_MODELS = ("fbank-mlp", "fbank-ctc", "fbank-conv-ctc", "fbank-conv-ctc-64", *SEED_MODELS)
 
 
 def get_preset(name: str) -> ModelConfig:
