@@ -177,18 +177,13 @@ def _ensemble(runs: list[Path], out: Path) -> dict:
 def _live(runs: list[Path], out: Path, data: Path) -> dict:
     """Replay a file of held-out speakers' clips through every model and preset."""
     from .audio import write_audio
-    from .experiment import load_report, update_report
+    from .experiment import held_out_rows, load_report, update_report
     from .fileio import write_json
     from .live import PRESETS, LiveEngine, build_replay, file_blocks, load_live_config, replay_metrics, run_stream
     from .runtime import Classifier
 
     m = load_manifest(data)
-    held = set(load_report(out)["split"]["test_speakers"])
-    from .privacy import Namer
-
-    namer = Namer()
-    rows = [r for r in m.rows if namer(r["speaker"]) in held or r["speaker"] in held]
-    wave, truth = build_replay(m, clips=40, gap_s=0.6, rows=rows)
+    wave, truth = build_replay(m, clips=40, gap_s=0.6, rows=held_out_rows(m, load_report(out)))
     write_audio(out / "replay.wav", wave)
     write_json(out / "replay.labels.json", [{k: v for k, v in t.items() if k != "sha256"} for t in truth])
     results = {}

@@ -222,9 +222,10 @@ def export_ensemble(run_dirs, ens: Ensemble, path, waves: list[np.ndarray]) -> d
     models = [load_checkpoint(d, with_encoder=True).eval() for d in run_dirs]
     if len({m.spec.sample_rate for m in models}) != 1:
         raise DataError("ensemble members expect different sample rates; one waveform input cannot feed them all")
+    shas = [read_sidecar(d)["sha256"] for d in run_dirs]
     member_files = []
-    for d, m in zip(run_dirs, models):
-        f, sha = d / "onnx" / f"{m.cfg.name}.e2e.onnx", read_sidecar(d)["sha256"]
+    for d, m, sha in zip(run_dirs, models, shas):
+        f = d / "onnx" / f"{m.cfg.name}.e2e.onnx"
         proto = _current_member(f, sha)
         if proto is None:
             log.info("exporting ensemble member %s (end-to-end form)", m.cfg.name)
@@ -240,7 +241,8 @@ def export_ensemble(run_dirs, ens: Ensemble, path, waves: list[np.ndarray]) -> d
         n = len(models)
         example = tuple(torch.log_softmax(torch.randn(2, len(models[0].labels)), -1) for _ in range(n))
         names = [f"log_probs_{i}" for i in range(n)]
-        _export(graph.combine, example, tmp_path, names, ["probs"], {k: {0: "batch"} for k in names + ["probs"]}, 1)
+        # The rule has no CTC scorer, so no frame count to size one for.
+        _export(graph.combine, example, tmp_path, names, ["probs"], {k: {0: "batch"} for k in names + ["probs"]}, frames=1)
         onnx.save(compose_parallel(member_files, onnx.load(str(tmp_path)), ["waveform", "lengths"], "log_probs", "probs"), str(tmp_path))
         first = models[0]
         metas = [{p.key: p.value for p in f.metadata_props} for f in member_files]
@@ -250,7 +252,7 @@ def export_ensemble(run_dirs, ens: Ensemble, path, waves: list[np.ndarray]) -> d
             "head_output": "ensemble", "sample_rate": first.spec.sample_rate, "frame_rate": first.spec.frame_rate,
             "max_frames": int(limit_s * first.spec.frame_rate),
             "encoder_spec": [m.spec.to_dict() for m in models], "weights": ",".join(sorted({m.spec.weights for m in models})),
-            "checkpoint_sha256": ",".join(read_sidecar(d)["sha256"] for d in run_dirs), "model_name": f"ensemble-{ens.method}",
+            "checkpoint_sha256": ",".join(shas), "model_name": f"ensemble-{ens.method}",
             "ensemble": ens.to_dict(),
         })
         sess = ort.InferenceSession(str(tmp_path), providers=["CPUExecutionProvider"])

@@ -276,6 +276,14 @@ def update_report(out: str | Path, section: str | None = None, **keys) -> dict:
     return report
 
 
+def held_out_rows(manifest: Manifest, report: dict) -> list[dict]:
+    """The manifest's clips of a report's test speakers, whether the report
+    names them by pseudonym (the default) or plainly (--show-speakers)."""
+    held = set(report["split"]["test_speakers"])
+    namer = Namer()
+    return [r for r in manifest.rows if r["speaker"] in held or namer(r["speaker"]) in held]
+
+
 def embedding_maps(out: str | Path, manifest: Manifest, run_dirs: list[Path], *, cache_root: str | Path = "cache", device: str = "cpu") -> dict:
     """A 2-D map of each model's pooled encoder features on the held-out
     clips, coloured by label; added to the report."""
@@ -283,10 +291,7 @@ def embedding_maps(out: str | Path, manifest: Manifest, run_dirs: list[Path], *,
     from .model import load_checkpoint
 
     out = Path(out)
-    report = load_report(out)
-    held = set(report["split"]["test_speakers"])
-    namer = Namer()
-    rows = [r for r in manifest.rows if r["speaker"] in held or namer(r["speaker"]) in held]
+    rows = held_out_rows(manifest, load_report(out))
     lines, maps = ["## Embedding maps (held-out clips, pooled encoder features)", ""], {}
     for run in run_dirs:
         model = load_checkpoint(run, with_encoder=True)

@@ -347,21 +347,22 @@ def compose_parallel(members: list, combiner, shared_inputs: list[str], member_o
     import onnx
     from onnx import compose, helper
 
-    parts = [compose.add_prefix(m, f"m{i}/") for i, m in enumerate(members)] + [compose.add_prefix(combiner, "combine/")]
+    prefixed = [compose.add_prefix(m, f"m{i}/") for i, m in enumerate(members)]
+    combine = compose.add_prefix(combiner, "combine/")
+    parts = prefixed + [combine]
     opsets: dict[str, int] = {}
     for part in parts:
         for op in part.opset_import:
             opsets[op.domain] = max(opsets.get(op.domain, 0), op.version)
-    nodes, inits, functions = [], [], []
-    for i, part in enumerate(parts):  # in topological order: inputs, member, its output
-        if i < len(members):
-            nodes += [helper.make_node("Identity", [name], [f"m{i}/{name}"]) for name in shared_inputs]
-        nodes += list(part.graph.node)
-        if i < len(members):
-            nodes.append(helper.make_node("Identity", [f"m{i}/{member_output}"], [parts[-1].graph.input[i].name]))
-        inits += list(part.graph.initializer)
-        functions += list(part.functions)
-    nodes.append(helper.make_node("Identity", [parts[-1].graph.output[0].name], [output]))
+    nodes = []  # in topological order: each member's inputs, nodes and output, then the rule
+    for i, part in enumerate(prefixed):
+        nodes += [helper.make_node("Identity", [name], [f"m{i}/{name}"]) for name in shared_inputs]
+        nodes += part.graph.node
+        nodes.append(helper.make_node("Identity", [f"m{i}/{member_output}"], [combine.graph.input[i].name]))
+    nodes += combine.graph.node
+    nodes.append(helper.make_node("Identity", [combine.graph.output[0].name], [output]))
+    inits = [t for part in parts for t in part.graph.initializer]
+    functions = [f for part in parts for f in part.functions]
     inputs = []
     for name in shared_inputs:
         vi = onnx.ValueInfoProto()

@@ -82,6 +82,11 @@ def load_live_config(preset: str = "balanced", path: str | Path | None = None, *
     return from_dict(LiveConfig, data)
 
 
+def dbfs(x: np.ndarray, axis=None) -> np.ndarray | float:
+    """RMS level in dB relative to full scale."""
+    return 20 * np.log10(np.sqrt(np.mean(x**2, axis=axis)) + 1e-10)
+
+
 # ------------------------------------------------------------------ VAD
 
 
@@ -95,8 +100,7 @@ class EnergyVAD:
         pass
 
     def __call__(self, frame: np.ndarray) -> float:
-        db = 20 * np.log10(np.sqrt(np.mean(frame**2)) + 1e-10)
-        return 1.0 if db > self.threshold_db else 0.0
+        return 1.0 if dbfs(frame) > self.threshold_db else 0.0
 
 
 class SileroVAD:
@@ -231,7 +235,7 @@ class LiveEngine:
 
     def _frame(self, frame: np.ndarray) -> list[dict]:
         events = []
-        self.level_db = float(20 * np.log10(np.sqrt(np.mean(frame**2)) + 1e-10))
+        self.level_db = float(dbfs(frame))
         self.speech_prob = self.vad(frame)
         speech = self.speech_prob >= (self.cfg.vad_threshold if self.cfg.vad == "silero" else 0.5)
         self.consumed += FRAME
@@ -361,7 +365,7 @@ def build_replay(manifest, *, clips: int = 40, gap_s: float = 0.6, seed: int = 0
 def _sound_bounds(x: np.ndarray, rel_db: float = -30.0) -> tuple[float, float]:
     """Where the sound itself starts and ends inside a clip (its padding excluded)."""
     n = len(x) // 160
-    env = 20 * np.log10(np.sqrt((x[: n * 160].reshape(n, 160) ** 2).mean(1)) + 1e-10)
+    env = dbfs(x[: n * 160].reshape(n, 160), axis=1)
     on = np.flatnonzero(env > env.max() + rel_db)
     if not len(on):
         return 0.0, len(x) / SR
