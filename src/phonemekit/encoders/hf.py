@@ -55,7 +55,7 @@ FAMILIES = {
 }
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def hub_reachable(timeout: float = 3.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         return False
     try:
@@ -99,7 +99,7 @@ def load_hf_model(family: Family, source: str, revision: str | None = None):
     except OSError as first:
         if local.exists():
             raise _missing(family, source, str(first).splitlines()[0]) from first
-        if not _hub_reachable():
+        if not hub_reachable():
             raise _missing(family, source, "not in the local cache and the hub is unreachable (offline)") from first
         try:
             model = model_cls.from_pretrained(source, **kwargs)
