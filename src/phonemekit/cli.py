@@ -129,7 +129,7 @@ def extract(
     manifest: Annotated[Path, typer.Option(help="manifest.jsonl (or its folder) from `prepare`.")],
     encoder: Annotated[str, typer.Option(help="Encoder family (see `phonemekit encoders`).")] = "wav2vec2",
     source: Annotated[Optional[str], typer.Option(help="Hub id, local folder, or random:tiny|small|base. Default: the family's hub id.")] = None,
-    layer: Annotated[int, typer.Option(help="Hidden layer to cache (negative counts from the top).")] = -1,
+    layer: Annotated[str, typer.Option(help="Hidden layer to cache (negative counts from the top), or 'weighted' for all layers.")] = "-1",
     out: Annotated[Path, typer.Option(help="Cache folder.")] = Path("cache"),
     batch_size: Annotated[int, typer.Option(min=1)] = 16,
     device: Annotated[str, typer.Option(help="auto|cpu|cuda")] = "auto",
@@ -138,11 +138,11 @@ def extract(
     from .cache import extract as run_extract
     from .config import EncoderConfig
     from .data.manifest import load_manifest
-    from .encoders import build_encoder
+    from .encoders import build_encoder, default_source
     from .torchutil import resolve_device
 
     m = load_manifest(manifest)
-    enc = build_encoder(EncoderConfig(family=encoder, source=source or _default_source(encoder), layer=layer))
+    enc = build_encoder(EncoderConfig(family=encoder, source=source or default_source(encoder), layer=_layer(layer)))
     t0 = time.perf_counter()
     with progress_bar() as p:
         r = run_extract(m, enc, out, progress=p, batch_size=batch_size, device=resolve_device(device))
@@ -152,10 +152,16 @@ def extract(
     )
 
 
-def _default_source(family: str) -> str:
-    from .encoders.hf import FAMILIES
+def _layer(text: str) -> int | str:
+    from .config import WEIGHTED
+    from .errors import ConfigError
 
-    return FAMILIES[family].default_source if family in FAMILIES else family
+    try:
+        return int(text)
+    except ValueError:
+        if text == WEIGHTED:
+            return text
+        raise ConfigError(f"invalid value for '--layer': {text!r} (an integer or '{WEIGHTED}')") from None
 
 
 # ---------------------------------------------------------------- models
@@ -170,6 +176,8 @@ def _model_config(model: str, config: Optional[Path], overrides: dict):
     cfg = load_config_file(config, ModelConfig) if config else get_preset(model)
     if overrides.get("source"):
         cfg = cfg.replace(encoder=dataclasses.replace(cfg.encoder, source=overrides["source"]))
+    if overrides.get("layer") is not None:
+        cfg = cfg.replace(encoder=dataclasses.replace(cfg.encoder, layer=_layer(overrides["layer"])))
     train_changes = {k: v for k, v in overrides.items() if k in ("epochs", "batch_size", "lr", "finetune_layers", "seed") and v is not None}
     if train_changes:
         cfg = cfg.replace(train=dataclasses.replace(cfg.train, **train_changes))
@@ -194,6 +202,7 @@ def train(
     model: Annotated[str, typer.Option(help="Preset name (mlp, wav2vec2-ctc, wavlm-ctc, fbank-ctc, ...).")] = "wavlm-ctc",
     config: Annotated[Optional[Path], typer.Option(help="JSON/TOML model config instead of a preset.")] = None,
     source: Annotated[Optional[str], typer.Option(help="Encoder weights: hub id, local folder or random:small.")] = None,
+    layer: Annotated[Optional[str], typer.Option(help="Encoder layer (index, negative from the top) or 'weighted'.")] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1)] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1)] = None,
     lr: Annotated[Optional[float], typer.Option()] = None,
@@ -208,7 +217,8 @@ def train(
     from .experiment import train_all
     from .torchutil import resolve_device
 
-    cfg = _model_config(model, config, dict(source=source, epochs=epochs, batch_size=batch_size, lr=lr, finetune_layers=finetune_layers))
+    cfg = _model_config(model, config, dict(source=source, layer=layer, epochs=epochs, batch_size=batch_size, lr=lr,
+                                            finetune_layers=finetune_layers))
     m = _load_data(data, out)
     with progress_bar() as p:
         report = train_all(m, [cfg], out, split_kind=split, leaky=False, cache_root=cache, device=resolve_device(device),

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from .errors import ConfigError
 
 T = TypeVar("T")
+WEIGHTED = "weighted"  # encoder.layer: a learned mix of every hidden layer
 
 
 @dataclass(frozen=True)
@@ -40,15 +41,18 @@ class AudioConfig:
 @dataclass(frozen=True)
 class EncoderConfig:
     """Which encoder produces features. `source` is a hub id, a local folder,
-    or `random:<size>` (tiny|small|base) for random initialisation by name."""
+    or `random:<size>` (tiny|small|base) for random initialisation by name.
+    `layer` is a hidden-state index (negative counts from the top) or
+    "weighted": every layer, mixed by weights the model learns (as s3prl does)."""
 
     family: str = "wav2vec2"
     source: str = "facebook/wav2vec2-base"
     revision: str | None = None
-    layer: int = -1
+    layer: int | str = -1
 
     def __post_init__(self) -> None:
         _check(bool(self.family), "encoder.family", "non-empty")
+        _check(isinstance(self.layer, int) or self.layer == WEIGHTED, "encoder.layer", f"an integer or '{WEIGHTED}'")
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,8 @@ def pooled_embeddings(model: PhonemeModel, manifest: Manifest, rows: list[dict],
     from .heads.mlp import masked_pool
 
     data = clip_data(model, manifest, rows, cache_root=cache_root, device=device)
-    emb = [masked_pool(x, n, "mean").float().cpu().numpy() for x, n in _encoded_batches(model, data, device, batch_size)]
+    mix = model.layer_mix or (lambda x: x)
+    emb = [masked_pool(mix(x), n, "mean").float().cpu().numpy() for x, n in _encoded_batches(model, data, device, batch_size)]
     return np.concatenate(emb), np.array(data.labels)
 
 

@@ -202,7 +202,7 @@ def export_form(model: PhonemeModel, form: str, path: Path, waves: list[np.ndarr
     """Export one form to `path` after checking parity on `waves`."""
     ctc = model.output_kind == "ctc"
     inputs, outputs, dynamic = _io(form, ctc)
-    use_dynamo = form == "e2e" and model.encoder is not None and model.encoder.family != "fbank"
+    use_dynamo = form == "e2e" and model.encoder is not None and model.encoder.exporter == "dynamo"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)

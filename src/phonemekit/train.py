@@ -59,7 +59,7 @@ class ClipData:
             x, lengths = collate_waves(items)
             return Batch(x, lengths, y)
         lengths = torch.tensor([len(f) for f in items], dtype=torch.long)
-        x = torch.zeros(len(items), int(lengths.max()), items[0].shape[1])
+        x = torch.zeros(len(items), int(lengths.max()), *items[0].shape[1:])  # (T, D), or (T, L, D) for a layer mix
         for i, f in enumerate(items):
             x[i, : len(f)] = torch.from_numpy(f)
         return Batch(x, lengths, y)
@@ -125,6 +125,12 @@ class Trainer:
             self.model = PhonemeModel(cfg, manifest.labels, spec, None)
             self.train_data = load_data(manifest, [r for r in train_rows if r["path"] not in failed], waves=False, cache=cache)
             self.val_data = load_data(manifest, [r for r in val_rows if r["path"] not in failed], waves=False, cache=cache)
+            if hasattr(self.model.head, "fit_statistics"):  # frozen features: input statistics of the training clips
+                items = self.train_data.items
+                if self.model.layer_mix is not None:  # statistics of the initial (uniform) mix
+                    with torch.no_grad():
+                        items = [self.model.layer_mix(torch.from_numpy(f)[None])[0].numpy() for f in items]
+                self.model.head.fit_statistics(items)
             del encoder
         self.model.to(device)
         head_params = [p for n, p in self.model.named_parameters() if not n.startswith("encoder.")]

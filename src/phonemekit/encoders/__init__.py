@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from .base import Encoder, EncoderOutput, EncoderSpec, available_encoders, build_encoder, register_encoder
+from .base import Encoder, EncoderOutput, EncoderSpec, available_encoders, build_encoder, default_source, register_encoder
 
 # Importing the modules registers the families.
 from . import fbank, hf, whisper  # noqa: E402,F401  isort:skip
 
-__all__ = ["Encoder", "EncoderOutput", "EncoderSpec", "available_encoders", "build_encoder", "register_encoder"]
+__all__ = ["Encoder", "EncoderOutput", "EncoderSpec", "available_encoders", "build_encoder", "default_source", "register_encoder"]

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..config import EncoderConfig
+from ..config import WEIGHTED, EncoderConfig
 from ..errors import ConfigError
 
 
@@ -22,7 +22,7 @@ class EncoderSpec:
     family: str
     source: str
     revision: str | None
-    layer: int
+    layer: int | str  # a hidden-state index, or "weighted": all layers, stacked (T, L, D)
     sample_rate: int
     frame_rate: float
     dim: int
@@ -53,6 +53,9 @@ class Encoder(nn.Module):
     dim: int = 0
     num_layers: int = 1  # number of hidden states returned
     weights: str = "none"
+    # How an end-to-end ONNX graph is traced: "torchscript" (fast, plain
+    # modules) or "dynamo" (transformers' models, which the old tracer mangles).
+    exporter: str = "torchscript"
 
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
@@ -69,14 +72,18 @@ class Encoder(nn.Module):
         for p in self.parameters():
             p.requires_grad = top_layers == -1
 
-    def layer_index(self) -> int:
+    def layer_index(self) -> int | str:
         layer = self.cfg.layer
+        if layer == WEIGHTED:
+            return layer
         if not -self.num_layers <= layer < self.num_layers:
             raise ConfigError(f"invalid value for 'encoder.layer': {layer} (this encoder has {self.num_layers} hidden states)")
         return layer % self.num_layers
 
     def select(self, out: EncoderOutput) -> torch.Tensor:
-        return out.hidden_states[self.layer_index()]
+        """(B, T, D) for one layer; (B, T, L, D) for a learned mix (the model mixes)."""
+        index = self.layer_index()
+        return torch.stack(out.hidden_states, dim=2) if index == WEIGHTED else out.hidden_states[index]
 
     def weights_fingerprint(self) -> str:
         h = hashlib.sha256()
@@ -103,14 +110,17 @@ class Encoder(nn.Module):
 
 _REGISTRY: dict[str, Callable[[EncoderConfig], Encoder]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
+_DEFAULT_SOURCES: dict[str, str] = {}
 
 
-def register_encoder(name: str, description: str = "") -> Callable:
+def register_encoder(name: str, description: str = "", default_source: str | None = None) -> Callable:
+    """Register a family; `default_source` is what `--source` means when omitted."""
     def deco(factory: Callable[[EncoderConfig], Encoder]) -> Callable[[EncoderConfig], Encoder]:
         if name in _REGISTRY:
             raise ValueError(f"encoder {name!r} registered twice")
         _REGISTRY[name] = factory
         _DESCRIPTIONS[name] = description or (factory.__doc__ or "").strip().splitlines()[0]
+        _DEFAULT_SOURCES[name] = default_source or name
         return factory
 
     return deco
@@ -118,6 +128,12 @@ def register_encoder(name: str, description: str = "") -> Callable:
 
 def available_encoders() -> dict[str, str]:
     return dict(sorted(_DESCRIPTIONS.items()))
+
+
+def default_source(family: str) -> str:
+    if family not in _REGISTRY:
+        raise ConfigError(f"unknown encoder family '{family}' (available: {', '.join(sorted(_REGISTRY))})")
+    return _DEFAULT_SOURCES[family]
 
 
 def build_encoder(cfg: EncoderConfig) -> Encoder:

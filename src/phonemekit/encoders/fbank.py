@@ -1,5 +1,10 @@
-"""Log-mel filterbank: 80 bins, 25 ms window, 10 ms hop, mean-normalised per
-clip, optional deltas. Needs no weights; the offline baseline.
+"""Log-mel filterbank: 80 bins, 25 ms window, 10 ms hop, optionally
+mean-normalised per clip (`fbank+cmn`), optional deltas (`+deltas`). Needs
+no weights; the offline baseline.
+
+Per-clip mean normalisation removes the channel, and with it the spectral
+envelope that pooled features carry: pooled heads read plain `fbank`, frame
+heads `fbank+cmn`.
 
 The STFT is a strided convolution with a fixed Fourier basis, so the same
 code runs in torch and exports to ONNX unchanged. Pairs of 10 ms frames are
@@ -40,9 +45,10 @@ class FbankEncoder(Encoder):
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__(cfg)
         options = cfg.source.split("+")
-        if options[0] != "fbank" or not set(options[1:]) <= {"deltas"}:
-            raise ConfigError(f"invalid value for 'encoder.source': {cfg.source!r} (use 'fbank' or 'fbank+deltas')")
+        if options[0] != "fbank" or not set(options[1:]) <= {"deltas", "cmn"}:
+            raise ConfigError(f"invalid value for 'encoder.source': {cfg.source!r} (use 'fbank' with optional '+cmn', '+deltas')")
         self.deltas = "deltas" in options
+        self.cmn = "cmn" in options
         self.dim = N_MELS * (3 if self.deltas else 1) * STACK
         n = np.arange(WIN)
         window = 0.5 - 0.5 * np.cos(2 * np.pi * n / WIN)
@@ -66,8 +72,9 @@ class FbankEncoder(Encoder):
         t = (feats.shape[1] // STACK) * STACK
         feats = feats[:, :t]
         frame_mask = (torch.arange(t, device=wave.device)[None, :] < (out_len * STACK)[:, None]).unsqueeze(-1).to(feats.dtype)
-        mean = (feats * frame_mask).sum(1, keepdim=True) / (out_len * STACK).clamp(min=1)[:, None, None].to(feats.dtype)
-        feats = (feats - mean) * frame_mask
+        if self.cmn:
+            feats = feats - (feats * frame_mask).sum(1, keepdim=True) / (out_len * STACK).clamp(min=1)[:, None, None].to(feats.dtype)
+        feats = feats * frame_mask
         if self.deltas:
             d1 = _delta(feats)
             feats = torch.cat([feats, d1, _delta(d1)], dim=-1)

@@ -115,6 +115,8 @@ def load_hf_model(family: Family, source: str, revision: str | None = None):
 
 
 class HFEncoder(Encoder):
+    exporter = "dynamo"
+
     def __init__(self, cfg: EncoderConfig, family: Family) -> None:
         super().__init__(cfg)
         self.family = family.name
@@ -163,7 +165,7 @@ class HFEncoder(Encoder):
 
 
 def _register(family: Family) -> None:
-    @register_encoder(family.name, f"{family.model_cls} via transformers (default {family.default_source})")
+    @register_encoder(family.name, f"{family.model_cls} via transformers (default {family.default_source})", family.default_source)
     def _build(cfg: EncoderConfig) -> Encoder:
         return HFEncoder(cfg, family)
 

