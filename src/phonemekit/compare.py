@@ -12,9 +12,10 @@ from itertools import combinations
 from pathlib import Path
 
 import numpy as np
+import scipy.stats
 import torch
 
-from .evaluate import Predictions, metrics
+from .evaluate import Predictions, bootstrap_ci, metrics, speaker_bootstrap_ci
 from .experiment import load_predictions
 from .model import load_checkpoint, read_sidecar
 from .privacy import private_tmpdir
@@ -23,25 +24,20 @@ log = logging.getLogger(__name__)
 
 
 def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value from the discordant counts."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    k = min(b, c)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
-    return min(1.0, 2 * tail)
+    """Two-sided exact McNemar p-value from the discordant counts (a binomial
+    test of b successes in b + c trials at p = 1/2)."""
+    return 1.0 if b + c == 0 else float(scipy.stats.binomtest(b, b + c, 0.5).pvalue)
 
 
-def paired(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:
-    """a, b: 0/1 correctness on the same clips."""
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(n_boot):
-        i = rng.integers(0, len(a), len(a))
-        diffs.append(a[i].mean() - b[i].mean())
+def paired(a: np.ndarray, b: np.ndarray, speakers: np.ndarray | None = None, n_boot: int = 2000, seed: int = 0) -> dict:
+    """a, b: 0/1 correctness on the same clips. The McNemar test treats clips
+    as independent; the CI of the difference resamples speakers when given
+    (clips of one speaker are not independent), else clips."""
     only_a, only_b = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
     p = mcnemar_exact(only_a, only_b)
-    return {"top1_diff": float(a.mean() - b.mean()), "diff_ci95": [float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))],
+    d = a - b
+    ci = speaker_bootstrap_ci(d, speakers, n_boot, seed) if speakers is not None else bootstrap_ci(d, n_boot, seed)
+    return {"top1_diff": float(d.mean()), "diff_ci95": ci, "ci_resamples": "speakers" if speakers is not None else "clips",
             "only_first_right": only_a, "only_second_right": only_b, "mcnemar_p": p, "significant": p < 0.05}
 
 
@@ -110,14 +106,15 @@ def compare_runs(run_dirs: list[Path], *, groups: dict[str, str] | None = None, 
     models = {}
     for n, p in aligned.items():
         m = metrics(p, groups)
-        entry = {k: m[k] for k in ("n", "top1", "top3", "macro_f1", "top1_ci95", "per_speaker", "per_group")}
+        entry = {k: m[k] for k in ("n", "top1", "top3", "macro_f1", "top1_ci95", "top1_ci95_speakers", "per_speaker", "per_group")}
         entry["target_top1"] = m["per_group"].get(target_group) if target_group else None
         entry["weights"] = runs[n][1]["weights"]
         if speed:
             entry.update(measure_speed(runs[n][0], threads))
         models[n] = entry
     correct = {n: (p.scores.argmax(1) == p.y).astype(float) for n, p in aligned.items()}
-    pairs = {f"{a} vs {b}": paired(correct[a], correct[b]) for a, b in combinations(aligned, 2)}
+    speakers = np.array([r["speaker"] for r in next(iter(aligned.values())).rows])
+    pairs = {f"{a} vs {b}": paired(correct[a], correct[b], speakers) for a, b in combinations(aligned, 2)}
     key = "target_top1" if target_group and all(v["target_top1"] is not None for v in models.values()) else "top1"
     best = max(models, key=lambda k: models[k][key])
     faster = min(models, key=lambda k: models[k].get("e2e_ms_per_s_audio", math.inf)) if speed else None
@@ -138,7 +135,8 @@ def markdown(cmp: dict) -> str:
                      f"{m.get('params', 0) / 1e6:.2f}M | {m.get('head_ms', float('nan')):.2f} | {m.get('e2e_ms_per_s_audio', float('nan')):.1f} ({m.get('e2e_engine', '-')}) | "
                      f"{_mb(m.get('peak_rss_mb'))} |")
     lines += ["", f"Best model ({cmp['headline']}): **{cmp['best_model']}**; fastest end to end: **{cmp['faster_model']}**.", "",
-              "| pair | top-1 difference (95% CI) | McNemar p | significant |", "|---|---|---|---|"]
+              "Differences: 95% CI resampling speakers; McNemar's exact test on the clips.", "",
+             "| pair | top-1 difference (95% CI) | McNemar p | significant |", "|---|---|---|---|"]
     for pair, s in cmp["pairs"].items():
         lines.append(f"| {pair} | {s['top1_diff']:+.3f} ({s['diff_ci95'][0]:+.3f} to {s['diff_ci95'][1]:+.3f}) | {s['mcnemar_p']:.3g} | {'yes' if s['significant'] else 'no'} |")
     return "\n".join(lines) + "\n"

@@ -22,6 +22,9 @@ from .data.splits import Split, leaky_split, loso_folds, speaker_disjoint
 from .evaluate import Predictions, metrics, predict
 from .fileio import atomic_open, read_json, write_json, write_text
 from .privacy import Namer
+from .baseline import baseline_name, fit_baseline
+from .encoders import EncoderSpec
+from .model import read_sidecar
 from .train import train_model
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,7 @@ class ModelRun:
     train_seconds: float
     history: list[dict]
     weights: str
+    layer_weights: list[float] | None = None  # a learned layer mix, bottom to top
 
 
 def rows_of(manifest: Manifest, speakers) -> list[dict]:
@@ -74,7 +78,8 @@ def run_one(cfg: ModelConfig, manifest: Manifest, split: Split, run_dir: Path, *
     save_predictions(run_dir / "predictions.npz", {"test": test, "val": val}, namer)
     m = metrics(test, manifest.groups)
     write_json(run_dir / "metrics.json", _named(m, namer or Namer()))
-    return ModelRun(cfg.name, cfg, run_dir, test, val, m, res.seconds, res.history, res.model.spec.weights)
+    mix = res.model.layer_mix.weights() if res.model.layer_mix is not None else None
+    return ModelRun(cfg.name, cfg, run_dir, test, val, m, res.seconds, res.history, res.model.spec.weights, mix)
 
 
 def _named(m: dict, namer: Namer) -> dict:
@@ -148,16 +153,51 @@ def train_all(manifest: Manifest, models: list[ModelConfig], out: str | Path, *,
             leaky_top1[cfg.name] = None
         log.info("%s: held-out top-1 %.3f (95%% CI %.3f-%.3f)%s in %.0f s", cfg.name, run.metrics["top1"], *run.metrics["top1_ci95"],
                  "" if leaky_top1[cfg.name] is None else f", leaky split would claim {leaky_top1[cfg.name]:.3f}", time.perf_counter() - t0)
-    report = build_report(manifest, split, runs, leaky_top1, target_group=target_group, namer=namer, notes=notes)
+    baselines = fit_baselines(manifest, split, runs, cache_root) if split_kind != "loso" else {}
+    report = build_report(manifest, split, runs, leaky_top1, target_group=target_group, namer=namer, notes=notes, baselines=baselines)
     write_report(report, runs, manifest, out)
     return report
 
 
+def fit_baselines(manifest: Manifest, split: Split, runs: list[ModelRun], cache_root) -> dict[str, tuple[dict, Predictions]]:
+    """One logistic-regression baseline per frozen encoder among the runs,
+    on the same split and the same cached features."""
+    out: dict[str, tuple[dict, Predictions]] = {}
+    for r in runs:
+        name = baseline_name(r.cfg.encoder)
+        if r.cfg.train.finetune_layers or name in out:
+            continue
+        spec = EncoderSpec(**read_sidecar(r.run_dir)["encoder_spec"])
+        t0 = time.perf_counter()
+        base = fit_baseline(manifest, spec, cache_root, rows_of(manifest, split.train), rows_of(manifest, split.val))
+        preds = base.predict(cache_root, rows_of(manifest, split.test))
+        m = metrics(preds, manifest.groups)
+        log.info("%s: held-out top-1 %.3f (C=%g, %.0f s)", name, m["top1"], base.C, time.perf_counter() - t0)
+        out[name] = ({"encoder": {"family": r.cfg.encoder.family, "source": r.cfg.encoder.source, "layer": r.cfg.encoder.layer},
+                      "weights": spec.weights, "C": base.C, **{k: m[k] for k in ("top1", "top3", "macro_f1", "top1_ci95", "top1_ci95_speakers", "per_group")}},
+                     preds)
+    return out
+
+
+def versus(a: Predictions, b: Predictions) -> dict:
+    """Paired comparison of two prediction sets on their common clips."""
+    from .compare import paired
+
+    common = {r["sha256"] for r in a.rows} & {r["sha256"] for r in b.rows}
+    def hits(p: Predictions) -> tuple[np.ndarray, np.ndarray]:
+        order = sorted((r["sha256"], i) for i, r in enumerate(p.rows) if r["sha256"] in common)
+        idx = np.array([i for _, i in order])
+        return (p.scores[idx].argmax(1) == p.y[idx]).astype(float), np.array([p.rows[i]["speaker"] for i in idx])
+    (ha, speakers), (hb, _) = hits(a), hits(b)
+    return paired(ha, hb, speakers)
+
+
 def build_report(manifest: Manifest, split: Split, runs: list[ModelRun], leaky_top1: dict, *, target_group: str | None,
-                 namer: Namer, notes: list[str] | None = None) -> dict:
+                 namer: Namer, notes: list[str] | None = None, baselines: dict[str, tuple[dict, Predictions]] | None = None) -> dict:
     groups = set(manifest.groups.values())
     if target_group is None and "child" in groups:
         target_group = "child"
+    baselines = baselines or {}
     models = {}
     for r in runs:
         m = r.metrics
@@ -170,6 +210,7 @@ def build_report(manifest: Manifest, split: Split, runs: list[ModelRun], leaky_t
             "top3": m["top3"],
             "macro_f1": m["macro_f1"],
             "top1_ci95": m["top1_ci95"],
+            "top1_ci95_speakers": m["top1_ci95_speakers"],
             "leaky_top1": leaky_top1.get(r.name),
             "per_speaker": namer.keys(m["per_speaker"]),
             "per_group": m["per_group"],
@@ -183,8 +224,25 @@ def build_report(manifest: Manifest, split: Split, runs: list[ModelRun], leaky_t
         }
         if "fold_top1" in m:
             models[r.name]["fold_top1"] = namer.keys(m["fold_top1"])
+        base = baseline_name(r.cfg.encoder)
+        if base in baselines:
+            models[r.name]["baseline"] = base
+            models[r.name]["vs_baseline"] = versus(r.test, baselines[base][1])
+        if r.layer_weights:
+            models[r.name]["layer_weights"] = r.layer_weights
     key = "target_top1" if target_group and all(v["target_top1"] is not None for v in models.values()) else "top1"
     best = max(models, key=lambda k: models[k][key]) if models else None
+    frozen = [r for r in runs if not r.cfg.train.finetune_layers]
+    # Same head on a learned encoder vs on log-mel features, and the heads
+    # ranked on each encoder: the two questions the comparison exists for.
+    encoder_vs_logmel = [{"head": a.cfg.head.kind, "model": a.name, "logmel_model": b.name, **versus(a.test, b.test)}
+                         for a in frozen if a.cfg.encoder.family != "fbank"
+                         for b in frozen if b.cfg.encoder.family == "fbank" and b.cfg.head == a.cfg.head]
+    heads = {}
+    for family in dict.fromkeys(r.cfg.encoder.family for r in frozen):
+        same = sorted((r for r in frozen if r.cfg.encoder.family == family), key=lambda r: -r.metrics["top1"])
+        if len(same) > 1:
+            heads[family] = {"best": same[0].name, "vs": {r.name: versus(same[0].test, r.test) for r in same[1:]}}
     sd = split.to_dict()
     sd = {k: ([namer(s) for s in v] if isinstance(v, list) else v) for k, v in sd.items()}
     return {
@@ -193,7 +251,11 @@ def build_report(manifest: Manifest, split: Split, runs: list[ModelRun], leaky_t
         "target_group": target_group,
         "headline": key,
         "models": models,
+        "baselines": {name: {**entry, "target_top1": entry["per_group"].get(target_group) if target_group else None}
+                      for name, (entry, _) in baselines.items()},
         "best_model": best,
+        "encoder_vs_logmel": encoder_vs_logmel,
+        "heads_by_encoder": heads,
         "notes": notes or [],
     }
 
@@ -216,19 +278,52 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
+def _ci(ci, signed: bool = False) -> str:
+    if not ci or any(v != v for v in ci):  # absent or NaN (fewer than two speakers)
+        return "n/a"
+    f = (lambda v: f"{100 * v:+.1f}") if signed else (lambda v: f"{100 * v:.1f}")
+    return f"{f(ci[0])} to {f(ci[1])}"
+
+
 def render_markdown(report: dict, out: Path) -> str:
     sp = report["split"]
     lines = ["# phonemekit report", ""]
     lines += [f"Split: **{sp['kind']}**. Test speakers (never seen in training): {', '.join(sp['test_speakers'])}.", ""]
     if report["target_group"]:
         lines += [f"Target group: **{report['target_group']}** (reported on its own; it decides the best model).", ""]
-    lines += ["| model | encoder | weights | head | trained | top-1 (95% CI) | top-3 | macro-F1 | target group | leaky split | epochs | train s |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["Top-1 on the held-out speakers with two 95% intervals: resampling clips, and resampling speakers (the honest one: "
+              "a speaker's clips are not independent, and there are few speakers). Against the baseline: the top-1 difference to a "
+              "logistic regression on the same encoder's standardised pooled features, same split, with McNemar's exact p.", ""]
+    lines += ["| model | encoder | weights | head | trained | top-1 | CI clips | CI speakers | top-3 | macro-F1 | target group | vs baseline (p) | leaky split | epochs | train s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in report["models"].items():
-        enc = f"{m['encoder']['family']} `{m['encoder']['source']}`"
-        lines.append(f"| {name} | {enc} | {m['weights']} | {m['head']} | {m['trained']} | {_pct(m['top1'])} ({_pct(m['top1_ci95'][0])}-{_pct(m['top1_ci95'][1])}) "
-                     f"| {_pct(m['top3'])} | {m['macro_f1']:.3f} | {_pct(m['target_top1'])} | {_pct(m['leaky_top1'])} | {m['epochs']} | {m['train_seconds']:.0f} |")
+        enc = f"{m['encoder']['family']} `{m['encoder']['source']}`" + ("" if m["encoder"].get("layer", -1) == -1 else f" layer {m['encoder']['layer']}")
+        vs = m.get("vs_baseline")
+        vs = "-" if vs is None else f"{100 * vs['top1_diff']:+.1f} ({vs['mcnemar_p']:.2g})"
+        lines.append(f"| {name} | {enc} | {m['weights']} | {m['head']} | {m['trained']} | {_pct(m['top1'])} | {_ci(m['top1_ci95'])} | "
+                     f"{_ci(m.get('top1_ci95_speakers'))} | {_pct(m['top3'])} | {m['macro_f1']:.3f} | {_pct(m['target_top1'])} | {vs} | "
+                     f"{_pct(m['leaky_top1'])} | {m['epochs']} | {m['train_seconds']:.0f} |")
     lines += ["", f"Best model (by {report['headline']}): **{report['best_model']}**", ""]
+    if report.get("baselines"):
+        lines += ["## Baselines (scikit-learn logistic regression, standardised mean+std pooled features, C chosen on validation)", "",
+                  "| baseline | weights | C | top-1 | CI clips | CI speakers | top-3 | target group |", "|---|---|---|---|---|---|---|---|"]
+        for name, b in report["baselines"].items():
+            lines.append(f"| {name} | {b['weights']} | {b['C']:g} | {_pct(b['top1'])} | {_ci(b['top1_ci95'])} | {_ci(b['top1_ci95_speakers'])} | "
+                         f"{_pct(b['top3'])} | {_pct(b.get('target_top1'))} |")
+        lines.append("")
+    if report.get("encoder_vs_logmel"):
+        lines += ["## Learned encoder vs log-mel, head by head", "",
+                  "| head | model | log-mel model | top-1 difference | CI speakers | McNemar p |", "|---|---|---|---|---|---|"]
+        for e in report["encoder_vs_logmel"]:
+            lines.append(f"| {e['head']} | {e['model']} | {e['logmel_model']} | {100 * e['top1_diff']:+.1f} points | "
+                         f"{_ci(e['diff_ci95'], signed=True)} | {e['mcnemar_p']:.2g} |")
+        lines.append("")
+    for family, h in report.get("heads_by_encoder", {}).items():
+        lines += [f"Heads on {family}: best **{h['best']}**; " + "; ".join(
+            f"vs {other}: {100 * v['top1_diff']:+.1f} points (p = {v['mcnemar_p']:.2g})" for other, v in h["vs"].items()), ""]
+    for name, m in report["models"].items():
+        if m.get("layer_weights"):
+            lines += [f"Learned layer weights of {name} (embeddings, then layer 1 up): " + ", ".join(f"{w:.2f}" for w in m["layer_weights"]), ""]
     gaps = [(n, m["leaky_top1"] - m["top1"]) for n, m in report["models"].items() if m["leaky_top1"] is not None]
     if gaps:
         lines += ["## Why the split matters", "",

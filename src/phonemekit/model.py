@@ -35,7 +35,7 @@ class PhonemeModel(nn.Module):
         self.head = build_head(cfg.head.kind, spec.dim, len(labels), cfg.head.options)
         self.output_kind = self.head.output
         self.blank = getattr(self.head, "blank", None)
-        self.layer_mix = LayerMix(spec.num_layers) if spec.layer == WEIGHTED else None
+        self.layer_mix = LayerMix(spec.num_layers, spec.dim) if spec.layer == WEIGHTED else None
         self.encoder = encoder
 
     def head_outputs(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -66,15 +66,16 @@ class LayerMix(nn.Module):
     featurizer). Each layer is layer-normalised first (no parameters), since
     a transformer's residual stream grows in scale with depth."""
 
-    def __init__(self, num_layers: int) -> None:
+    def __init__(self, num_layers: int, dim: int) -> None:
         super().__init__()
+        self.dim = dim
         self.logits = nn.Parameter(torch.zeros(num_layers))
 
     def weights(self) -> list[float]:
         return torch.softmax(self.logits.detach(), 0).tolist()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, L, D) -> (B, T, D)
-        x = F.layer_norm(x, x.shape[-1:])
+        x = F.layer_norm(x, (self.dim,))
         return (x * torch.softmax(self.logits, 0)[:, None]).sum(dim=2)
 
 

@@ -70,6 +70,9 @@ VOICES: tuple[Voice, ...] = (
 )
 
 
+CHANNELS = ("room", "plain")
+
+
 class ESpeak:
     """Minimal ctypes binding: synchronous synthesis into a numpy buffer."""
 
@@ -123,8 +126,11 @@ def _seed(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little")
 
 
-def render_take(engine: ESpeak, sound: Sound, voice: Voice, take: int, seed: int, sr: int = 16_000) -> np.ndarray:
-    """One clip: jittered prosody, then a light channel/noise augmentation."""
+def render_take(engine: ESpeak, sound: Sound, voice: Voice, take: int, seed: int, sr: int = 16_000,
+                rooms: list[np.ndarray] | None = None) -> np.ndarray:
+    """One clip: jittered prosody, then a light channel/noise augmentation;
+    with `rooms`, half the takes are heard in one of those rooms and half
+    through a coloured microphone."""
     rng = np.random.default_rng(_seed(seed, voice.speaker, sound.label, take))
     base = voice.variant
     x = engine.synth(
@@ -136,6 +142,11 @@ def render_take(engine: ESpeak, sound: Sound, voice: Voice, take: int, seed: int
         seed=int(rng.integers(1, 2**31 - 1)),
     )
     x = audio.resample(_trim(x), engine.sample_rate, sr)
+    if rooms:
+        if rng.random() < 0.5:
+            x = augment.reverberate(x, rooms[int(rng.integers(len(rooms)))])
+        if rng.random() < 0.5:
+            x = augment.colour(x, rng, sr)
     kind = take % 4
     if kind == 1:
         x = augment.add_noise(x, float(rng.uniform(15, 30)), rng)
@@ -150,17 +161,18 @@ def render_take(engine: ESpeak, sound: Sound, voice: Voice, take: int, seed: int
     return (y + rng.standard_normal(len(y)).astype(np.float32) * 3e-4).astype(np.float32)
 
 
-def _render_speaker(voice: Voice, labels: list[str], takes: int, seed: int, root: str) -> tuple[int, float]:
+def _render_speaker(voice: Voice, labels: list[str], takes: int, seed: int, root: str, channel: str) -> tuple[int, float]:
     # eSpeak NG keeps hidden state across utterances (a slow pitch flutter
     # whose phase carries over, even through re-initialisation), so a clip
     # depends on everything synthesised before it in the process. Each
     # speaker is therefore rendered in a fresh process, in a fixed order.
     engine = ESpeak()
+    rooms = augment.room_bank(np.random.default_rng(_seed(seed, voice.speaker, "rooms"))) if channel == "room" else None
     n, seconds = 0, 0.0
     for label in labels:
         sound = next(s for s in SOUNDS if s.label == label)
         for take in range(takes):
-            x = render_take(engine, sound, voice, take, seed)
+            x = render_take(engine, sound, voice, take, seed, rooms=rooms)
             audio.write_audio(Path(root) / voice.speaker / sound.label / f"take{take}.flac", x, 16_000)
             n, seconds = n + 1, seconds + len(x) / 16_000
     return n, seconds
@@ -174,11 +186,14 @@ def build_demo_corpus(
     seed: int = 0,
     labels: list[str] | None = None,
     workers: int = 2,
+    channel: str = "room",
     progress=None,
 ) -> dict:
     """Write `out/recordings/<speaker>/<label>/take<k>.flac` and `speakers.json`.
 
-    Returns a summary dict. Deterministic for a given seed.
+    `channel`: "room" (rooms and microphone colouring on top of the noise,
+    telephone and speed takes) or "plain" (those three only). Returns a
+    summary dict. Deterministic for a given seed.
     """
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
@@ -189,12 +204,14 @@ def build_demo_corpus(
     if labels is not None and not set(labels) <= set(known):
         raise DataError(f"unknown demo labels: {', '.join(sorted(set(labels) - set(known)))}")
     chosen = [lab for lab in known if labels is None or lab in labels]
+    if channel not in CHANNELS:
+        raise DataError(f"unknown demo channel {channel!r} (use {' or '.join(CHANNELS)})")
     root = out / "recordings"
     task = progress.add_task("synthesising demo corpus", total=len(voices)) if progress else None
     n_done, seconds = 0, 0.0
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1) as pool:
-        futures = [pool.submit(_render_speaker, v, chosen, takes, seed, str(root)) for v in voices]
+        futures = [pool.submit(_render_speaker, v, chosen, takes, seed, str(root), channel) for v in voices]
         for f in futures:
             n, sec = f.result()
             n_done, seconds = n_done + n, seconds + sec
