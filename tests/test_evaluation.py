@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from phonemekit.baseline import fit_baseline
+from phonemekit.cache import extract
 from phonemekit.compare import mcnemar_exact, paired
 from phonemekit.config import EncoderConfig, HeadConfig, ModelConfig, TrainConfig
 from phonemekit.data.splits import speaker_disjoint
@@ -48,9 +49,7 @@ def _parts(m):
 def test_logistic_baseline_on_the_same_cached_features(tmp_path, prepared):
     parts = _parts(prepared)
     enc = build_encoder(EncoderConfig(family="fbank", source="fbank"))
-    cfg = ModelConfig(name="toy-mlp", encoder=EncoderConfig(family="fbank", source="fbank"), head=HeadConfig(kind="mlp"),
-                      train=TrainConfig(epochs=2, batch_size=8))
-    train_model(cfg, prepared, parts["train"], parts["val"], tmp_path / "run", cache_root=tmp_path / "cache")  # fills the cache
+    extract(prepared, enc, tmp_path / "cache")
     base = fit_baseline(prepared, enc.spec, tmp_path / "cache", parts["train"], parts["val"])
     preds = base.predict(tmp_path / "cache", parts["test"])
     assert base.C in (0.01, 0.1, 1.0)

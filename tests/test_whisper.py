@@ -175,3 +175,24 @@ def test_finetune_top_layers_only():
     assert trainable and all(n.startswith(("model.blocks.2.", "model.ln_post.")) for n in trainable)
     enc.set_trainable(0)
     assert not any(p.requires_grad for p in enc.parameters())
+
+
+def test_top_layer_finetunes_end_to_end_and_round_trips(tmp_path, prepared):
+    """Fine-tuning the top N layers works for this family as for the others:
+    only those weights move, and the checkpoint carries them."""
+    from phonemekit.config import HeadConfig, ModelConfig, TrainConfig
+    from phonemekit.data.splits import speaker_disjoint
+    from phonemekit.model import load_checkpoint
+    from phonemekit.train import train_model
+
+    s = speaker_disjoint(prepared.speakers, prepared.groups)
+    rows = {p: [r for r in prepared.rows if r["speaker"] in getattr(s, p)] for p in ("train", "val")}
+    cfg = ModelConfig(name="w-ft", encoder=EncoderConfig(family="whisper", source="random:tiny"), head=HeadConfig(kind="mlp", options={"hidden": [16]}),
+                      train=TrainConfig(epochs=2, batch_size=8, finetune_layers=1))
+    before = build_encoder(cfg.encoder).state_dict()
+    res = train_model(cfg, prepared, rows["train"], rows["val"], tmp_path / "run", cache_root=tmp_path / "cache")
+    after = res.model.encoder.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.startswith(("model.blocks.1.", "model.ln_post.")) for k in moved)
+    again = load_checkpoint(tmp_path / "run")
+    assert torch.equal(again.encoder.state_dict()["model.blocks.1.mlp.0.weight"], after["model.blocks.1.mlp.0.weight"])

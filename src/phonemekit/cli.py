@@ -306,6 +306,27 @@ def evaluate(
         typer.echo(f"  group {g}: top-1 {v:.3f}")
 
 
+@command("family-test")
+def family_test(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders of models trained on --train-data.")],
+    train_data: Annotated[Path, typer.Option(help="The manifest the runs were trained on (for the baselines' split).")],
+    family_data: Annotated[Path, typer.Option(help="Manifest of a voice family no training speaker belongs to.")],
+    cache: Annotated[Path, typer.Option()] = Path("cache"),
+    device: Annotated[str, typer.Option(help="auto|cpu|cuda")] = "auto",
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results here.")] = None,
+) -> None:
+    """Test trained models and each encoder's logistic-regression baseline on a held-out voice family."""
+    from .data.manifest import load_manifest
+    from .fileio import write_json
+    from .torchutil import resolve_device
+    from .transfer import evaluate_family, markdown
+
+    res = evaluate_family(runs, load_manifest(train_data), load_manifest(family_data), cache_root=cache, device=resolve_device(device))
+    if json_out:
+        write_json(json_out, res)
+    typer.echo(markdown(res, f"Held-out voice family ({family_data})"))
+
+
 @command()
 def confusions(
     run: Annotated[Path, typer.Argument(help="Run folder of a model trained by train/train-all.")],
@@ -353,7 +374,7 @@ def demo(
     takes: Annotated[int, typer.Option(min=1, max=12)] = 3,
     seed: Annotated[int, typer.Option()] = 0,
     channel: Annotated[str, typer.Option(help="Demo corpus channel: room | plain (see demo-data).")] = "room",
-    e2e_epochs: Annotated[int, typer.Option(min=1, help="Epochs for the seed models' pipeline check (random encoders, end to end).")] = 2,
+    e2e_epochs: Annotated[int, typer.Option(min=1, help="Epochs for the seed models' pipeline check (random encoders, end to end).")] = 1,
     models: Annotated[str, typer.Option(help="Comma-separated presets to train.")] = ",".join(DEMO_MODELS),
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Override the epochs of every model (quick runs).")] = None,
     force: Annotated[Optional[list[str]], typer.Option(help="Redo this step (repeatable): corpus, prepare, train, ...")] = None,
@@ -463,7 +484,7 @@ def benchmark(
     json_out: Annotated[Path, typer.Option("--json", help="Results JSON; a markdown table is written beside it.")] = Path("runs/benchmark.json"),
     threads: Annotated[Optional[int], typer.Option(min=1, help="Threads for torch and ONNX Runtime; default: all cores.")] = None,
     runs: Annotated[int, typer.Option(min=10, help="Timed batch-1 head runs.")] = 300,
-    encoders: Annotated[str, typer.Option(help="Base-size encoders for the end-to-end figures ('' to skip).")] = "wav2vec2,wavlm",
+    encoders: Annotated[str, typer.Option(help="Encoders for the end-to-end figures, FAMILY or FAMILY=SOURCE ('' to skip).")] = "wav2vec2,wavlm,whisper",
     heads: Annotated[str, typer.Option(help="Heads to time (the first is the reference for the targets).")] = "ctc,ctc-thin,conv-ctc,conv-ctc-64",
 ) -> None:
     """Measure head latency/throughput, end-to-end real-time factor and memory against the targets."""

@@ -61,14 +61,14 @@ def measure_speed(run_dir: Path, threads: int = 2, frames: int = 100) -> dict:
     out = {"params": int(sum(p.numel() for p in model.parameters())),
            "head_params": int(sum(p.numel() for p in model.head.parameters())),
            "checkpoint_mb": round((run_dir / "model.safetensors").stat().st_size / 1e6, 2)}
-    dim = model.spec.dim
+    shape = model.frame_shape()
     with private_tmpdir("phonemekit-cmp-") as d:
         path = d / "head.onnx"
         inputs, outputs, dynamic = _io("head", model.output_kind == "ctc")
-        _export(HeadGraph(model), (torch.randn(2, frames, dim), torch.tensor([frames, frames - 5])), path, inputs, outputs, dynamic,
+        _export(HeadGraph(model), (torch.randn(2, frames, *shape), torch.tensor([frames, frames - 5])), path, inputs, outputs, dynamic,
                 max_frames(model))
         sess = _session(path, threads)
-        feed = {"features": np.random.default_rng(0).standard_normal((1, frames, dim)).astype(np.float32), "lengths": np.array([frames])}
+        feed = {"features": np.random.default_rng(0).standard_normal((1, frames, *shape)).astype(np.float32), "lengths": np.array([frames])}
         out["head_ms"] = round(_time_ms(lambda: sess.run(["probs"], feed), 100, 10), 3)
     wave = (np.random.default_rng(0).standard_normal((1, 16000)) * 0.1).astype(np.float32)
     e2e = run_dir / "onnx" / f"{model.cfg.name}.e2e.onnx"

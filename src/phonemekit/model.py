@@ -38,6 +38,11 @@ class PhonemeModel(nn.Module):
         self.layer_mix = LayerMix(spec.num_layers, spec.dim) if spec.layer == WEIGHTED else None
         self.encoder = encoder
 
+    def frame_shape(self) -> tuple[int, ...]:
+        """Shape of one frame of the features the head form takes: (D,), or
+        (layers, D) when the model mixes every layer itself."""
+        return (self.spec.dim,) if self.layer_mix is None else (self.spec.num_layers, self.spec.dim)
+
     def head_outputs(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if self.layer_mix is not None:
             feats = self.layer_mix(feats)

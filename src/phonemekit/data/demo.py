@@ -142,11 +142,12 @@ def render_take(engine: ESpeak, sound: Sound, voice: Voice, take: int, seed: int
         seed=int(rng.integers(1, 2**31 - 1)),
     )
     x = audio.resample(_trim(x), engine.sample_rate, sr)
-    if rooms:
-        if rng.random() < 0.5:
-            x = augment.reverberate(x, rooms[int(rng.integers(len(rooms)))])
-        if rng.random() < 0.5:
-            x = augment.colour(x, rng, sr)
+    if rooms:  # a generator of its own, so a take that meets neither is the plain corpus's take
+        crng = np.random.default_rng(_seed(seed, voice.speaker, sound.label, take, "channel"))
+        if crng.random() < 0.5:
+            x = augment.reverberate(x, rooms[int(crng.integers(len(rooms)))])
+        if crng.random() < 0.5:
+            x = augment.colour(x, crng, sr)
     kind = take % 4
     if kind == 1:
         x = augment.add_noise(x, float(rng.uniform(15, 30)), rng)
