@@ -142,17 +142,20 @@ def test_batch_test_torch_and_onnx(trained, tmp_path):
     run = trained["runs"][0]
     export_run(run, trained["waves"][:4], forms=("e2e",), int8=False)
     root = trained["manifest"].root
-    (root / "s1" / "aa" / "broken.wav").write_bytes(b"RIFF0000WAVEjunk")
+    broken = root / "s1" / "aa" / "broken.wav"
+    broken.write_bytes(b"RIFF0000WAVEjunk")
     results = {}
-    for model in (run, run / "onnx" / "a-ctc.e2e.onnx"):
-        labels, predict, kind = load_predictor(model)
-        rows, summary = run_batch(labels, predict, list_inputs(root, labels))
-        results[kind] = rows
-        assert summary["failed"] == [{"path": str(root / "s1" / "aa" / "broken.wav"), "reason": "corrupt"}]
-        assert summary["labelled"] == summary["classified"] == len(trained["manifest"].rows)
-        write_predictions(rows, summary, tmp_path / f"{kind}.csv")
-        assert (tmp_path / f"{kind}.csv").read_text().count("\n") == len(rows) + 1
-    (root / "s1" / "aa" / "broken.wav").unlink()
+    try:  # the corpus is shared by the module's other tests: never leave the broken file behind
+        for model in (run, run / "onnx" / "a-ctc.e2e.onnx"):
+            labels, predict, kind = load_predictor(model)
+            rows, summary = run_batch(labels, predict, list_inputs(root, labels))
+            results[kind] = rows
+            assert summary["failed"] == [{"path": str(broken), "reason": "corrupt"}]
+            assert summary["labelled"] == summary["classified"] == len(trained["manifest"].rows)
+            write_predictions(rows, summary, tmp_path / f"{kind}.csv")
+            assert (tmp_path / f"{kind}.csv").read_text().count("\n") == len(rows) + 1
+    finally:
+        broken.unlink()
     assert [r["predicted"] for r in results["torch"]] == [r["predicted"] for r in results["onnx"]]
 
 

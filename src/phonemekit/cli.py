@@ -285,17 +285,24 @@ def evaluate(
     device: Annotated[str, typer.Option(help="auto|cpu|cuda")] = "auto",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the metrics here.")] = None,
 ) -> None:
-    """Re-evaluate a trained model on any manifest."""
+    """Re-evaluate a trained model on any manifest (default: its own held-out speakers)."""
     from .data.manifest import load_manifest
+    from .errors import DataError
     from .evaluate import metrics, predict
-    from .model import load_checkpoint
+    from .experiment import make_split, rows_of
+    from .model import load_checkpoint, read_sidecar
     from .torchutil import resolve_device
 
     model = load_checkpoint(run)
     if data is None:
-        raise typer.BadParameter("--data is required (a manifest from `phonemekit prepare`)")
-    m = load_manifest(data)
-    res = metrics(predict(model, m, m.rows, cache_root=cache, device=resolve_device(device)), m.groups)
+        if not read_sidecar(run).get("data"):
+            raise DataError(f"{run} does not record its training manifest; pass --data")
+        m = load_manifest(read_sidecar(run)["data"])
+        rows = rows_of(m, make_split(m, "speaker-disjoint").test)
+    else:
+        m = load_manifest(data)
+        rows = m.rows
+    res = metrics(predict(model, m, rows, cache_root=cache, device=resolve_device(device)), m.groups)
     if json_out:
         from .fileio import write_json
 
@@ -467,7 +474,12 @@ def test_onnx(
     waves = [load_audio(m.audio_path(r)).samples for r in rows]
     y = np.array([side["labels"].index(r["label"]) for r in rows])
     torch_acc = float(np.mean(held.scores.argmax(1) == held.y))
-    parity = read_json(next((run / "onnx").glob("*.parity.json")))
+    parity_files = sorted((run / "onnx").glob("*.parity.json"))
+    if not parity_files:
+        from .errors import DataError
+
+        raise DataError(f"{run} has no exported ONNX files; run `phonemekit export {run}` first")
+    parity = read_json(parity_files[0])
     typer.echo(f"torch checkpoint: held-out top-1 {torch_acc:.3f} on {len(held.y)} clips")
     for path in sorted((run / "onnx").glob("*.onnx")):
         clf = Classifier.load(path)

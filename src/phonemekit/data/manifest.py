@@ -239,8 +239,10 @@ def _load_groups(root: Path, speakers_file: str | Path | None) -> dict[str, str]
     return {}
 
 
-def load_manifest(path: str | Path) -> Manifest:
+def load_manifest(path: str | Path | None) -> Manifest:
     """Load a manifest written by `prepare` (path to the JSONL or its folder)."""
+    if path is None or str(path) == "":
+        raise DataError("no manifest given; run `phonemekit prepare ROOT --out DIR` and pass DIR")
     path = Path(path)
     if path.is_dir():
         path = path / MANIFEST
