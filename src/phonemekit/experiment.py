@@ -15,16 +15,16 @@ from pathlib import Path
 import numpy as np
 
 from . import plots
+from .baseline import baseline_name, fit_baseline
 from .config import ModelConfig
 from .data.manifest import Manifest
-from .errors import DataError
 from .data.splits import Split, leaky_split, loso_folds, speaker_disjoint
+from .encoders import EncoderSpec
+from .errors import DataError
 from .evaluate import Predictions, metrics, predict
 from .fileio import atomic_open, read_json, write_json, write_text
-from .privacy import Namer
-from .baseline import baseline_name, fit_baseline
-from .encoders import EncoderSpec
 from .model import read_sidecar
+from .privacy import Namer
 from .train import train_model
 
 log = logging.getLogger(__name__)
