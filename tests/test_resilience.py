@@ -102,7 +102,7 @@ def test_hostile_corpus_prepare_and_train_all(tmp_path):
 
     cfg = ModelConfig(name="hostile", encoder=EncoderConfig(family="fbank", source="fbank"), head=HeadConfig("mlp", {"hidden": [16]}),
                       train=TrainConfig(epochs=2, batch_size=8))
-    report = train_all(load_manifest(tmp_path / "data"), [cfg], tmp_path / "out", leaky=False, cache_root=tmp_path / "cache")
+    train_all(load_manifest(tmp_path / "data"), [cfg], tmp_path / "out", leaky=False, cache_root=tmp_path / "cache")
     # Every kept clip of the held-out speakers was scored, the hostile ones' neighbours included.
     from phonemekit.experiment import make_split
 
