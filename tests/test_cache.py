@@ -45,6 +45,17 @@ def test_changed_encoder_never_reuses_features(tmp_path, prepared, wavlm_tiny, t
     assert r.computed == len(prepared.rows)
 
 
+def test_changed_front_end_code_never_reuses_features(tmp_path, prepared, monkeypatch):
+    """A weightless front end has no weights to fingerprint: its version
+    does that job, so features cached by older code are recomputed."""
+    from phonemekit.encoders.fbank import FbankEncoder
+
+    first = extract(prepared, build_encoder(EncoderConfig(family="fbank", source="fbank")), tmp_path / "cache")
+    monkeypatch.setattr(FbankEncoder, "front_end", FbankEncoder.front_end + "-next")
+    again = extract(prepared, build_encoder(EncoderConfig(family="fbank", source="fbank")), tmp_path / "cache")
+    assert first.computed == again.computed == len(prepared.rows) and first.cache_dir != again.cache_dir
+
+
 def test_resume_after_interruption_gives_identical_files(tmp_path, prepared, wavlm_tiny):
     extract(prepared, wavlm_tiny, tmp_path / "clean", batch_size=4)
 

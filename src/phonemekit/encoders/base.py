@@ -56,6 +56,10 @@ class Encoder(nn.Module):
     # How an end-to-end ONNX graph is traced: "torchscript" (fast, plain
     # modules) or "dynamo" (transformers' models, which the old tracer mangles).
     exporter: str = "torchscript"
+    # Name and version of a front end computed by code rather than weights
+    # (a filterbank). It enters the fingerprint, so changing that code never
+    # reuses features cached by the old one; bump it with any such change.
+    front_end: str = ""
 
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
@@ -86,7 +90,7 @@ class Encoder(nn.Module):
         return torch.stack(out.hidden_states, dim=2) if index == WEIGHTED else out.hidden_states[index]
 
     def weights_fingerprint(self) -> str:
-        h = hashlib.sha256()
+        h = hashlib.sha256(self.front_end.encode())
         for name, tensor in sorted(self.state_dict().items()):
             h.update(name.encode())
             h.update(tensor.detach().cpu().contiguous().numpy().tobytes())

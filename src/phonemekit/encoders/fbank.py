@@ -41,6 +41,7 @@ class FbankEncoder(Encoder):
     family = "fbank"
     frame_rate = 100.0 / STACK
     weights = "none"
+    front_end = "log-mel/2"  # 2: per-clip mean removal became the `+cmn` option
 
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__(cfg)

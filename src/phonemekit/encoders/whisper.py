@@ -386,6 +386,7 @@ def _load_transformers(source: str, path: Path, revision: str | None) -> AudioEn
 class WhisperEncoder(Encoder):
     family = "whisper"
     frame_rate = 50.0
+    front_end = "whisper-log-mel/1"
 
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__(cfg)
