@@ -214,7 +214,8 @@ def test_every_ensemble_rule_composes_into_one_file_with_parity(trained, tmp_pat
 
 
 def test_compare_reports_significance_and_speed(trained):
-    from phonemekit.compare import compare_runs, mcnemar_exact
+    from phonemekit.compare import compare_runs
+    from phonemekit.evaluate import mcnemar_exact
 
     assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(10, 0) < 0.01 and abs(mcnemar_exact(3, 3) - 1.0) < 1e-9
     cmp = compare_runs(trained["runs"][:2], speed=True, threads=1)

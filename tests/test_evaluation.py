@@ -9,7 +9,7 @@ import torch
 
 from phonemekit.baseline import fit_baseline
 from phonemekit.cache import extract
-from phonemekit.compare import mcnemar_exact, paired
+from phonemekit.evaluate import mcnemar_exact, paired
 from phonemekit.config import EncoderConfig, HeadConfig, ModelConfig, TrainConfig
 from phonemekit.data.splits import speaker_disjoint
 from phonemekit.encoders import build_encoder

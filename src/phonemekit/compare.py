@@ -12,33 +12,14 @@ from itertools import combinations
 from pathlib import Path
 
 import numpy as np
-import scipy.stats
 import torch
 
-from .evaluate import Predictions, bootstrap_ci, metrics, speaker_bootstrap_ci
+from .evaluate import Predictions, metrics, paired
 from .experiment import load_predictions
 from .model import load_checkpoint, read_sidecar
 from .privacy import private_tmpdir
 
 log = logging.getLogger(__name__)
-
-
-def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value from the discordant counts (a binomial
-    test of b successes in b + c trials at p = 1/2)."""
-    return 1.0 if b + c == 0 else float(scipy.stats.binomtest(b, b + c, 0.5).pvalue)
-
-
-def paired(a: np.ndarray, b: np.ndarray, speakers: np.ndarray | None = None, n_boot: int = 2000, seed: int = 0) -> dict:
-    """a, b: 0/1 correctness on the same clips. The McNemar test treats clips
-    as independent; the CI of the difference resamples speakers when given
-    (clips of one speaker are not independent), else clips."""
-    only_a, only_b = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
-    p = mcnemar_exact(only_a, only_b)
-    d = a - b
-    ci = speaker_bootstrap_ci(d, speakers, n_boot, seed) if speakers is not None else bootstrap_ci(d, n_boot, seed)
-    return {"top1_diff": float(d.mean()), "diff_ci95": ci, "ci_resamples": "speakers" if speakers is not None else "clips",
-            "only_first_right": only_a, "only_second_right": only_b, "mcnemar_p": p, "significant": p < 0.05}
 
 
 def _time_ms(fn, n: int, warmup: int = 3) -> float:

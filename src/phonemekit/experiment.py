@@ -21,7 +21,7 @@ from .data.manifest import Manifest
 from .data.splits import Split, leaky_split, loso_folds, speaker_disjoint
 from .encoders import EncoderSpec
 from .errors import DataError
-from .evaluate import Predictions, metrics, predict
+from .evaluate import Predictions, metrics, paired, predict
 from .fileio import atomic_open, read_json, write_json, write_text
 from .model import read_sidecar
 from .privacy import Namer
@@ -181,8 +181,6 @@ def fit_baselines(manifest: Manifest, split: Split, runs: list[ModelRun], cache_
 
 def versus(a: Predictions, b: Predictions) -> dict:
     """Paired comparison of two prediction sets on their common clips."""
-    from .compare import paired
-
     common = {r["sha256"] for r in a.rows} & {r["sha256"] for r in b.rows}
     def hits(p: Predictions) -> tuple[np.ndarray, np.ndarray]:
         order = sorted((r["sha256"], i) for i, r in enumerate(p.rows) if r["sha256"] in common)
