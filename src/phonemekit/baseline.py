@@ -4,8 +4,8 @@ trained and tested on the same split. A model that does not beat it has not
 earned its complexity.
 
 The regularisation strength is chosen on the validation speakers (never
-test), from a short grid, then the model is refitted on the training
-speakers alone, exactly as the neural models are trained.
+test) from a short grid of fits on the training speakers alone, exactly as
+the neural models are trained.
 """
 
 from __future__ import annotations

@@ -171,15 +171,13 @@ E2E_SOURCES = {"wav2vec2": "random:base", "wavlm": "random:base", "whisper": "wh
 
 
 def bench_e2e(family: str, tmp: Path, *, threads: int, n: int, seconds: float = 1.0, head: HeadConfig = HEADS["ctc-thin"], source: str | None = None) -> dict:
-    from .export import EndToEndGraph, _export
+    from .export import _export
 
     source = source or E2E_SOURCES.get(family) or default_source(family)
-    model, _ = _build_e2e(family, source, head, 2)
-    model = model.model
-    enc = model.encoder
     samples = int(16000 * seconds)
+    graph, example = _build_e2e(family, source, head, samples)  # built once; the TorchScript export reuses it
+    model, enc = graph.model, graph.model.encoder
     wave, lengths = torch.randn(1, samples) * 0.1, torch.tensor([samples])
-    graph = EndToEndGraph(model)
     res: dict = {"source": source, "weights": "random (speed does not depend on weights)" if enc.weights == "random" else enc.weights,
                  "audio_seconds": seconds, "encoder_params": sum(p.numel() for p in enc.parameters())}
     with torch.no_grad():
@@ -191,7 +189,7 @@ def bench_e2e(family: str, tmp: Path, *, threads: int, n: int, seconds: float = 
     if enc.exporter == "dynamo":
         _export_dynamo(_build_e2e, (family, source, head, samples), path, inputs, outputs, dynamic, max_frames(model))
     else:
-        _export(*_build_e2e(family, source, head, samples), path, inputs, outputs, dynamic, max_frames(model))
+        _export(graph, example, path, inputs, outputs, dynamic, max_frames(model))
     res["export_seconds"] = round(time.perf_counter() - t0, 1)
     feed = {"waveform": wave.numpy(), "lengths": lengths.numpy()}
     sess = _session(path, threads)

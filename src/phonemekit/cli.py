@@ -295,9 +295,10 @@ def evaluate(
 
     model = load_checkpoint(run)
     if data is None:
-        if not read_sidecar(run).get("data"):
+        trained_on = read_sidecar(run).get("data")
+        if not trained_on:
             raise DataError(f"{run} does not record its training manifest; pass --data")
-        m = load_manifest(read_sidecar(run)["data"])
+        m = load_manifest(trained_on)
         rows = rows_of(m, make_split(m, "speaker-disjoint").test)
     else:
         m = load_manifest(data)
