@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -20,11 +20,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/phonemekit demo --out runs/demo
 
+# What CI runs: the whole suite but the tests that need a GPU or the network
+# (they skip themselves without one; see the README).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not gpu and not network"
-
-test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not gpu and not network"
+
+# A quick loop while developing: the same without the slow tests.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not gpu and not network"
 
 bench: $(STAMP)
 	$(BIN)/phonemekit benchmark --json runs/benchmark.json

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from phonemekit.audio import write_audio
+from phonemekit.data.audio import write_audio
 
 # Tests never touch the network; a hub id must fail fast, not retry.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -59,7 +59,7 @@ def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
     """Tiny random wav2vec2 / WavLM / HuBERT saved with save_pretrained."""
     import transformers
 
-    from phonemekit.encoders.hf import FAMILIES, RANDOM_SIZES
+    from phonemekit.models.encoders.hf import FAMILIES, RANDOM_SIZES
 
     out = {}
     base = tmp_path_factory.mktemp("hf")
@@ -69,3 +69,22 @@ def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
         model.save_pretrained(base / name)
         out[name] = base / name
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests run only where CUDA is; `network` tests only where the
+    model hub answers. Both are skipped, with the reason, everywhere else."""
+    import torch
+
+    from phonemekit.models.encoders.hf import hub_reachable
+
+    no_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    online = None
+    for item in items:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(no_gpu)
+        if "network" in item.keywords:
+            if online is None:
+                online = hub_reachable(timeout=2.0)  # False while HF_HUB_OFFLINE is set (the default here)
+            if not online:
+                item.add_marker(pytest.mark.skip(reason="needs the model hub (offline)"))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from phonemekit.audio import load_audio, write_audio
 from phonemekit.config import AudioConfig
+from phonemekit.data.audio import load_audio, write_audio
 from phonemekit.errors import AudioValidationError
 
 from .conftest import tone

@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from phonemekit.cache import FeatureCache, extract
 from phonemekit.config import EncoderConfig
-from phonemekit.encoders import build_encoder
+from phonemekit.data.cache import FeatureCache, extract
+from phonemekit.models.encoders import build_encoder
 
 
 def _files(cache_dir):
@@ -48,7 +48,7 @@ def test_changed_encoder_never_reuses_features(tmp_path, prepared, wavlm_tiny, t
 def test_changed_front_end_code_never_reuses_features(tmp_path, prepared, monkeypatch):
     """A weightless front end has no weights to fingerprint: its version
     does that job, so features cached by older code are recomputed."""
-    from phonemekit.encoders.fbank import FbankEncoder
+    from phonemekit.models.encoders.fbank import FbankEncoder
 
     first = extract(prepared, build_encoder(EncoderConfig(family="fbank", source="fbank")), tmp_path / "cache")
     monkeypatch.setattr(FbankEncoder, "front_end", FbankEncoder.front_end + "-next")

@@ -4,8 +4,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from phonemekit import decoding
-from phonemekit.decoding import class_log_probs, ctc_single_label_log_likelihood, greedy, log_cumsumexp, prefix_beam_search
+from phonemekit.models import decoding
+from phonemekit.models.decoding import class_log_probs, ctc_single_label_log_likelihood, greedy, log_cumsumexp, prefix_beam_search
 
 
 def _posteriors(frames: list[dict[int, float]], k: int) -> torch.Tensor:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from phonemekit.data.demo import VOICES, build_demo_corpus
@@ -17,6 +18,7 @@ def test_inventory_covers_the_phonics_set():
     assert {v.group for v in VOICES} == {"child", "adult"}
 
 
+@pytest.mark.slow
 def test_demo_corpus_is_deterministic_and_spoken(tmp_path):
     # Eight speakers reach spk08 (variant f2), whose breath noise comes from
     # eSpeak's clock-seeded generator unless every clip seeds it.

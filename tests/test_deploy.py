@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from phonemekit.audio import load_audio
 from phonemekit.config import EncoderConfig, HeadConfig, ModelConfig, TrainConfig
+from phonemekit.data.audio import load_audio
 from phonemekit.errors import DataError, IntegrityError
 
 
@@ -24,7 +24,7 @@ def _cfg(name, kind, encoder=None, **train):
 def trained(tmp_path_factory, tiny_model_dirs):
     """Three tiny models trained on one split by train_all, as the demo does."""
     from phonemekit.data.manifest import load_manifest, prepare
-    from phonemekit.experiment import train_all
+    from phonemekit.training.experiment import train_all
 
     from .conftest import make_corpus
 
@@ -44,7 +44,7 @@ def trained(tmp_path_factory, tiny_model_dirs):
 
 
 def test_report_schema(trained):
-    report = json.loads((trained["out"] / "report.json").read_text())
+    report = json.loads((trained["out"] / "report.json").read_text())["sections"]["train"]
     assert set(report["split"]) == {"kind", "train_speakers", "val_speakers", "test_speakers"}
     assert report["labels"] == ["aa", "ee", "sh"] and report["best_model"] in report["models"]
     for m in report["models"].values():
@@ -58,7 +58,7 @@ def test_report_schema(trained):
 
 
 def test_embedding_maps_are_drawn_and_reported(trained):
-    from phonemekit.experiment import embedding_maps
+    from phonemekit.recipes.demo import embedding_maps
 
     maps = embedding_maps(trained["out"], trained["manifest"], trained["runs"], cache_root=trained["cache"])
     assert set(maps) == {"a-ctc", "b-mlp", "c-w2v"}
@@ -67,10 +67,10 @@ def test_embedding_maps_are_drawn_and_reported(trained):
     assert "Embedding maps" in (trained["out"] / "report.md").read_text()
 
 
-@pytest.mark.parametrize("idx", [0, 1, 2])
+@pytest.mark.parametrize("idx", [0, 1, pytest.param(2, marks=pytest.mark.slow)])  # 2: the dynamo export of a transformer
 def test_export_both_forms_with_parity_and_metadata(trained, idx):
-    from phonemekit.export import export_run
-    from phonemekit.runtime import Classifier
+    from phonemekit.deploy.export import export_run
+    from phonemekit.deploy.runtime import Classifier
 
     run = trained["runs"][idx]
     rec = export_run(run, trained["waves"][:6], int8=(idx == 0))
@@ -97,8 +97,8 @@ def test_export_both_forms_with_parity_and_metadata(trained, idx):
 
 
 def test_truncated_and_tampered_onnx_are_refused(trained, tmp_path):
-    from phonemekit.export import export_run
-    from phonemekit.runtime import Classifier
+    from phonemekit.deploy.export import export_run
+    from phonemekit.deploy.runtime import Classifier
 
     run = trained["runs"][0]
     export_run(run, trained["waves"][:4], forms=("e2e",), int8=False)
@@ -119,14 +119,14 @@ def test_truncated_and_tampered_onnx_are_refused(trained, tmp_path):
 
 
 def test_runtime_never_imports_torch(trained):
-    from phonemekit.export import export_run
+    from phonemekit.deploy.export import export_run
 
     run = trained["runs"][1]
     export_run(run, trained["waves"][:4], forms=("e2e",), int8=False)
     wav = trained["manifest"].audio_path(trained["manifest"].rows[0])
     code = (
         "import sys; sys.modules['torch'] = None\n"  # any torch import now fails
-        "from phonemekit.runtime import Classifier\n"
+        "from phonemekit.deploy.runtime import Classifier\n"
         f"c = Classifier.load({str(run / 'onnx' / 'b-mlp.e2e.onnx')!r})\n"
         f"print(c.classify_file({str(wav)!r})[0][0])\n"
     )
@@ -136,8 +136,8 @@ def test_runtime_never_imports_torch(trained):
 
 
 def test_batch_test_torch_and_onnx(trained, tmp_path):
-    from phonemekit.batchtest import list_inputs, load_predictor, run_batch, write_predictions
-    from phonemekit.export import export_run
+    from phonemekit.deploy.batchtest import list_inputs, load_predictor, run_batch, write_predictions
+    from phonemekit.deploy.export import export_run
 
     run = trained["runs"][0]
     export_run(run, trained["waves"][:4], forms=("e2e",), int8=False)
@@ -159,46 +159,59 @@ def test_batch_test_torch_and_onnx(trained, tmp_path):
     assert [r["predicted"] for r in results["torch"]] == [r["predicted"] for r in results["onnx"]]
 
 
-def test_ensemble_weights_never_see_test_data(trained):
-    from phonemekit.ensemble import _aligned, fit
+def test_ensemble_weights_never_see_test_data(trained, tmp_path):
+    import shutil
 
-    names, _, val = _aligned(trained["runs"], "val")
-    val_lp, val_y = [v[0] for v in val], val[0][1]
+    from phonemekit.evaluation.ensemble import _aligned, fit
+    from phonemekit.runs import runs
+
+    names = [r.name for r in runs(trained["runs"])]
+    val = _aligned(runs(trained["runs"]), "val")
+    val_lp, val_y = [v.scores for v in val], val[0].y
     a = fit("weighted", names, val_lp, val_y)
     b = fit("weighted", names, [v.copy() for v in val_lp], val_y.copy())
     assert np.allclose(a.weights, b.weights) and abs(sum(a.weights) - 1) < 1e-6
     # The fit takes validation arrays only; scrambling the test predictions
-    # on disk cannot change it.
-    z = dict(np.load(trained["runs"][0] / "predictions.npz"))
+    # on disk (of a copy: the module's other tests read the originals) cannot change it.
+    scrambled = tmp_path / trained["runs"][0].name
+    shutil.copytree(trained["runs"][0], scrambled)
+    z = dict(np.load(scrambled / "predictions.npz"))
     z["test_scores"] = np.random.default_rng(0).standard_normal(z["test_scores"].shape).astype(np.float32)
-    np.savez(trained["runs"][0] / "predictions.npz", **z)
-    names2, _, val2 = _aligned(trained["runs"], "val")
-    c = fit("weighted", names2, [v[0] for v in val2], val2[0][1])
+    np.savez(scrambled / "predictions.npz", **z)
+    val2 = _aligned(runs([scrambled, *trained["runs"][1:]]), "val")
+    c = fit("weighted", names, [v.scores for v in val2], val2[0].y)
     assert np.allclose(a.weights, c.weights)
 
 
 def test_ensemble_methods_and_single_file_export(trained, tmp_path):
-    from phonemekit.ensemble import run_ensemble
-    from phonemekit.runtime import Classifier
+    from phonemekit.deploy.ensemble import export_ensemble
+    from phonemekit.deploy.runtime import Classifier
+    from phonemekit.evaluation.ensemble import fit_ensembles
+    from phonemekit.runs import runs
 
-    rec = run_ensemble(trained["runs"], tmp_path, waves=trained["waves"][:4])
-    assert set(rec["methods"]) == {"mean", "weighted", "vote", "stacking"} and rec["chosen"] in rec["methods"]
-    assert rec["onnx"]["parity"]["top1_agreement"] == 1.0
+    rec, chosen = fit_ensembles(runs(trained["runs"]))
+    assert set(rec["methods"]) == {"mean", "weighted", "vote", "stacking"} and rec["chosen"] == chosen.method
+    assert rec["methods"][rec["chosen"]]["val_top1"] == max(m["val_top1"] for m in rec["methods"].values())
+    exported = export_ensemble(runs(trained["runs"]), chosen, tmp_path / "ensemble.e2e.onnx", trained["waves"][:4])
+    assert exported["parity"]["top1_agreement"] == 1.0
     clf = Classifier.load(tmp_path / "ensemble.e2e.onnx")
     assert clf.probs(trained["waves"][:2]).shape == (2, 3)
 
 
 def test_every_ensemble_rule_composes_into_one_file_with_parity(trained, tmp_path):
-    from phonemekit.ensemble import METHODS, _aligned, export_ensemble, fit
-
     import onnx
 
-    from phonemekit.export import graph_sha256
+    from phonemekit.deploy.ensemble import export_ensemble
+    from phonemekit.deploy.onnx import graph_sha256
+    from phonemekit.evaluation.ensemble import METHODS, _aligned, fit
+    from phonemekit.runs import runs
 
-    names, _, val = _aligned(trained["runs"], "val")
+    members = runs(trained["runs"])
+    names = [r.name for r in members]
+    val = [(v.scores, v.y) for v in _aligned(members, "val")]
     # A member file changed after export is exported again, never embedded.
     member = trained["runs"][0] / "onnx" / f"{trained['runs'][0].name}.e2e.onnx"
-    export_ensemble(trained["runs"], fit("mean", names, [v[0] for v in val], val[0][1]), tmp_path / "first.onnx", trained["waves"][:4])
+    export_ensemble(members, fit("mean", names, [v[0] for v in val], val[0][1]), tmp_path / "first.onnx", trained["waves"][:4])
     m = onnx.load(str(member))
     init = m.graph.initializer[0]
     arr = onnx.numpy_helper.to_array(init).copy()
@@ -207,26 +220,31 @@ def test_every_ensemble_rule_composes_into_one_file_with_parity(trained, tmp_pat
     onnx.save(m, str(member))
     for method in METHODS:
         ens = fit(method, names, [v[0] for v in val], val[0][1])
-        rec = export_ensemble(trained["runs"], ens, tmp_path / f"{method}.onnx", trained["waves"][:4])
+        rec = export_ensemble(members, ens, tmp_path / f"{method}.onnx", trained["waves"][:4])
         assert rec["parity"]["top1_agreement"] == 1.0 and rec["parity"]["max_abs_diff"] < 1e-4, method
     m = onnx.load(str(member))
     assert graph_sha256(m) == {p.key: p.value for p in m.metadata_props}["graph_sha256"]
 
 
 def test_compare_reports_significance_and_speed(trained):
-    from phonemekit.compare import compare_runs
-    from phonemekit.evaluate import mcnemar_exact
+    import functools
+
+    from phonemekit.deploy.benchmark import measure_speed
+    from phonemekit.evaluation.compare import compare_runs
+    from phonemekit.evaluation.metrics import mcnemar_exact
+    from phonemekit.runs import runs
 
     assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(10, 0) < 0.01 and abs(mcnemar_exact(3, 3) - 1.0) < 1e-9
-    cmp = compare_runs(trained["runs"][:2], speed=True, threads=1)
+    cmp = compare_runs(runs(trained["runs"][:2]), speed_of=functools.partial(measure_speed, threads=1))
     assert set(cmp["models"]) == {"a-ctc", "b-mlp"} and "a-ctc vs b-mlp" in cmp["pairs"]
     assert cmp["best_model"] in cmp["models"] and cmp["faster_model"] in cmp["models"]
     for m in cmp["models"].values():
         assert m["head_ms"] > 0 and m["e2e_ms_per_s_audio"] > 0 and m["params"] > 0
 
 
+@pytest.mark.slow
 def test_benchmark_json_has_the_documented_keys(tmp_path):
-    from phonemekit.benchmark import MATRIX_OPS, run_benchmark, write_results
+    from phonemekit.deploy.benchmark import MATRIX_OPS, run_benchmark, write_results
 
     # Tiny sizes here; the command measures the real ones.
     res = run_benchmark(threads=1, n=10, frames=20, dim=32, classes=5, batch=4, encoders=("wavlm=random:tiny", "whisper=random:tiny"),

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from phonemekit.config import EncoderConfig
-from phonemekit.encoders import available_encoders, build_encoder
 from phonemekit.errors import ConfigError, MissingWeightsError
+from phonemekit.models.encoders import available_encoders, build_encoder
 
 
 def _run(enc, seconds=(1.0, 0.5)):

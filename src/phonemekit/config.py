@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import ConfigError
+import tomllib
+
+from phonemekit.errors import ConfigError
 
 T = TypeVar("T")
 WEIGHTED = "weighted"  # encoder.layer: a learned mix of every hidden layer
@@ -153,6 +154,12 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"invalid type for '{key}': got {type(value).__name__}")
+    if origin in (list, tuple):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"invalid type for '{key}': expected a list, got {value!r}")
+        items = [_coerce(args[0], v, f"{key}[{i}]") if args else v for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
     if tp is dict or origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"invalid type for '{key}': expected a table/object")

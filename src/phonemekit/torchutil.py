@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import random
-
-import numpy as np
 import torch
 
-from .errors import ConfigError
+from phonemekit.errors import ConfigError
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -18,12 +15,6 @@ def resolve_device(device: str = "auto") -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but no CUDA device is available")
     return device
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def lengths_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:

@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import audio
-from ..errors import DataError
-from ..fileio import write_json
-from . import augment
-from .inventory import SOUNDS, Sound
+from phonemekit.data import audio, augment
+from phonemekit.data.inventory import SOUNDS, Sound
+from phonemekit.errors import DataError
+from phonemekit.fileio import write_json
 
 log = logging.getLogger(__name__)
 

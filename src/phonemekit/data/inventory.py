@@ -55,5 +55,3 @@ SOUNDS: tuple[Sound, ...] = (
     Sound("z", "z", "zip", "[[zzz]]"),
     Sound("zh", "ʒ", "vision", "[[ZZZ]]"),
 )
-
-BY_LABEL = {s.label: s for s in SOUNDS}

@@ -16,10 +16,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import audio
-from ..config import AudioConfig
-from ..errors import AudioValidationError, DataError
-from ..fileio import read_json, read_jsonl, sha256_file, write_json, write_jsonl
+from phonemekit.config import AudioConfig
+from phonemekit.data import audio
+from phonemekit.errors import AudioValidationError, DataError
+from phonemekit.fileio import read_json, read_jsonl, sha256_file, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +46,6 @@ class Manifest:
     def audio_path(self, row: dict) -> Path:
         return self.root / row["path"]
 
-    def subset(self, speakers: set[str] | list[str]) -> Manifest:
-        keep = set(speakers)
-        return Manifest(self.root, [r for r in self.rows if r["speaker"] in keep], self.labels, self.path, self.groups)
-
-    def label_index(self, row: dict) -> int:
-        return self.labels.index(row["label"])
 
 
 def _bad_name(name: str) -> str | None:
@@ -177,7 +171,7 @@ def prepare(
     changed |= _write_if_changed(out / LABELS, label_list)
     changed |= _write_if_changed(out / DATASET, dataset)
     if changed:
-        from ..privacy import audit
+        from phonemekit.privacy import audit
 
         audit("ingest", clips=len(rows), rejected=len(rejected), speakers=len({r["speaker"] for r in rows}),
               manifest_sha256=sha256_file(out / MANIFEST))

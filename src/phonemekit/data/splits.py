@@ -8,7 +8,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from ..errors import DataError
+from phonemekit.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -17,16 +17,9 @@ class Split:
     train: tuple[str, ...]
     val: tuple[str, ...]
     test: tuple[str, ...]
-    name: str = ""
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "train_speakers": list(self.train), "val_speakers": list(self.val), "test_speakers": list(self.test)}
-
-    def part_of(self, speaker: str) -> str | None:
-        for part in ("train", "val", "test"):
-            if speaker in getattr(self, part):
-                return part
-        return None
 
 
 def _order(speakers, salt: str) -> list[str]:
@@ -78,7 +71,7 @@ def loso_folds(speakers: list[str], *, held_out: list[str] | None = None, salt: 
         rest = [s for s in speakers if s != held]
         val = _order(rest, f"{salt}:{held}")[: max(1, math.ceil(len(rest) * 0.1))]
         train = [s for s in rest if s not in val]
-        folds.append(Split("loso", tuple(train), tuple(sorted(val)), (held,), name=held))
+        folds.append(Split("loso", tuple(train), tuple(sorted(val)), (held,)))
     return folds
 
 

@@ -1,0 +1,159 @@
+"""The one place audio is read: load, validate, downmix, resample to 16 kHz.
+
+Every rejection is an `AudioValidationError` with a short reason code (the
+codes are listed in `REASONS`); loudness and clipping problems are warnings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from phonemekit.config import AudioConfig
+from phonemekit.errors import AudioValidationError
+
+log = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+
+REASONS = {
+    "missing": "file does not exist",
+    "not_a_file": "not a regular file",
+    "unreadable": "file cannot be opened (permissions?)",
+    "empty": "zero-length file or no samples",
+    "too_large": "file larger than the byte limit",
+    "bad_extension": "extension is not .wav/.flac/.ogg",
+    "wrong_extension": "content is a different audio format than the extension says",
+    "not_audio": "content is not a recognised audio format",
+    "corrupt": "audio header or data cannot be decoded",
+    "bad_header": "header claims an implausible sample rate or channel count",
+    "too_long": "longer than the duration limit",
+    "too_short": "shorter than the minimum duration",
+    "non_finite": "samples contain NaN or infinity",
+    "silent": "digital silence",
+}
+
+_MAGIC = {b"RIFF": ".wav", b"RIFX": ".wav", b"fLaC": ".flac", b"OggS": ".ogg"}
+
+
+@dataclass
+class Clip:
+    samples: np.ndarray  # float32 mono at `sample_rate`
+    sample_rate: int
+    source_rate: int
+    source_channels: int
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+def _sniff(path: Path) -> str | None:
+    with open(path, "rb") as f:
+        head = f.read(12)
+    fmt = _MAGIC.get(head[:4])
+    if fmt == ".wav" and head[8:12] != b"WAVE":
+        return None
+    return fmt
+
+
+def load_audio(path: str | os.PathLike, cfg: AudioConfig | None = None) -> Clip:
+    """Read and validate one clip; return mono float32 at `cfg.sample_rate`."""
+    cfg = cfg or AudioConfig()
+    path = Path(path)
+    bad = lambda reason, detail="": AudioValidationError(path, reason, detail)  # noqa: E731
+    if not path.exists():
+        raise bad("missing")
+    if not path.is_file():
+        raise bad("not_a_file")
+    if path.suffix.lower() not in AUDIO_EXTENSIONS:
+        raise bad("bad_extension", path.suffix or "no extension")
+    size = path.stat().st_size
+    if size == 0:
+        raise bad("empty", "0 bytes")
+    if size > cfg.max_bytes:
+        raise bad("too_large", f"{size} bytes > {cfg.max_bytes}")
+    try:
+        fmt = _sniff(path)
+    except PermissionError as e:
+        raise bad("unreadable", e.strerror or "permission denied") from e
+    except OSError as e:
+        raise bad("unreadable", e.strerror or str(e)) from e
+    if fmt is None:
+        raise bad("not_audio")
+    if fmt != path.suffix.lower():
+        raise bad("wrong_extension", f"{fmt[1:]} content named {path.suffix}")
+    try:
+        info = sf.info(str(path))
+    except Exception as e:  # libsndfile raises LibsndfileError/RuntimeError
+        raise bad("corrupt", _one_line(e)) from e
+    if not (1000 <= info.samplerate <= cfg.max_source_rate):
+        raise bad("bad_header", f"sample rate {info.samplerate} Hz")
+    if not (1 <= info.channels <= cfg.max_channels):
+        raise bad("bad_header", f"{info.channels} channels")
+    if info.frames <= 0:
+        raise bad("empty", "no samples")
+    max_frames = int(cfg.max_seconds * info.samplerate)
+    if info.frames > max_frames:
+        raise bad("too_long", f"{info.frames / info.samplerate:.1f} s > {cfg.max_seconds:g} s")
+    try:
+        # frames bounds the read even if the header lies about the length.
+        data, rate = sf.read(str(path), frames=max_frames + 1, dtype="float32", always_2d=True)
+    except Exception as e:
+        raise bad("corrupt", _one_line(e)) from e
+    if data.shape[0] == 0:
+        raise bad("empty", "no decodable samples")
+    if data.shape[0] > max_frames:
+        raise bad("too_long", f"> {cfg.max_seconds:g} s")
+    if not np.isfinite(data).all():
+        raise bad("non_finite")
+    mono = data.mean(axis=1, dtype=np.float32)
+    peak = float(np.abs(mono).max())
+    if peak == 0.0:
+        raise bad("silent")
+    if len(mono) / rate < cfg.min_seconds:
+        raise bad("too_short", f"{len(mono) / rate * 1000:.0f} ms")
+    warnings = []
+    if peak < 0.01:
+        warnings.append(f"very quiet (peak {peak:.4f})")
+    clipped = float(np.mean(np.abs(data) >= 0.999))
+    if clipped > 0.001:
+        warnings.append(f"clipping ({clipped:.1%} of samples at full scale)")
+    if peak > 1.0:
+        # Float files may exceed full scale; keep the shape, fix the level.
+        mono = mono / peak
+        warnings.append(f"float samples beyond full scale (peak {peak:.2f}), normalised")
+    samples = resample(mono, rate, cfg.sample_rate)
+    return Clip(samples, cfg.sample_rate, int(rate), int(info.channels), warnings)
+
+
+def resample(x: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """Band-limited resampling with soxr (high quality, maintained)."""
+    x = np.asarray(x, dtype=np.float32)
+    if source_rate == target_rate:
+        return x
+    import soxr
+
+    return soxr.resample(x, source_rate, target_rate, quality="HQ").astype(np.float32, copy=False)
+
+
+def write_audio(path: str | os.PathLike, samples: np.ndarray, sample_rate: int = 16_000) -> None:
+    """Write 16-bit PCM (WAV or FLAC by extension) atomically."""
+    from phonemekit.fileio import atomic_open
+
+    path = Path(path)
+    fmt = {".wav": "WAV", ".flac": "FLAC"}[path.suffix.lower()]
+    clipped = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
+    with atomic_open(path, "wb") as f:
+        sf.write(f, clipped, sample_rate, subtype="PCM_16", format=fmt)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[-1] if text else type(e).__name__)[:200]

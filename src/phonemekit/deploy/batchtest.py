@@ -1,0 +1,85 @@
+"""Batch testing: classify every file of a folder or manifest with a torch
+checkpoint or an ONNX file, write per-file predictions, report accuracy."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from phonemekit.data.audio import AUDIO_EXTENSIONS, load_audio
+from phonemekit.data.manifest import MANIFEST, load_manifest
+from phonemekit.deploy.export import torch_probs
+from phonemekit.deploy.runtime import Classifier
+from phonemekit.errors import AudioValidationError, DataError
+from phonemekit.fileio import atomic_open, write_json
+from phonemekit.runs import Run
+
+log = logging.getLogger(__name__)
+
+Predictor = Callable[[list[np.ndarray]], np.ndarray]
+
+
+def load_predictor(model: str | Path, trusted: set[str] | None = None) -> tuple[list[str], Predictor, str]:
+    """(labels, waves -> probs, kind) for an .onnx file or a run folder."""
+    model = Path(model)
+    if model.suffix == ".onnx":
+        clf = Classifier.load(model, trusted=trusted)
+        return clf.labels, clf.probs, "onnx"
+    m = Run(model).load(with_encoder=True, trusted=trusted)
+    return m.labels, lambda waves: torch_probs(m, waves), "torch"
+
+
+def list_inputs(data: str | Path, labels: list[str]) -> list[tuple[Path, str | None]]:
+    """Files of a manifest, or every audio file under a folder; the expected
+    label is the parent folder's name when it is a known label."""
+    data = Path(data)
+    if data.suffix == ".jsonl" or (data / MANIFEST).is_file():
+        m = load_manifest(data)
+        return [(m.audio_path(r), r["label"]) for r in m.rows]
+    if data.is_file():
+        return [(data, None)]
+    if not data.is_dir():
+        raise DataError(f"{data} is neither a manifest, a folder nor an audio file")
+    files = sorted(p for p in data.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    return [(p, p.parent.name if p.parent.name in labels else None) for p in files]
+
+
+def run_batch(labels: list[str], predict: Predictor, items: list[tuple[Path, str | None]], top_k: int = 3, progress=None) -> tuple[list[dict], dict]:
+    rows, failed = [], []
+    task = progress.add_task("classifying", total=len(items)) if progress else None
+    for path, expected in items:
+        try:
+            wave = load_audio(path).samples
+        except AudioValidationError as e:
+            failed.append({"path": str(path), "reason": e.reason})
+            log.warning("skipping %s", e)
+        else:
+            p = predict([wave])[0]
+            best = np.argsort(-p)[:top_k]
+            row = {"path": str(path), "predicted": labels[best[0]], "prob": round(float(p[best[0]]), 4),
+                   "top_k": " ".join(f"{labels[i]}:{p[i]:.3f}" for i in best), "expected": expected or ""}
+            if expected is not None:
+                row["correct"] = int(labels[best[0]] == expected)
+                row["expected_rank"] = int((p > p[labels.index(expected)]).sum()) + 1 if expected in labels else ""
+            rows.append(row)
+        if progress:
+            progress.advance(task)
+    scored = [r for r in rows if "correct" in r]
+    summary = {"files": len(items), "classified": len(rows), "failed": failed,
+               "accuracy": float(np.mean([r["correct"] for r in scored])) if scored else None, "labelled": len(scored)}
+    return rows, summary
+
+
+def write_predictions(rows: list[dict], summary: dict, out: Path) -> None:
+    if out.suffix == ".json":
+        write_json(out, {"summary": summary, "predictions": rows})
+        return
+    fields = ["path", "predicted", "prob", "top_k", "expected", "correct", "expected_rank"]
+    with atomic_open(out, "w") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)

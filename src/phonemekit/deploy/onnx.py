@@ -1,0 +1,277 @@
+"""ONNX plumbing, in one place: the two exporters, finishing a file
+(metadata, graph hash, checks), atomic output, the session options every
+caller uses, dynamic int8 quantisation, parity figures, timing, and
+composing graphs. `export`, `benchmark`, `compare` and the ensemble export
+build on these; nothing else touches onnx or onnxruntime internals.
+
+Every exported file carries a sha256 of its graph in its metadata, which
+the runtime verifies on load. The runtime (`Classifier`) uses this module
+and ships without torch, so torch is imported inside the exporters only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import compose, helper
+
+from phonemekit.errors import PhonemekitError
+
+log = logging.getLogger(__name__)
+
+OPSET = 18  # both exporters write this opset, so exported graphs can be composed
+
+
+class ExportError(PhonemekitError):
+    """An export failed its checks; no file was left behind."""
+
+
+@dataclass(frozen=True)
+class GraphIO:
+    """Input and output names of an exported form, with their dynamic axes."""
+
+    inputs: list[str]
+    outputs: list[str]
+    dynamic: dict[str, dict[int, str]]
+
+    @classmethod
+    def of(cls, form: str, ctc: bool) -> GraphIO:
+        """head: features (B, T, D) + lengths; e2e: waveform (B, S) + lengths.
+        Outputs probs and log_probs (B, C); CTC models add frame_log_probs."""
+        first = "features" if form == "head" else "waveform"
+        outputs = ["probs", "frame_log_probs", "log_probs"] if ctc else ["probs", "log_probs"]
+        dynamic = {first: {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "probs": {0: "batch"}, "log_probs": {0: "batch"}}
+        if ctc:
+            dynamic["frame_log_probs"] = {0: "batch", 1: "frames"}
+        return cls([first, "lengths"], outputs, dynamic)
+
+    def only(self, outputs: list[str]) -> GraphIO:
+        keep = set(self.inputs) | set(outputs)
+        return GraphIO(self.inputs, outputs, {k: v for k, v in self.dynamic.items() if k in keep})
+
+
+# -- exporters ---------------------------------------------------------------------------
+
+
+def export_torchscript(module, example: tuple, path: Path, io: GraphIO, frames: int) -> None:
+    """The TorchScript exporter: fast and exact for the heads (LSTM included)
+    and for encoders written in plain modules."""
+    import torch
+
+    from phonemekit.models.decoding import exact_up_to
+
+    with torch.no_grad(), warnings.catch_warnings(), exact_up_to(frames):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), example, str(path), dynamo=False, input_names=io.inputs, output_names=io.outputs,
+                          dynamic_axes=io.dynamic, opset_version=OPSET)
+
+
+def export_dynamo(builder: Callable, args: tuple, path: Path, io: GraphIO, frames: int) -> None:
+    """The dynamo exporter, which transformers' encoders need to keep time
+    dynamic. An earlier dynamo export in the same process can pin a dynamic
+    axis to an old example's size (seen with WavLM; torch._dynamo.reset()
+    does not cure it), so each export runs in a fresh process that rebuilds
+    the module with `builder(*args) -> (module, example)`."""
+    # The executor shuts its worker down cleanly (a Pool's exit terminates it,
+    # which leaves a semaphore behind for the resource tracker to complain of).
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+        pool.submit(_dynamo_child, builder, args, str(path), io, frames).result()
+
+
+def _dynamo_child(builder: Callable, args: tuple, path: str, io: GraphIO, frames: int) -> None:
+    import torch
+
+    from phonemekit.models.decoding import exact_up_to
+
+    warnings.simplefilter("ignore")  # the exporter's deprecation chatter would bury the run's log
+    module, example = builder(*args)
+    dims: dict = {}
+    for axes in io.dynamic.values():
+        for label in axes.values():
+            dims.setdefault(label, torch.export.Dim(label, min=1, max=1 << 22))
+    shapes = {name: {ax: dims[label] for ax, label in axes.items()} for name, axes in io.dynamic.items() if name in io.inputs}
+    with torch.no_grad(), exact_up_to(frames):  # the exporter wants a batch of at least 2 and one self-contained file
+        torch.onnx.export(module.eval(), example, path, dynamo=True, external_data=False, input_names=io.inputs,
+                          output_names=io.outputs, dynamic_shapes=shapes, optimize=True, opset_version=OPSET, verbose=False)
+
+
+# -- files -------------------------------------------------------------------------------
+
+
+def graph_sha256(proto: onnx.ModelProto) -> str:
+    return hashlib.sha256(proto.graph.SerializeToString()).hexdigest()
+
+
+def metadata_of(proto: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def set_metadata(proto: onnx.ModelProto, meta: dict) -> None:
+    """Replace the metadata; non-string values are stored as JSON, and the
+    graph's sha256 is added so the runtime can verify the file."""
+    meta = {**meta, "graph_sha256": graph_sha256(proto)}
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v if isinstance(v, str) else json.dumps(v)
+
+
+def finish(path: Path, meta: dict, io: GraphIO | None = None) -> None:
+    """Name the dynamic output axes, drop intermediate shape annotations,
+    check the model and write its metadata, in place."""
+    m = onnx.load(str(path))
+    # The dynamo exporter can declare an output axis that follows no input
+    # axis (CTC frames) with the example's size; name it, so ONNX Runtime
+    # does not warn on every call that the real size differs.
+    for out in m.graph.output:
+        for axis, label in (io.dynamic if io else {}).get(out.name, {}).items():
+            dim = out.type.tensor_type.shape.dim[axis]
+            dim.ClearField("dim_value")
+            dim.dim_param = label
+    # Intermediate shape annotations are optional; the dynamo exporter can
+    # give two different frame axes (e.g. fbank and wav2vec2 members of an
+    # ensemble) one symbolic name, which ONNX Runtime then trusts when it
+    # plans buffers. Without them it infers shapes itself.
+    del m.graph.value_info[:]
+    onnx.checker.check_model(m)
+    set_metadata(m, meta)
+    onnx.save(m, str(path))
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """A temp path beside `path`; renamed over it when the block succeeds,
+    removed when it fails, so a failed export leaves nothing behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+# -- running -----------------------------------------------------------------------------
+
+
+def session(model: Path | bytes, threads: int | None = None, profile_dir: Path | None = None, quiet: bool = False) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session with every graph optimisation on; `threads`
+    pins the intra-op pool (inter-op stays at one: the graphs are sequential);
+    `quiet` keeps ONNX Runtime's warnings about a graph it did not write out
+    of the log."""
+    opts = ort.SessionOptions()
+    if quiet:
+        opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if profile_dir is not None:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(profile_dir / "ort-profile")
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def quantize_int8(src: Path, dst: Path) -> None:
+    """Dynamic int8 quantisation of MatMul/Gemm weights (ONNX Runtime's).
+    Convolutions stay fp32: quantised (ConvInteger) they ran slower here."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # the quantiser pulls in sympy: only when used
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.WARNING)  # the quantiser logs every skipped tensor at INFO on the root logger
+    try:
+        quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+
+
+def agreement(got: np.ndarray, ref: np.ndarray) -> dict:
+    """Parity of two (N, C) probability arrays."""
+    return {"clips": len(got), "max_abs_diff": float(np.abs(got - ref).max()), "top1_agreement": float(np.mean(got.argmax(1) == ref.argmax(1)))}
+
+
+def time_calls(fn: Callable[[], object], n: int, warmup: int) -> list[float]:
+    """Seconds per call of `n` timed calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def op_time_shares(path: Path, feed: dict, threads: int, tmp: Path, runs: int = 5) -> dict[str, float]:
+    """Share of kernel time per ONNX op type, from ONNX Runtime's profiler:
+    where a graph's time goes, and how much of it is matrix work."""
+    sess = session(path, threads, profile_dir=tmp)
+    for _ in range(runs):
+        sess.run(None, feed)
+    trace = Path(sess.end_profiling())
+    totals: dict[str, float] = {}
+    for event in json.loads(trace.read_text()):
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            op = event["args"]["op_name"]
+            totals[op] = totals.get(op, 0.0) + event["dur"]
+    trace.unlink()
+    whole = sum(totals.values()) or 1.0
+    return {op: t / whole for op, t in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
+# -- composing ---------------------------------------------------------------------------
+
+
+def compose_parallel(members: list[onnx.ModelProto], combiner: onnx.ModelProto, shared_inputs: list[str], member_output: str,
+                     output: str) -> onnx.ModelProto:
+    """One graph from exported files: every member reads the shared inputs,
+    each member's `member_output` feeds the combiner's inputs in order, and
+    the combiner's first output becomes `output`. Names are prefixed per
+    member; Identity nodes join the parts (ONNX Runtime removes them), so no
+    member graph is edited beyond the prefix. Metadata is not carried over."""
+    prefixed = [compose.add_prefix(m, f"m{i}/") for i, m in enumerate(members)]
+    combine = compose.add_prefix(combiner, "combine/")
+    parts = prefixed + [combine]
+    opsets: dict[str, int] = {}
+    for part in parts:
+        for op in part.opset_import:
+            opsets[op.domain] = max(opsets.get(op.domain, 0), op.version)
+    nodes = []  # in topological order: each member's inputs, nodes and output, then the rule
+    for i, part in enumerate(prefixed):
+        nodes += [helper.make_node("Identity", [name], [f"m{i}/{name}"]) for name in shared_inputs]
+        nodes += part.graph.node
+        nodes.append(helper.make_node("Identity", [f"m{i}/{member_output}"], [combine.graph.input[i].name]))
+    nodes += combine.graph.node
+    nodes.append(helper.make_node("Identity", [combine.graph.output[0].name], [output]))
+    inits = [t for part in parts for t in part.graph.initializer]
+    functions = [f for part in parts for f in part.functions]
+    inputs = []
+    for name in shared_inputs:
+        vi = onnx.ValueInfoProto()
+        vi.CopyFrom(next(x for x in members[0].graph.input if x.name == name))
+        inputs.append(vi)
+    out_vi = onnx.ValueInfoProto()
+    out_vi.CopyFrom(combiner.graph.output[0])
+    out_vi.name = output
+    graph = helper.make_graph(nodes, "ensemble", inputs, [out_vi], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()], functions=functions)
+    model.ir_version = max(m.ir_version for m in members + [combiner])
+    return model

@@ -1,0 +1,108 @@
+"""ONNX Runtime classifier: what a game ships. Imports no torch.
+
+    clf = Classifier.load("wavlm-ctc.e2e.onnx")
+    clf.classify(waveform)            # [(label, prob), ...] top-k
+    clf.probs([w1, w2, ...])          # (N, C)
+
+Labels, blank index and sample rate come from the file's metadata; the
+graph's sha256 recorded there is verified on load, and an optional
+allow-list of trusted hashes can be enforced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from phonemekit.config import AudioConfig
+from phonemekit.data.audio import load_audio
+from phonemekit.deploy import onnx as ox
+from phonemekit.errors import DataError, IntegrityError
+
+# Metadata values stored as plain strings; the others are JSON.
+_PLAIN = ("graph_sha256", "checkpoint_sha256", "form", "precision", "head_output", "model_name", "phonemekit_version", "weights")
+
+
+class Classifier:
+    def __init__(self, session, meta: dict, path: Path) -> None:
+        self.session, self.meta, self.path = session, meta, path
+        self.labels: list[str] = meta["labels"]
+        self.blank: int = meta["blank"]
+        self.sample_rate: int = meta["sample_rate"]
+        self.form: str = meta["form"]
+        self.name: str = meta.get("model_name", path.stem)
+        self.outputs = [o.name for o in session.get_outputs()]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, threads: int | None = None, trusted: set[str] | None = None) -> Classifier:
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"no ONNX model at {path}")
+        try:
+            proto = onnx.load(str(path))
+        except Exception as e:  # truncated or not ONNX at all: onnx raises protobuf's own errors
+            raise IntegrityError(f"{path} is not a readable ONNX model (truncated or corrupt): {str(e).splitlines()[0][:200]}") from e
+        raw = ox.metadata_of(proto)
+        if "graph_sha256" not in raw or "labels" not in raw:
+            raise IntegrityError(f"{path} carries no phonemekit metadata; export it with `phonemekit export`")
+        actual = ox.graph_sha256(proto)
+        if actual != raw["graph_sha256"]:
+            raise IntegrityError(f"{path} does not match its recorded graph sha256 (tampered or corrupt); refusing to load")
+        if trusted is not None and actual not in trusted:
+            raise IntegrityError(f"{path} (graph sha256 {actual[:12]}...) is not in the trusted-hashes list")
+        try:
+            meta = {k: (v if k in _PLAIN else json.loads(v)) for k, v in raw.items()}
+        except json.JSONDecodeError as e:
+            raise IntegrityError(f"{path} has malformed metadata ({e}); refusing to load") from e
+        if not isinstance(meta["labels"], list) or not all(isinstance(x, str) for x in meta["labels"]):
+            raise IntegrityError(f"{path} has malformed metadata (labels is not a list of names); refusing to load")
+        return cls(ox.session(proto.SerializeToString(), threads), meta, path)
+
+    def _run(self, x: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+        key = "waveform" if self.form == "e2e" else "features"
+        limit = self.meta.get("max_frames")
+        if limit is not None and len(lengths):
+            # The exported CTC scorer is exact only up to this many frames.
+            frames = lengths.max() * self.meta["frame_rate"] / self.sample_rate if self.form == "e2e" else lengths.max()
+            if frames > limit:
+                raise DataError(f"input of {frames:.0f} frames is longer than {self.path.name} handles ({limit} frames, "
+                                f"{limit / self.meta['frame_rate']:.1f} s; raise audio.max_seconds and re-export for longer clips)")
+        return self.session.run(None, {key: x.astype(np.float32, copy=False), "lengths": lengths.astype(np.int64)})
+
+    def probs(self, waves: list[np.ndarray], batch_size: int = 1) -> np.ndarray:
+        """Class probabilities for 16 kHz mono waveforms (e2e files)."""
+        if self.form != "e2e":
+            raise DataError(f"{self.path} is a head-only model; use probs_features() or export the e2e form")
+        order = np.argsort([len(w) for w in waves])  # similar lengths share a batch
+        res = [None] * len(waves)
+        for start in range(0, len(waves), batch_size):
+            idx = order[start : start + batch_size]
+            lens = np.array([len(waves[i]) for i in idx])
+            x = np.zeros((len(idx), lens.max()), np.float32)
+            for j, i in enumerate(idx):
+                x[j, : lens[j]] = waves[i]
+            p = self._run(x, lens)[0]
+            for j, i in enumerate(idx):
+                res[i] = p[j]
+        return np.stack(res)
+
+    def probs_features(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return self._run(features, lengths)[0]
+
+    def classify(self, waveform: np.ndarray, top_k: int = 3) -> list[tuple[str, float]]:
+        p = self.probs([np.asarray(waveform, dtype=np.float32)])[0]
+        best = np.argsort(-p)[:top_k]
+        return [(self.labels[i], float(p[i])) for i in best]
+
+    def classify_file(self, path: str | os.PathLike, top_k: int = 3) -> list[tuple[str, float]]:
+        return self.classify(load_audio(path, AudioConfig(sample_rate=self.sample_rate)).samples, top_k)
+
+
+def load_trusted_hashes(path: str | os.PathLike) -> set[str]:
+    """One sha256 per line (comments with #)."""
+    lines = Path(path).read_text().splitlines()
+    return {ln.split("#")[0].strip().lower() for ln in lines if ln.split("#")[0].strip()}

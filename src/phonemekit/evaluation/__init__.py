@@ -1,0 +1,1 @@
+"""Evaluation: predictions, honest statistics, baselines, comparisons, ensembles and held-out voice families."""

