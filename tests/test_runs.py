@@ -56,9 +56,62 @@ def test_missing_artifacts_say_what_to_run(run, tmp_path):
         run.parity()
     with pytest.raises(DataError, match="no checkpoint"):
         Run(tmp_path).name
-    (tmp_path / "model.json").write_text(json.dumps({"labels": "aa,ee"}))
-    with pytest.raises(IntegrityError, match="malformed"):
-        Run(tmp_path).labels
+
+
+def _resave(src: Run, dst, edit) -> None:
+    """The checkpoint's tensors saved again with an edited header sidecar (its digest left as it was)."""
+    from safetensors.torch import load, save
+
+    data = src.weights_path.read_bytes()
+    side = json.loads(json.dumps(src.sidecar))
+    edit(side)
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / "model.safetensors").write_bytes(save(load(data), metadata={"phonemekit": json.dumps(side)}))
+
+
+def test_labels_are_bound_to_the_weights(run, tmp_path):
+    # Swapped labels in the checkpoint itself: refused, with or without an allow-list.
+    _resave(run, tmp_path / "swapped", lambda side: side.update(labels=side["labels"][::-1]))
+    with pytest.raises(IntegrityError, match="recorded sha256"):
+        Run(tmp_path / "swapped").load()
+    with pytest.raises(IntegrityError, match="recorded sha256"):
+        Run(tmp_path / "swapped").load(trusted={run.sha256})
+    # Edits of the readable copy never reach an answer: it is rewritten from the checkpoint.
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run.path, copy)
+    side = json.loads((copy / "model.json").read_text())
+    side["labels"] = side["labels"][::-1]
+    (copy / "model.json").write_text(json.dumps(side))
+    assert Run(copy).load().labels == run.labels
+    assert json.loads((copy / "model.json").read_text())["labels"] == run.labels
+    # A malformed sidecar is one clear refusal.
+    _resave(run, tmp_path / "malformed", lambda side: side.update(labels="aa,ee"))
+    with pytest.raises(IntegrityError, match=r"malformed sidecar \(labels\)"):
+        Run(tmp_path / "malformed").labels
+    _resave(run, tmp_path / "escape", lambda side: side["config"].update(name="../../elsewhere"))
+    with pytest.raises(IntegrityError, match=r"malformed sidecar \(name\)"):
+        Run(tmp_path / "escape").onnx("e2e")
+
+
+def test_the_previous_checkpoint_survives_a_kill_mid_save(run, tmp_path, monkeypatch):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run.path, copy)
+    good = Run(copy).sha256
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt  # the process dies while the new checkpoint is being written
+
+    model = Run(copy).load()
+    monkeypatch.setattr("phonemekit.fileio.os.replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        Run(copy).save_checkpoint(model)
+    monkeypatch.undo()
+    assert Run(copy).load().labels == run.labels and Run(copy).sha256 == good
+    assert not list(copy.glob(".*.tmp"))
 
 
 def test_load_round_trips_and_refuses_a_pickle(run, tmp_path):
@@ -70,11 +123,6 @@ def test_load_round_trips_and_refuses_a_pickle(run, tmp_path):
     assert model.labels == run.labels and model.cfg == run.config
     copy = tmp_path / "copy"
     shutil.copytree(run.path, copy)
-    torch.save({"x": torch.zeros(1)}, copy / "model.safetensors")  # a pickle in the weights' place
-    side = json.loads((copy / "model.json").read_text())
-    from phonemekit.fileio import sha256_file
-
-    side["sha256"] = sha256_file(copy / "model.safetensors")  # even with a matching hash it is never unpickled
-    (copy / "model.json").write_text(json.dumps(side))
+    torch.save({"x": torch.zeros(1)}, copy / "model.safetensors")  # a pickle in the weights' place: never unpickled
     with pytest.raises(IntegrityError, match="not a readable safetensors"):
         Run(copy).load()

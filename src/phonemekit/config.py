@@ -8,18 +8,31 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
+import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import tomllib
-
 from phonemekit.errors import ConfigError
 
 T = TypeVar("T")
 WEIGHTED = "weighted"  # encoder.layer: a learned mix of every hidden layer
+# A model's name names its folders and files: letters, digits, '.', '_', '-',
+# starting with a letter or digit, so it can never climb out of a folder.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_SEED = 2**31 - 1  # per-epoch seeds are derived from it and must stay in every library's range
+
+
+def is_name(text: object) -> bool:
+    return isinstance(text, str) and NAME.fullmatch(text) is not None
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 @dataclass(frozen=True)
@@ -35,8 +48,11 @@ class AudioConfig:
 
     def __post_init__(self) -> None:
         _check(self.sample_rate in (8000, 16000, 22050, 24000, 44100, 48000), "audio.sample_rate", "a standard rate")
-        _check(0 < self.min_seconds < self.max_seconds, "audio.max_seconds", "> min_seconds > 0")
-        _check(self.max_bytes > 0, "audio.max_bytes", "> 0")
+        _check(_finite(self.max_seconds) and 0 < self.min_seconds < self.max_seconds <= 3600, "audio.max_seconds",
+               "a number of seconds in (min_seconds, 3600]")
+        _check(0 < self.max_bytes <= 2_000_000_000, "audio.max_bytes", "in (0, 2e9]")
+        _check(8000 <= self.max_source_rate <= 768_000, "audio.max_source_rate", "in [8000, 768000]")
+        _check(1 <= self.max_channels <= 64, "audio.max_channels", "in [1, 64]")
 
 
 @dataclass(frozen=True)
@@ -53,7 +69,8 @@ class EncoderConfig:
 
     def __post_init__(self) -> None:
         _check(bool(self.family), "encoder.family", "non-empty")
-        _check(isinstance(self.layer, int) or self.layer == WEIGHTED, "encoder.layer", f"an integer or '{WEIGHTED}'")
+        _check((isinstance(self.layer, int) and abs(self.layer) < 1000) or self.layer == WEIGHTED, "encoder.layer",
+               f"an integer or '{WEIGHTED}'")
 
 
 @dataclass(frozen=True)
@@ -84,16 +101,19 @@ class TrainConfig:
     num_threads: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.epochs >= 1, "train.epochs", ">= 1")
-        _check(self.batch_size >= 1, "train.batch_size", ">= 1")
-        _check(0 < self.lr < 1, "train.lr", "in (0, 1)")
-        _check(self.weight_decay >= 0, "train.weight_decay", ">= 0")
+        _check(1 <= self.epochs <= 10_000, "train.epochs", "in [1, 10000]")
+        _check(1 <= self.batch_size <= 4096, "train.batch_size", "in [1, 4096]")
+        _check(_finite(self.lr) and 0 < self.lr < 1, "train.lr", "in (0, 1)")
+        _check(_finite(self.weight_decay) and 0 <= self.weight_decay < 1, "train.weight_decay", "in [0, 1)")
         _check(self.schedule in ("cosine", "plateau", "constant"), "train.schedule", "cosine|plateau|constant")
         _check(0 <= self.warmup < 1, "train.warmup", "in [0, 1)")
-        _check(self.patience >= 1, "train.patience", ">= 1")
-        _check(self.grad_accum >= 1, "train.grad_accum", ">= 1")
-        _check(self.finetune_layers >= -1, "train.finetune_layers", ">= -1")
-        _check(self.max_batch_seconds > 0, "train.max_batch_seconds", "> 0")
+        _check(1 <= self.patience <= 10_000, "train.patience", "in [1, 10000]")
+        _check(1 <= self.grad_accum <= self.batch_size, "train.grad_accum", "in [1, batch_size]")
+        _check(0 <= self.seed <= MAX_SEED, "train.seed", f"in [0, {MAX_SEED}]")
+        _check(-1 <= self.finetune_layers <= 1000, "train.finetune_layers", "in [-1, 1000]")
+        _check(self.encoder_lr is None or (_finite(self.encoder_lr) and 0 < self.encoder_lr < 1), "train.encoder_lr", "in (0, 1)")
+        _check(_finite(self.max_batch_seconds) and 0 < self.max_batch_seconds <= 3600, "train.max_batch_seconds", "in (0, 3600]")
+        _check(0 <= self.num_threads <= 1024, "train.num_threads", "in [0, 1024] (0: all cores)")
 
 
 @dataclass(frozen=True)
@@ -105,6 +125,9 @@ class ModelConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
+
+    def __post_init__(self) -> None:
+        _check(is_name(self.name), "name", "letters, digits, '.', '_' or '-' (at most 64, starting with a letter or digit)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

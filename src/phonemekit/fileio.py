@@ -56,6 +56,20 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(f)
 
 
+def read_json_object(path: Path, what: str, missing: type[Exception], broken: type[Exception], hint: str = "") -> dict:
+    """A JSON object from `path`, or one clear error: `missing` when there is
+    no file, `broken` when it is unreadable or not an object."""
+    if not path.is_file():
+        raise missing(f"no {what} at {path}{hint}")
+    try:
+        data = read_json(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise broken(f"{what} {path} is unreadable: {e}") from e
+    if not isinstance(data, dict):
+        raise broken(f"{what} {path} is not a JSON object")
+    return data
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]

@@ -1,32 +1,38 @@
 """`Run`: the one object that knows a run folder's layout.
 
-    RUN/model.safetensors   weights (safetensors; never a pickle)
-    RUN/model.json          sidecar: config, labels, blank, encoder spec, sha256 of the weights
+    RUN/model.safetensors   weights, and the sidecar in the file's own header (safetensors; never a pickle)
+    RUN/model.json          a readable copy of the sidecar: config, labels, blank, encoder spec, digest
     RUN/predictions.npz     scores per held-out clip, parts "test" and "val"
     RUN/metrics.json        held-out metrics (speakers by pseudonym)
     RUN/history.json        one record per epoch
     RUN/onnx/NAME.FORM[.int8].onnx, RUN/onnx/NAME.parity.json
 
 Every other module reaches these files through a `Run`, which reads the
-sidecar once. Loading verifies the weights' sha256 against the sidecar (and
-an optional allow-list) before anything is deserialised.
+sidecar once. Weights and sidecar are one file, so one rename commits both
+(a kill mid-save leaves the previous checkpoint whole). The sidecar's
+`sha256` is a digest over the weights' bytes and every field the answers
+depend on (labels, blank, encoder spec, config): an edit of either is
+refused on load, and `--trusted-hashes` lists these digests.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
+import struct
 from pathlib import Path
 
 import numpy as np
-from safetensors.torch import load_file, save
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save
 
 from phonemekit import __version__
-from phonemekit.config import ModelConfig, from_dict
+from phonemekit.config import ModelConfig, from_dict, is_name
 from phonemekit.errors import DataError, IntegrityError
 from phonemekit.evaluation.predict import Predictions
-from phonemekit.fileio import atomic_open, read_json, sha256_file, write_bytes, write_json
+from phonemekit.fileio import atomic_open, read_json, write_bytes, write_json
 from phonemekit.models.encoders import EncoderSpec, build_encoder
 from phonemekit.models.model import PhonemeModel
 from phonemekit.privacy import Namer
@@ -41,6 +47,42 @@ HISTORY = "history.json"
 CONFIG = "config.json"
 ONNX = "onnx"
 FORMS = ("head", "e2e")
+FORMAT = "phonemekit-checkpoint/2"
+_HEADER_KEY = "phonemekit"  # the sidecar's key in the safetensors header metadata
+_MAX_HEADER = 100_000_000  # safetensors' own limit on a header
+
+
+def digest(data_sha256: str, sidecar: dict) -> str:
+    """sha256 over the weights' bytes and the sidecar's fields (its `sha256` excluded)."""
+    fields = {k: v for k, v in sidecar.items() if k != "sha256"}
+    return hashlib.sha256((data_sha256 + json.dumps(fields, sort_keys=True, separators=(",", ":"))).encode()).hexdigest()
+
+
+def _parse_checkpoint(data: bytes, path: Path) -> tuple[dict, str]:
+    """(sidecar from the header, sha256 of the tensor bytes) of a checkpoint's bytes."""
+    bad = lambda why: IntegrityError(f"checkpoint {path} {why}; refusing to load")  # noqa: E731
+    if len(data) < 8:
+        raise bad("is truncated")
+    n = struct.unpack("<Q", data[:8])[0]
+    if not 2 <= n <= min(_MAX_HEADER, len(data) - 8):
+        raise bad("is not a readable safetensors file")
+    try:
+        header = json.loads(data[8 : 8 + n])
+        side = json.loads(header["__metadata__"][_HEADER_KEY])
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise bad("is not a readable safetensors file") from e
+    except (TypeError, KeyError) as e:
+        raise bad(f"carries no {FORMAT} sidecar (written by an older phonemekit? train it again)") from e
+    if not isinstance(side, dict):
+        raise bad("carries a malformed sidecar")
+    return side, hashlib.sha256(memoryview(data)[8 + n :]).hexdigest()
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise IntegrityError(f"checkpoint {path} cannot be read ({e.strerror or e})") from e
 
 
 class Run:
@@ -53,17 +95,34 @@ class Run:
     # -- the sidecar, read once --------------------------------------------------------
 
     @functools.cached_property
+    def _checkpoint(self) -> tuple[dict, str]:
+        if not self.weights_path.is_file():
+            raise DataError(f"no checkpoint at {self.path} (missing {WEIGHTS})")
+        side, data_sha = _parse_checkpoint(_read(self.weights_path), self.weights_path)
+        for key, ok in (("config", isinstance(side.get("config"), dict)), ("labels", _is_label_list(side.get("labels"))),
+                        ("encoder_spec", isinstance(side.get("encoder_spec"), dict)), ("name", is_name((side.get("config") or {}).get("name")))):
+            if not ok:
+                raise IntegrityError(f"checkpoint {self.weights_path} has a malformed sidecar ({key}); refusing to load")
+        self._mirror(side)
+        return side, data_sha
+
+    @property
     def sidecar(self) -> dict:
+        """The sidecar, read once from the checkpoint's own header."""
+        return self._checkpoint[0]
+
+    def _mirror(self, side: dict) -> None:
+        """Keep model.json, the readable copy, equal to the checkpoint's sidecar
+        (after a kill between the two writes, or an edit by hand)."""
         path = self.path / SIDECAR
-        if not path.is_file():
-            raise DataError(f"no checkpoint at {self.path} (missing {SIDECAR})")
         try:
-            side = read_json(path)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise IntegrityError(f"checkpoint sidecar {path} is unreadable: {e}") from e
-        if not isinstance(side, dict) or not isinstance(side.get("config"), dict) or not isinstance(side.get("labels"), list):
-            raise IntegrityError(f"checkpoint sidecar {path} is malformed (no config or labels)")
-        return side
+            same = read_json(path) == side
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            if path.exists():
+                log.warning("%s does not match the checkpoint it describes; rewritten from the checkpoint", path)
+            write_json(path, side)
 
     @property
     def name(self) -> str:
@@ -159,26 +218,32 @@ class Run:
     # -- checkpoint --------------------------------------------------------------------
 
     def verify(self, trusted: set[str] | None = None) -> dict:
-        """Check the weights' sha256 against the sidecar (and an allow-list)."""
-        side = self.sidecar
-        if not self.weights_path.is_file():
-            raise IntegrityError(f"checkpoint weights {self.weights_path} are missing")
-        actual = sha256_file(self.weights_path)
-        if actual != side.get("sha256"):
-            raise IntegrityError(f"checkpoint {self.weights_path} does not match its recorded sha256 (tampered or corrupt); refusing to load")
-        if trusted is not None and actual not in trusted:
-            raise IntegrityError(f"checkpoint {self.weights_path} (sha256 {actual[:12]}...) is not in the trusted-hashes list")
+        """Check the digest over weights and sidecar (and an allow-list of digests)."""
+        side, data_sha = self._checkpoint
+        self._check_digest(side, data_sha, trusted)
         return side
 
+    def _check_digest(self, side: dict, data_sha: str, trusted: set[str] | None) -> None:
+        actual = digest(data_sha, side)
+        if actual != side.get("sha256"):
+            raise IntegrityError(f"checkpoint {self.weights_path} does not match its recorded sha256 (its weights or sidecar were "
+                                 "changed, or it is corrupt); refusing to load")
+        if trusted is not None and actual not in trusted:
+            raise IntegrityError(f"checkpoint {self.weights_path} (sha256 {actual[:12]}...) is not in the trusted-hashes list")
+
     def load(self, *, with_encoder: bool = False, trusted: set[str] | None = None, map_location: str = "cpu") -> PhonemeModel:
-        """The model, after verifying its hash. `with_encoder` attaches the
-        encoder (from the checkpoint if it was fine-tuned, else rebuilt from
-        its source and checked against the recorded weights fingerprint)."""
-        side = self.verify(trusted)
-        cfg, spec = self.config, self.encoder_spec
+        """The model, after verifying its digest on the very bytes it is built
+        from. `with_encoder` attaches the encoder (from the checkpoint if it
+        was fine-tuned, else rebuilt from its source and checked against the
+        recorded weights fingerprint)."""
+        self.verify(trusted)  # the header's fields, checked
+        data = _read(self.weights_path)
+        side, data_sha = _parse_checkpoint(data, self.weights_path)
+        self._check_digest(side, data_sha, trusted)  # the same checks on the bytes that are loaded
+        cfg, spec = from_dict(ModelConfig, side["config"]), EncoderSpec(**side["encoder_spec"])
         try:
-            state = load_file(str(self.weights_path), device=map_location)
-        except Exception as e:  # safetensors raises its own error types for a bad header
+            state = {k: v.to(map_location) for k, v in load_tensors(data).items()}
+        except Exception as e:  # safetensors raises its own error types for bad tensor data
             raise IntegrityError(f"checkpoint {self.weights_path} is not a readable safetensors file: {e}") from e
         encoder = None
         if with_encoder or side["includes_encoder"]:
@@ -198,13 +263,13 @@ class Run:
         return model.eval()
 
     def save_checkpoint(self, model: PhonemeModel, *, metrics: dict | None = None, extra: dict | None = None) -> None:
-        """Atomically write weights then sidecar; the sidecar is the commit point."""
+        """Weights and sidecar in one file, written atomically: one rename
+        commits both. model.json, the readable copy, follows."""
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         if model.encoder is not None and model.cfg.train.finetune_layers == 0:
             state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
-        write_bytes(self.weights_path, save(state))
-        sidecar = {
-            "format": "phonemekit-checkpoint/1",
+        side = {
+            "format": FORMAT,
             "phonemekit_version": __version__,
             "config": model.cfg.to_dict(),
             "labels": model.labels,
@@ -214,12 +279,16 @@ class Run:
             "includes_encoder": any(k.startswith("encoder.") for k in state),
             "weights": model.spec.weights,
             "metrics": metrics or {},
-            "sha256": sha256_file(self.weights_path),
             **(extra or {}),
         }
-        write_json(self.path / SIDECAR, sidecar)
-        self.__dict__.pop("sidecar", None)
+        data = save(state)  # tensors only, to hash the bytes the header will precede
+        n = struct.unpack("<Q", data[:8])[0]
+        side["sha256"] = digest(hashlib.sha256(data[8 + n :]).hexdigest(), side)
+        blob = save(state, metadata={_HEADER_KEY: json.dumps(side, sort_keys=True)})
+        write_bytes(self.weights_path, blob)
+        self.__dict__.pop("_checkpoint", None)
         self.__dict__.pop("config", None)
+        write_json(self.path / SIDECAR, side)
 
     # -- training records --------------------------------------------------------------
 
@@ -231,6 +300,10 @@ class Run:
 
     def write_metrics(self, metrics: dict) -> None:
         write_json(self.path / METRICS, metrics)
+
+
+def _is_label_list(x: object) -> bool:
+    return isinstance(x, list) and bool(x) and all(isinstance(v, str) and v for v in x) and len(set(x)) == len(x)
 
 
 def runs(paths: list[str | Path]) -> list[Run]:

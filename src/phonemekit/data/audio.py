@@ -6,20 +6,25 @@ codes are listed in `REASONS`); loudness and clipping problems are warnings.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 
 from phonemekit.config import AudioConfig
-from phonemekit.errors import AudioValidationError
+from phonemekit.errors import AudioValidationError, DataError
+from phonemekit.fileio import atomic_open
 
 log = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus")
 
 REASONS = {
     "missing": "file does not exist",
@@ -27,7 +32,7 @@ REASONS = {
     "unreadable": "file cannot be opened (permissions?)",
     "empty": "zero-length file or no samples",
     "too_large": "file larger than the byte limit",
-    "bad_extension": "extension is not .wav/.flac/.ogg",
+    "bad_extension": "extension is not .wav/.flac/.ogg/.opus",
     "wrong_extension": "content is a different audio format than the extension says",
     "not_audio": "content is not a recognised audio format",
     "corrupt": "audio header or data cannot be decoded",
@@ -39,6 +44,10 @@ REASONS = {
 }
 
 _MAGIC = {b"RIFF": ".wav", b"RIFX": ".wav", b"fLaC": ".flac", b"OggS": ".ogg"}
+# Extensions each container may carry: Opus lives in Ogg, as Vorbis does.
+_CONTAINER_OF = {".wav": ".wav", ".flac": ".flac", ".ogg": ".ogg", ".opus": ".ogg"}
+# Sample widths a WAV header may honestly declare (PCM, float, A-law/u-law).
+_WAV_BITS = {8, 16, 24, 32, 64}
 
 
 @dataclass
@@ -47,6 +56,7 @@ class Clip:
     sample_rate: int
     source_rate: int
     source_channels: int
+    sha256: str  # of the very bytes that were validated and decoded
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -54,19 +64,28 @@ class Clip:
         return len(self.samples) / self.sample_rate
 
 
-def _sniff(path: Path) -> str | None:
-    with open(path, "rb") as f:
-        head = f.read(12)
+def _sniff(head: bytes) -> str | None:
     fmt = _MAGIC.get(head[:4])
     if fmt == ".wav" and head[8:12] != b"WAVE":
         return None
     return fmt
 
 
-def load_audio(path: str | os.PathLike, cfg: AudioConfig | None = None) -> Clip:
-    """Read and validate one clip; return mono float32 at `cfg.sample_rate`."""
-    cfg = cfg or AudioConfig()
-    path = Path(path)
+def _wav_bits(data: bytes) -> int | None:
+    """Bits per sample that a RIFF WAV's fmt chunk declares (None if there is
+    no fmt chunk among the first chunks). libsndfile decodes an odd width
+    (7 bits, say) as 8-bit noise instead of refusing it."""
+    pos = 12
+    while pos + 8 <= min(len(data), 1 << 16):
+        cid, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
+        if cid == b"fmt " and size >= 16:
+            return struct.unpack("<H", data[pos + 22 : pos + 24])[0]
+        pos += 8 + size + (size & 1)
+    return None
+
+
+def read_bytes(path: Path, cfg: AudioConfig) -> bytes:
+    """The file's bytes in one read, after the checks that need no decoding."""
     bad = lambda reason, detail="": AudioValidationError(path, reason, detail)  # noqa: E731
     if not path.exists():
         raise bad("missing")
@@ -74,23 +93,42 @@ def load_audio(path: str | os.PathLike, cfg: AudioConfig | None = None) -> Clip:
         raise bad("not_a_file")
     if path.suffix.lower() not in AUDIO_EXTENSIONS:
         raise bad("bad_extension", path.suffix or "no extension")
-    size = path.stat().st_size
-    if size == 0:
-        raise bad("empty", "0 bytes")
-    if size > cfg.max_bytes:
-        raise bad("too_large", f"{size} bytes > {cfg.max_bytes}")
     try:
-        fmt = _sniff(path)
+        with open(path, "rb") as f:
+            data = f.read(cfg.max_bytes + 1)  # bounded even if the file grows meanwhile
     except PermissionError as e:
         raise bad("unreadable", e.strerror or "permission denied") from e
     except OSError as e:
         raise bad("unreadable", e.strerror or str(e)) from e
+    if not data:
+        raise bad("empty", "0 bytes")
+    if len(data) > cfg.max_bytes:
+        raise bad("too_large", f"more than {cfg.max_bytes} bytes")
+    return data
+
+
+def load_audio(path: str | os.PathLike, cfg: AudioConfig | None = None) -> Clip:
+    """Read and validate one clip; return mono float32 at `cfg.sample_rate`.
+    The file is read once: its sha256 and its samples come from the same bytes."""
+    cfg = cfg or AudioConfig()
+    path = Path(path)
+    data = read_bytes(path, cfg)
+    return decode(data, path, cfg)
+
+
+def decode(data: bytes, path: Path, cfg: AudioConfig) -> Clip:
+    bad = lambda reason, detail="": AudioValidationError(path, reason, detail)  # noqa: E731
+    fmt = _sniff(data[:12])
     if fmt is None:
         raise bad("not_audio")
-    if fmt != path.suffix.lower():
+    if fmt != _CONTAINER_OF[path.suffix.lower()]:
         raise bad("wrong_extension", f"{fmt[1:]} content named {path.suffix}")
+    if fmt == ".wav":
+        bits = _wav_bits(data)
+        if bits is not None and bits not in _WAV_BITS:
+            raise bad("bad_header", f"{bits} bits per sample")
     try:
-        info = sf.info(str(path))
+        info = sf.info(io.BytesIO(data))
     except Exception as e:  # libsndfile raises LibsndfileError/RuntimeError
         raise bad("corrupt", _one_line(e)) from e
     if not (1000 <= info.samplerate <= cfg.max_source_rate):
@@ -104,16 +142,16 @@ def load_audio(path: str | os.PathLike, cfg: AudioConfig | None = None) -> Clip:
         raise bad("too_long", f"{info.frames / info.samplerate:.1f} s > {cfg.max_seconds:g} s")
     try:
         # frames bounds the read even if the header lies about the length.
-        data, rate = sf.read(str(path), frames=max_frames + 1, dtype="float32", always_2d=True)
+        samples, rate = sf.read(io.BytesIO(data), frames=max_frames + 1, dtype="float32", always_2d=True)
     except Exception as e:
         raise bad("corrupt", _one_line(e)) from e
-    if data.shape[0] == 0:
+    if samples.shape[0] == 0:
         raise bad("empty", "no decodable samples")
-    if data.shape[0] > max_frames:
+    if samples.shape[0] > max_frames:
         raise bad("too_long", f"> {cfg.max_seconds:g} s")
-    if not np.isfinite(data).all():
+    if not np.isfinite(samples).all():
         raise bad("non_finite")
-    mono = data.mean(axis=1, dtype=np.float32)
+    mono = samples.mean(axis=1, dtype=np.float32)
     peak = float(np.abs(mono).max())
     if peak == 0.0:
         raise bad("silent")
@@ -122,15 +160,15 @@ def load_audio(path: str | os.PathLike, cfg: AudioConfig | None = None) -> Clip:
     warnings = []
     if peak < 0.01:
         warnings.append(f"very quiet (peak {peak:.4f})")
-    clipped = float(np.mean(np.abs(data) >= 0.999))
+    clipped = float(np.mean(np.abs(samples) >= 0.999))
     if clipped > 0.001:
         warnings.append(f"clipping ({clipped:.1%} of samples at full scale)")
     if peak > 1.0:
         # Float files may exceed full scale; keep the shape, fix the level.
         mono = mono / peak
         warnings.append(f"float samples beyond full scale (peak {peak:.2f}), normalised")
-    samples = resample(mono, rate, cfg.sample_rate)
-    return Clip(samples, cfg.sample_rate, int(rate), int(info.channels), warnings)
+    out = resample(mono, rate, cfg.sample_rate)
+    return Clip(out, cfg.sample_rate, int(rate), int(info.channels), hashlib.sha256(data).hexdigest(), warnings)
 
 
 def resample(x: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
@@ -138,20 +176,19 @@ def resample(x: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     if source_rate == target_rate:
         return x
-    import soxr
-
     return soxr.resample(x, source_rate, target_rate, quality="HQ").astype(np.float32, copy=False)
 
 
 def write_audio(path: str | os.PathLike, samples: np.ndarray, sample_rate: int = 16_000) -> None:
-    """Write 16-bit PCM (WAV or FLAC by extension) atomically."""
-    from phonemekit.fileio import atomic_open
-
+    """Write a clip atomically: 16-bit PCM WAV or FLAC, or Ogg Vorbis, by extension."""
     path = Path(path)
-    fmt = {".wav": "WAV", ".flac": "FLAC"}[path.suffix.lower()]
+    formats = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
+    if path.suffix.lower() not in formats:
+        raise DataError(f"cannot write {path}: the extension must be one of {', '.join(formats)}")
+    fmt, subtype = formats[path.suffix.lower()]
     clipped = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
     with atomic_open(path, "wb") as f:
-        sf.write(f, clipped, sample_rate, subtype="PCM_16", format=fmt)
+        sf.write(f, clipped, sample_rate, subtype=subtype, format=fmt)
 
 
 def _one_line(e: BaseException) -> str:

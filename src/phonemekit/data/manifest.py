@@ -20,6 +20,7 @@ from phonemekit.config import AudioConfig
 from phonemekit.data import audio
 from phonemekit.errors import AudioValidationError, DataError
 from phonemekit.fileio import read_json, read_jsonl, sha256_file, write_json, write_jsonl
+from phonemekit.privacy import audit
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +172,6 @@ def prepare(
     changed |= _write_if_changed(out / LABELS, label_list)
     changed |= _write_if_changed(out / DATASET, dataset)
     if changed:
-        from phonemekit.privacy import audit
-
         audit("ingest", clips=len(rows), rejected=len(rejected), speakers=len({r["speaker"] for r in rows}),
               manifest_sha256=sha256_file(out / MANIFEST))
     summary = summarise(rows, label_list)

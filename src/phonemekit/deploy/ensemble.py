@@ -123,8 +123,7 @@ def _current_member(path: Path, checkpoint_sha256: str) -> onnx.ModelProto | Non
         return None
     meta = ox.metadata_of(proto)
     fresh = meta.get("checkpoint_sha256") == checkpoint_sha256 and any(o.name == "log_probs" for o in proto.graph.output)
-    intact = meta.get("graph_sha256") == ox.graph_sha256(proto)  # a tampered member is exported again, never embedded
-    return proto if fresh and intact else None
+    return proto if fresh and ox.is_intact(proto) else None  # a tampered member is exported again, never embedded
 
 
 def ensemble_into_report(run_dirs, out: str | Path, *, export: bool = True, clips: int = 16) -> dict:

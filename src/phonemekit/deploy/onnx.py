@@ -121,14 +121,31 @@ def metadata_of(proto: onnx.ModelProto) -> dict[str, str]:
     return {p.key: p.value for p in proto.metadata_props}
 
 
+def integrity_sha256(meta: dict[str, str]) -> str:
+    """sha256 over every metadata entry but itself; with `graph_sha256` among
+    them it binds labels, blank, sample rate, max frames and calibration to
+    the graph, so an edit of any of them is refused on load."""
+    fields = {k: v for k, v in meta.items() if k != "integrity_sha256"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def is_intact(proto: onnx.ModelProto) -> bool:
+    """The graph and every metadata entry are what the export recorded."""
+    meta = metadata_of(proto)
+    return meta.get("graph_sha256") == graph_sha256(proto) and meta.get("integrity_sha256") == integrity_sha256(meta)
+
+
 def set_metadata(proto: onnx.ModelProto, meta: dict) -> None:
-    """Replace the metadata; non-string values are stored as JSON, and the
-    graph's sha256 is added so the runtime can verify the file."""
-    meta = {**meta, "graph_sha256": graph_sha256(proto)}
+    """Replace the metadata; non-string values are stored as JSON. The
+    graph's sha256 and the integrity digest over it and every entry are
+    added, which the runtime verifies."""
+    text = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items() if k not in ("graph_sha256", "integrity_sha256")}
+    text["graph_sha256"] = graph_sha256(proto)
+    text["integrity_sha256"] = integrity_sha256(text)
     del proto.metadata_props[:]
-    for k, v in meta.items():
+    for k, v in text.items():
         entry = proto.metadata_props.add()
-        entry.key, entry.value = k, v if isinstance(v, str) else json.dumps(v)
+        entry.key, entry.value = k, v
 
 
 def finish(path: Path, meta: dict, io: GraphIO | None = None) -> None:

@@ -4,9 +4,11 @@
     clf.classify(waveform)            # [(label, prob), ...] top-k
     clf.probs([w1, w2, ...])          # (N, C)
 
-Labels, blank index and sample rate come from the file's metadata; the
-graph's sha256 recorded there is verified on load, and an optional
-allow-list of trusted hashes can be enforced.
+Labels, blank index and sample rate come from the file's metadata. On load
+the recorded sha256 of the graph and the integrity digest over it and every
+metadata entry are verified (an edited label table is refused), malformed
+metadata is refused, and an optional allow-list of trusted digests can be
+enforced.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from phonemekit.deploy import onnx as ox
 from phonemekit.errors import DataError, IntegrityError
 
 # Metadata values stored as plain strings; the others are JSON.
-_PLAIN = ("graph_sha256", "checkpoint_sha256", "form", "precision", "head_output", "model_name", "phonemekit_version", "weights")
+_PLAIN = ("graph_sha256", "integrity_sha256", "checkpoint_sha256", "form", "precision", "head_output", "model_name", "phonemekit_version",
+          "weights")
 
 
 class Classifier:
@@ -47,20 +50,19 @@ class Classifier:
         except Exception as e:  # truncated or not ONNX at all: onnx raises protobuf's own errors
             raise IntegrityError(f"{path} is not a readable ONNX model (truncated or corrupt): {str(e).splitlines()[0][:200]}") from e
         raw = ox.metadata_of(proto)
-        if "graph_sha256" not in raw or "labels" not in raw:
-            raise IntegrityError(f"{path} carries no phonemekit metadata; export it with `phonemekit export`")
-        actual = ox.graph_sha256(proto)
-        if actual != raw["graph_sha256"]:
-            raise IntegrityError(f"{path} does not match its recorded graph sha256 (tampered or corrupt); refusing to load")
-        if trusted is not None and actual not in trusted:
-            raise IntegrityError(f"{path} (graph sha256 {actual[:12]}...) is not in the trusted-hashes list")
-        try:
-            meta = {k: (v if k in _PLAIN else json.loads(v)) for k, v in raw.items()}
-        except json.JSONDecodeError as e:
-            raise IntegrityError(f"{path} has malformed metadata ({e}); refusing to load") from e
-        if not isinstance(meta["labels"], list) or not all(isinstance(x, str) for x in meta["labels"]):
-            raise IntegrityError(f"{path} has malformed metadata (labels is not a list of names); refusing to load")
-        return cls(ox.session(proto.SerializeToString(), threads), meta, path)
+        if "integrity_sha256" not in raw or "labels" not in raw:
+            raise IntegrityError(f"{path} carries no phonemekit metadata (or was exported by an older phonemekit); export it with `phonemekit export`")
+        if not ox.is_intact(proto):
+            raise IntegrityError(f"{path} does not match its recorded sha256 (its graph or metadata were changed: tampered or corrupt); "
+                                 "refusing to load")
+        if trusted is not None and raw["integrity_sha256"] not in trusted:
+            raise IntegrityError(f"{path} (sha256 {raw['integrity_sha256'][:12]}...) is not in the trusted-hashes list")
+        meta = _parse_metadata(raw, path)
+        sess = ox.session(proto.SerializeToString(), threads)
+        classes = sess.get_outputs()[0].shape[-1]  # probs (B, C): a static class count must match the labels
+        if isinstance(classes, int) and classes != len(meta["labels"]):
+            raise IntegrityError(f"{path} has {len(meta['labels'])} labels in its metadata but its graph scores {classes} classes")
+        return cls(sess, meta, path)
 
     def _run(self, x: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
         key = "waveform" if self.form == "e2e" else "features"
@@ -100,6 +102,28 @@ class Classifier:
 
     def classify_file(self, path: str | os.PathLike, top_k: int = 3) -> list[tuple[str, float]]:
         return self.classify(load_audio(path, AudioConfig(sample_rate=self.sample_rate)).samples, top_k)
+
+
+def _parse_metadata(raw: dict[str, str], path: Path) -> dict:
+    """Metadata values decoded and checked: a malformed entry is a refusal,
+    never a silent wrong answer."""
+    try:
+        meta = {k: (v if k in _PLAIN else json.loads(v)) for k, v in raw.items()}
+    except json.JSONDecodeError as e:
+        raise IntegrityError(f"{path} has malformed metadata ({e}); refusing to load") from e
+    checks = {
+        "labels": lambda v: isinstance(v, list) and bool(v) and all(isinstance(x, str) and x for x in v) and len(set(v)) == len(v),
+        "blank": lambda v: isinstance(v, int) and not isinstance(v, bool) and (v == -1 or v == len(meta.get("labels") or [])),
+        "sample_rate": lambda v: isinstance(v, int) and 8000 <= v <= 48000,
+        "frame_rate": lambda v: isinstance(v, (int, float)) and 0 < v <= 1000,
+        "max_frames": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+        "form": lambda v: v in ("head", "e2e"),
+    }
+    for key, ok in checks.items():
+        if key not in meta or not ok(meta[key]):
+            raise IntegrityError(f"{path} has malformed metadata ({key} is {'missing' if key not in meta else repr(meta[key])[:60]}); "
+                                 "refusing to load")
+    return meta
 
 
 def load_trusted_hashes(path: str | os.PathLike) -> set[str]:

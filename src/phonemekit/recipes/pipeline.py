@@ -14,6 +14,7 @@ import errno
 import hashlib
 import json
 import logging
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,8 +85,6 @@ def _peak_rss_mb() -> float | None:
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -38,14 +38,22 @@ def confusion(cm: np.ndarray, labels: list[str], path: str | os.PathLike, title:
 
 
 def curves(history: list[dict], path: str | os.PathLike, title: str = "") -> Path:
-    ep = [h["epoch"] for h in history]
+    """Loss and validation top-1 per epoch; leave-one-speaker-out histories
+    (records carrying a `fold`) get one line per fold."""
+    folds = list(dict.fromkeys(h.get("fold") for h in history))
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
-    a.plot(ep, [h["train_loss"] for h in history], label="train")
-    a.plot(ep, [h["val_loss"] for h in history], label="validation")
+    for i, fold in enumerate(folds):
+        part = [h for h in history if h.get("fold") == fold]
+        ep = [h["epoch"] for h in part]
+        tag = "" if fold is None else f" {fold}"
+        a.plot(ep, [h["train_loss"] for h in part], color="C0", alpha=1 if fold is None else 0.6, label="train" if i == 0 else None)
+        a.plot(ep, [h["val_loss"] for h in part], color="C1", alpha=1 if fold is None else 0.6, label="validation" if i == 0 else None)
+        b.plot(ep, [h["val_top1"] for h in part], color=f"C{2 + i % 8}", label=tag.strip() or None)
     a.set_xlabel("epoch")
     a.set_ylabel("loss")
     a.legend()
-    b.plot(ep, [h["val_top1"] for h in history], color="C2")
+    if len(folds) > 1:
+        b.legend(fontsize=6)
     b.set_xlabel("epoch")
     b.set_ylabel("validation top-1")
     b.set_ylim(0, 1)

@@ -14,13 +14,12 @@ step (training, say) keeps what the others wrote (LOSO, comparison, ...).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from phonemekit.errors import DataError
-from phonemekit.fileio import read_json, write_json, write_text
+from phonemekit.fileio import read_json_object, write_json, write_text
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -62,13 +61,8 @@ class Report:
     @classmethod
     def load(cls, out: str | Path) -> Report:
         path = Path(out) / REPORT_JSON
-        if not path.is_file():
-            raise DataError(f"no report at {path}; run `phonemekit train-all` or `phonemekit demo` first")
-        try:
-            data = read_json(path)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise DataError(f"report {path} is unreadable: {e}") from e
-        if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("sections"), dict):
+        data = read_json_object(path, "report", DataError, DataError, "; run `phonemekit train-all` or `phonemekit demo` first")
+        if data.get("format") != FORMAT or not isinstance(data.get("sections"), dict):
             raise DataError(f"report {path} is not a {FORMAT} report; run the step that writes it again")
         return cls(out, data["sections"])
 

@@ -37,6 +37,7 @@ from phonemekit.errors import ConfigError, MissingWeightsError
 from phonemekit.fileio import sha256_file
 from phonemekit.models.encoders.base import Encoder, EncoderOutput, register_encoder
 from phonemekit.models.encoders.ct2 import read_ct2
+from phonemekit.models.encoders.hf import hub_reachable
 from phonemekit.torchutil import lengths_mask
 
 log = logging.getLogger(__name__)
@@ -356,7 +357,6 @@ def _load_ct2(model_bin: Path) -> AudioEncoder:
 def _load_transformers(source: str, path: Path, revision: str | None) -> AudioEncoder:
     import transformers
 
-    from phonemekit.models.encoders.hf import hub_reachable
 
     if path.exists() and not (path / "config.json").is_file():
         raise _missing(source, "the folder has neither config.json (transformers), model.bin (CTranslate2) nor is a .pt file")
