@@ -77,7 +77,8 @@ def build_hostile(root: Path, outside: Path) -> dict[str, str]:
     write_audio(bad_dir / "x.wav", tone(220))
     expect["s2/bad\nlabel"] = "bad_name"
     put("ctrl\x07bell.wav", (d / "t0.wav").read_bytes(), "bad_name")
-    put("dots..wav", (d / "t0.wav").read_bytes(), "")  # two dots in a name are not traversal: kept
+    write_audio(d / "dots..wav", tone(230, seed=7))  # two dots in a name are not traversal: kept
+    expect["s1/aa/dots..wav"] = ""
     del expect["s1/aa/dots..wav"]
     (root / "stray.wav").write_bytes((d / "t0.wav").read_bytes())
     expect["stray.wav"] = "bad_layout"

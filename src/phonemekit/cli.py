@@ -86,15 +86,17 @@ def prepare(
     labels: Annotated[Optional[Path], typer.Option(help="JSON list of allowed labels; other label folders are rejected.")] = None,
     speakers: Annotated[Optional[Path], typer.Option(help="JSON {speaker: group} (e.g. child/adult); default ROOT/speakers.json or beside ROOT.")] = None,
     max_seconds: Annotated[float, typer.Option(help="Reject clips longer than this.")] = 10.0,
+    duplicates: Annotated[str, typer.Option(help="The same audio under several paths: keep-first | reject-all.")] = "keep-first",
 ) -> None:
     """Validate a recordings folder and write its manifest."""
     from phonemekit.config import AudioConfig
     from phonemekit.data.manifest import prepare as run_prepare
-    from phonemekit.fileio import read_json
+    from phonemekit.data.manifest import read_label_list
 
-    allowed = read_json(labels) if labels else None
+    allowed = read_label_list(labels) if labels else None
     with progress_bar() as p:
-        s = run_prepare(root, out, audio_cfg=AudioConfig(max_seconds=max_seconds), strict=strict, labels=allowed, speakers_file=speakers, progress=p)
+        s = run_prepare(root, out, audio_cfg=AudioConfig(max_seconds=max_seconds), strict=strict, labels=allowed, speakers_file=speakers,
+                        duplicates=duplicates, progress=p)
     _print_counts(s)
     log.info("%d clips kept, %d rejected%s -> %s", s["clips"], s["rejected"], "" if s["changed"] else " (unchanged, nothing rewritten)", out)
     if s["rejected"]:

@@ -31,3 +31,11 @@ class IntegrityError(PhonemekitError):
 
 class DataError(PhonemekitError):
     """A dataset, manifest or split cannot be used as asked."""
+
+
+class OutputError(PhonemekitError):
+    """An output could not be written (read-only or full disk, a file in a folder's place, ...)."""
+
+
+class LockedError(PhonemekitError):
+    """Another phonemekit run holds the output folder."""

@@ -4,31 +4,126 @@ leaves either the old file or the new one, never half of one."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from phonemekit.errors import DataError, LockedError, OutputError
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
-    """Open a temp file beside `path`; on success fsync and rename over it."""
+    """Open a temp file beside `path`; on success fsync and rename over it.
+    A write that fails (read-only or full disk) is one `OutputError` naming
+    the file; the old file, if any, is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        ensure_folder(path.parent)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
     try:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def ensure_folder(path: str | os.PathLike) -> Path:
+    """`path` as an existing folder (created if need be); a file in its place is one clear error."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path} is a file, not a folder; choose another output folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create folder {path}: {e.strerror or e}") from e
+    return path
+
+
+def inside(root: str | os.PathLike, rel: object) -> Path:
+    """`root / rel` when `rel` is a relative path that stays inside `root`
+    (symlinks resolved); anything else is a `DataError`."""
+    if not isinstance(rel, str) or not rel or os.path.isabs(rel) or ".." in Path(rel).parts or "\x00" in rel:
+        raise DataError(f"path {rel!r} is not a relative path inside {root}")
+    path = Path(root) / rel
+    try:
+        path.resolve().relative_to(Path(root).resolve())
+    except (ValueError, OSError, RuntimeError) as e:
+        raise DataError(f"path {rel!r} leads outside {root}") from e
+    return path
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold `FOLDER/.phonemekit.lock` (an flock, released when the process
+    ends, however it ends) for the block: two runs into one output folder
+    would mix their files. The second is told, and nothing is written. The
+    lock file itself is never rewritten, so a re-run changes no file."""
+    folder = ensure_folder(folder)
+    lock = folder / ".phonemekit.lock"
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise OutputError(f"cannot create {lock}: {e.strerror or e}") from e
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockedError(f"{folder} is in use by another phonemekit run; wait for it to finish or use another output folder "
+                              f"(this {what} was not started)") from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def walk_files(root: str | os.PathLike, max_depth: int | None = None) -> Iterator[tuple[Path, int]]:
+    """(file, depth) under `root`, depth first in sorted order, without
+    following symlinked folders and without recursion (a tree thousands of
+    folders deep is walked, not a RecursionError). Folders deeper than
+    `max_depth` are yielded as (folder, depth) once and not entered."""
+    stack = [(Path(root), 0)]
+    while stack:
+        folder, depth = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name, reverse=True)
+        except OSError:
+            continue
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                continue
+            if is_dir:
+                if max_depth is not None and depth + 1 > max_depth:
+                    yield path, depth + 1
+                else:
+                    stack.append((path, depth + 1))
+            else:
+                yield path, depth + 1
+
+
+def is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

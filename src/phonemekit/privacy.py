@@ -11,13 +11,19 @@ import contextlib
 import getpass
 import hashlib
 import json
+import logging
 import os
 import secrets
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from phonemekit.fileio import walk_files
+
+log = logging.getLogger(__name__)
 
 WORKSPACE = Path(os.environ.get("PHONEMEKIT_HOME", ".phonemekit"))
 
@@ -34,16 +40,27 @@ def workspace_salt(home: Path | None = None) -> str:
 
 
 class Namer:
-    """Maps speaker names to what reports may show."""
+    """Maps speaker names to what reports, folders and files may show:
+    salted pseudonyms, or the names themselves when asked (`show`)."""
 
     def __init__(self, show: bool = False, salt: str | None = None) -> None:
         self.show = show
-        self.salt = salt if salt is not None else ("" if show else workspace_salt())
+        self.salt = salt if salt is not None else workspace_salt()
+
+    @classmethod
+    def of(cls, manifest, show: bool = False) -> Namer:
+        """The namer of a dataset: its own salt (written by `prepare`), so every
+        command, run from any folder, gives a speaker the same pseudonym."""
+        if manifest.salt is None:
+            log.warning("%s has no pseudonym salt (prepared by an older phonemekit); using the workspace's. Run `phonemekit prepare` "
+                        "again to bind pseudonyms to the data", manifest.path)
+        return cls(show, manifest.salt)
+
+    def pseudonym(self, speaker: str) -> str:
+        return "spk-" + hashlib.sha256(f"{self.salt}:{speaker}".encode()).hexdigest()[:8]
 
     def __call__(self, speaker: str) -> str:
-        if self.show:
-            return speaker
-        return "spk-" + hashlib.sha256(f"{self.salt}:{speaker}".encode()).hexdigest()[:8]
+        return speaker if self.show else self.pseudonym(speaker)
 
     def keys(self, d: dict) -> dict:
         return {self(k): v for k, v in d.items()}
@@ -80,15 +97,16 @@ def purge(older_than_days: float, targets: dict[str, Path], *, dry_run: bool = T
     report = {}
     for what, root in targets.items():
         files, size = [], 0
-        if root.exists():
-            for p in root.rglob("*"):
-                if p.is_file() and not p.is_symlink() and p.stat().st_mtime < cutoff:
-                    files.append(p)
-                    size += p.stat().st_size
+        for p, _ in walk_files(root) if root.is_dir() else ():
+            st = p.lstat()
+            if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                files.append(p)
+                size += st.st_size
         if not dry_run:
             for p in files:
                 p.unlink(missing_ok=True)
-            for d in sorted((d for d in root.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)) if root.exists() else []:
+            folders = {q for p in files for q in p.parents if root in q.parents}
+            for d in sorted(folders, key=lambda d: -len(d.parts)):
                 with contextlib.suppress(OSError):
                     d.rmdir()  # only empty folders go
         report[what] = {"root": str(root), "files": len(files), "bytes": size}

@@ -180,10 +180,10 @@ class Run:
         rows = [{"sha256": s, "speaker": k, "group": g} for s, k, g in zip(z[f"{part}_sha256"], z[f"{part}_speaker"], z[f"{part}_group"])]
         return Predictions(z[f"{part}_scores"], z[f"{part}_y"], rows, self.labels)
 
-    def save_predictions(self, preds: dict[str, Predictions], namer: Namer | None = None) -> None:
-        """Scores per held-out clip. Speakers are stored as pseudonyms (with
-        their group), so run folders can be shared without naming anyone."""
-        namer = namer or Namer()
+    def save_predictions(self, preds: dict[str, Predictions], namer: Namer) -> None:
+        """Scores per held-out clip. Speakers are stored as the namer names
+        them (pseudonyms unless asked otherwise) with their group, so run
+        folders can be shared without naming anyone."""
         arrays = {}
         for part, p in preds.items():
             arrays[f"{part}_scores"] = p.scores.astype(np.float32)

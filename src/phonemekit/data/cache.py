@@ -23,7 +23,7 @@ from phonemekit.data.audio import load_audio
 from phonemekit.data.features import batches_by_length, collate_waves
 from phonemekit.data.manifest import Manifest
 from phonemekit.errors import AudioValidationError, DataError
-from phonemekit.fileio import read_json, sha256_file, write_bytes, write_json
+from phonemekit.fileio import read_json, write_bytes, write_json
 from phonemekit.models.encoders import Encoder, EncoderSpec
 
 log = logging.getLogger(__name__)
@@ -95,9 +95,10 @@ def extract(
             for r in batch:
                 path = manifest.audio_path(r)
                 try:
-                    if r in todo and sha256_file(path) != r["sha256"]:
+                    clip = load_audio(path, audio_cfg)
+                    if clip.sha256 != r["sha256"]:  # the features of other bytes would be cached under this clip's name
                         raise AudioValidationError(path, "changed", "file changed since prepare; re-run prepare")
-                    waves.append(load_audio(path, audio_cfg).samples)
+                    waves.append(clip.samples)
                     keep.append(r)
                 except (AudioValidationError, OSError) as e:
                     failed.append({"path": r["path"], "reason": getattr(e, "reason", "unreadable"), "detail": str(e)})

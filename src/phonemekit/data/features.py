@@ -83,13 +83,21 @@ class ClipData:
             yield self.batch(list(range(start, min(start + batch_size, len(self)))))
 
 
+def _waveform(manifest: Manifest, row: dict, audio_cfg: AudioConfig | None) -> np.ndarray:
+    path = manifest.audio_path(row)
+    clip = load_audio(path, audio_cfg)
+    if clip.sha256 != row["sha256"]:
+        raise AudioValidationError(path, "changed", "file changed since prepare; re-run prepare")
+    return clip.samples
+
+
 def load_clips(manifest: Manifest, rows: list[dict], *, cache=None, audio_cfg: AudioConfig | None = None) -> ClipData:
     """Waveforms of `rows` (no cache given) or their cached features. A clip
     that broke after `prepare` is skipped with a warning, never fatal."""
     items, labels, kept = [], [], []
     for r in rows:
         try:
-            items.append(cache.get(r["sha256"]) if cache is not None else load_audio(manifest.audio_path(r), audio_cfg).samples)
+            items.append(cache.get(r["sha256"]) if cache is not None else _waveform(manifest, r, audio_cfg))
         except (AudioValidationError, DataError, OSError) as e:
             log.warning("skipping %s: %s", r["path"], e)
             continue

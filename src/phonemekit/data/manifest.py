@@ -2,15 +2,25 @@
 JSONL manifest, a fixed sorted `labels.json` and `rejected.jsonl`.
 
 Bad files are reported and skipped (or stop the run with `strict`); a good
-file is never lost because a neighbour was bad. Paths must stay under ROOT.
-Re-running on unchanged data rewrites nothing.
+file is never lost because a neighbour was bad. Paths must stay under ROOT,
+for every reader of a manifest, not only here. Speaker and label names are
+NFC-normalised (macOS writes NFD), and the same audio under two names is
+kept once. Re-running on unchanged data rewrites nothing; a file whose bytes
+changed is validated again even if its size and time did not change.
+
+`prepare` also writes the data's pseudonym salt (`OUT/salt`, owner-only):
+every command that reads this manifest names speakers the same way.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import os
+import re
+import secrets
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,7 +29,7 @@ from pathlib import Path
 from phonemekit.config import AudioConfig
 from phonemekit.data import audio
 from phonemekit.errors import AudioValidationError, DataError
-from phonemekit.fileio import read_json, read_jsonl, sha256_file, write_json, write_jsonl
+from phonemekit.fileio import folder_lock, inside, read_json, read_jsonl, sha256_file, walk_files, write_json, write_jsonl
 from phonemekit.privacy import audit
 
 log = logging.getLogger(__name__)
@@ -28,6 +38,9 @@ MANIFEST = "manifest.jsonl"
 LABELS = "labels.json"
 REJECTED = "rejected.jsonl"
 DATASET = "dataset.json"
+SALT = "salt"
+DUPLICATES = ("keep-first", "reject-all")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -44,21 +57,39 @@ class Manifest:
     def speakers(self) -> list[str]:
         return sorted({r["speaker"] for r in self.rows})
 
+    @property
+    def salt(self) -> str | None:
+        """The data's pseudonym salt (written by `prepare`), if it has one."""
+        path = self.path.parent / SALT if self.path else None
+        try:
+            return path.read_text().strip() if path else None
+        except OSError:
+            return None
+
     def audio_path(self, row: dict) -> Path:
-        return self.root / row["path"]
+        """Where a row's audio is; a path that leads out of the data root is refused."""
+        return inside(self.root, row.get("path"))
 
 
 
 def _bad_name(name: str) -> str | None:
     if name in ("..", ".") or "/" in name or "\\" in name:
         return "path traversal in name"
+    if any("\udc80" <= c <= "\udcff" for c in name):  # bytes that were not UTF-8, escaped by the file system decoder
+        return "name is not valid UTF-8"
     if any(unicodedata.category(c) in ("Cc", "Cf") for c in name):
         return "control character in name"
     return None
 
 
+def nfc(name: str) -> str:
+    return unicodedata.normalize("NFC", name)
+
+
 def _scan(root: Path, allowed_labels: set[str] | None) -> tuple[list[tuple[Path, str, str]], list[dict]]:
-    """Candidate files (path, speaker, label) and layout rejections."""
+    """Candidate files (path, speaker, label) and layout rejections. The walk
+    is iterative and stops below ROOT/<speaker>/<label>/: deeper folders are
+    one rejection each, however deep they go."""
     real_root = root.resolve()
     found, rejected = [], []
 
@@ -66,41 +97,41 @@ def _scan(root: Path, allowed_labels: set[str] | None) -> tuple[list[tuple[Path,
         rel = os.path.relpath(path, root)
         rejected.append({"path": rel, "reason": reason, "detail": detail})
 
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        here = Path(dirpath)
-        depth = len(here.relative_to(root).parts)
-        for d in list(dirnames):
-            problem = _bad_name(d)
-            target = here / d
-            if problem:
-                reject(target, "bad_name", problem)
-                dirnames.remove(d)
-            elif target.is_symlink():
-                dirnames.remove(d)
-                reject(target, "symlink_dir", "symlinked folders are not followed")
-        for name in sorted(filenames):
-            if name.startswith("."):
+    bad_folders: set[Path] = set()
+    for path, depth in walk_files(root, max_depth=2):
+        parts = path.relative_to(root).parts
+        if path.name.startswith(".") and not path.is_dir():
+            continue
+        problems = [(i, p) for i, p in enumerate(map(_bad_name, parts)) if p]
+        if problems:
+            i, problem = problems[0]
+            where = root.joinpath(*parts[: i + 1])  # a badly named folder is one rejection, not one per file
+            if where not in bad_folders:
+                bad_folders.add(where)
+                reject(where, "bad_name", problem)
+            continue
+        if path.is_dir() and not path.is_symlink():
+            reject(path, "bad_layout", "folders below ROOT/<speaker>/<label>/ are not read")
+            continue
+        if path.is_symlink():
+            try:
+                target = path.resolve(strict=True)
+                target.relative_to(real_root)
+            except (ValueError, OSError, RuntimeError):
+                reject(path, "symlink_escape", "link points outside the data root")
                 continue
-            path = here / name
-            problem = _bad_name(name)
-            if problem:
-                reject(path, "bad_name", problem)
+            if target.is_dir():
+                reject(path, "symlink_dir", "symlinked folders are not followed")
                 continue
-            if path.is_symlink():
-                try:
-                    path.resolve(strict=True).relative_to(real_root)
-                except (ValueError, OSError):
-                    reject(path, "symlink_escape", "link points outside the data root")
-                    continue
-            if depth != 2:
-                if path.suffix.lower() in audio.AUDIO_EXTENSIONS or depth > 2:
-                    reject(path, "bad_layout", "expected ROOT/<speaker>/<label>/<file>")
-                continue
-            speaker, label = here.relative_to(root).parts
-            if allowed_labels is not None and label not in allowed_labels:
-                reject(path, "unknown_label", f"label folder {label!r} is not in the label list")
-                continue
-            found.append((path, speaker, label))
+        if depth != 3:
+            if path.suffix.lower() in audio.AUDIO_EXTENSIONS:
+                reject(path, "bad_layout", "expected ROOT/<speaker>/<label>/<file>")
+            continue
+        speaker, label = nfc(parts[0]), nfc(parts[1])
+        if allowed_labels is not None and label not in allowed_labels:
+            reject(path, "unknown_label", f"label folder {label!r} is not in the label list")
+            continue
+        found.append((path, speaker, label))
     return found, rejected
 
 
@@ -112,13 +143,25 @@ def prepare(
     strict: bool = False,
     labels: list[str] | None = None,
     speakers_file: str | Path | None = None,
+    duplicates: str = "keep-first",
     progress=None,
 ) -> dict:
-    """Validate the corpus under `root` and write the manifest files to `out`."""
+    """Validate the corpus under `root` and write the manifest files to `out`.
+    `duplicates`: the same audio (sha256) under several paths is kept once,
+    at its first path (`keep-first`), or rejected everywhere (`reject-all`)."""
     root, out = Path(root), Path(out)
     if not root.is_dir():
         raise DataError(f"data root {root} is not a folder")
+    if duplicates not in DUPLICATES:
+        raise DataError(f"invalid value for 'duplicates': {duplicates!r} ({'|'.join(DUPLICATES)})")
     audio_cfg = audio_cfg or AudioConfig()
+    with folder_lock(out, "prepare"):
+        return _prepare(root, out, audio_cfg, strict, labels, speakers_file, duplicates, progress)
+
+
+def _prepare(root: Path, out: Path, audio_cfg: AudioConfig, strict: bool, labels: list[str] | None, speakers_file, duplicates: str,
+             progress) -> dict:
+    labels = [nfc(x) for x in labels] if labels else None
     candidates, rejected = _scan(root, set(labels) if labels else None)
     previous = _previous_rows(out, root)
     groups = _load_groups(root, speakers_file)
@@ -128,36 +171,29 @@ def prepare(
     for path, speaker, label in candidates:
         rel = os.path.relpath(path, root)
         try:
-            st = path.stat()
+            # One read: the hash and the validation are of the same bytes, and a
+            # file whose bytes changed is noticed even if its size and time did not.
+            data = audio.read_bytes(path, audio_cfg)
+            sha = hashlib.sha256(data).hexdigest()
             old = previous.get(rel)
-            if old and old["size"] == st.st_size and old["mtime_ns"] == st.st_mtime_ns:
+            if old and old["sha256"] == sha and old["speaker"] == speaker and old["label"] == label:
                 rows.append(old)
             else:
-                clip = audio.load_audio(path, audio_cfg)
+                clip = audio.decode(data, path, audio_cfg)
                 for w in clip.warnings:
                     log.warning("%s: %s", rel, w)
-                rows.append(
-                    {
-                        "path": rel,
-                        "speaker": speaker,
-                        "label": label,
-                        "duration": round(clip.duration, 4),
-                        "sample_rate": clip.source_rate,
-                        "sha256": sha256_file(path),
-                        "size": st.st_size,
-                        "mtime_ns": st.st_mtime_ns,
-                        "group": groups.get(speaker, "unknown"),
-                    }
-                )
+                rows.append({"path": rel, "speaker": speaker, "label": label, "duration": round(clip.duration, 4),
+                             "sample_rate": clip.source_rate, "sha256": sha, "size": len(data), "group": groups.get(speaker, "unknown")})
         except AudioValidationError as e:
             rejected.append({"path": rel, "reason": e.reason, "detail": e.detail})
-        except OSError as e:
-            rejected.append({"path": rel, "reason": "unreadable", "detail": e.strerror or str(e)})
         if progress:
             progress.advance(task)
     for r in rows:  # speakers.json may have changed without the audio changing
         r["group"] = groups.get(r["speaker"], r.get("group", "unknown"))
+        r.pop("mtime_ns", None)
     rows.sort(key=lambda r: r["path"])
+    rows, dup = _drop_duplicates(rows, duplicates)
+    rejected += dup
     rejected.sort(key=lambda r: r["path"])
     if strict and rejected:
         first = rejected[0]
@@ -167,6 +203,7 @@ def prepare(
 
     label_list = sorted({r["label"] for r in rows} | set(labels or []))
     dataset = {"root": str(root.resolve()), "labels": label_list, "num_clips": len(rows), "num_rejected": len(rejected)}
+    _ensure_salt(out)
     changed = _write_if_changed(out / MANIFEST, rows, jsonl=True)
     changed |= _write_if_changed(out / REJECTED, rejected, jsonl=True)
     changed |= _write_if_changed(out / LABELS, label_list)
@@ -177,6 +214,54 @@ def prepare(
     summary = summarise(rows, label_list)
     summary.update(rejected=len(rejected), changed=changed, reasons=dict(Counter(r["reason"] for r in rejected)))
     return summary
+
+
+def read_label_list(path: str | Path) -> list[str]:
+    """A `--labels` file: a JSON list of distinct, non-empty label names."""
+    try:
+        data = read_json(path)
+    except OSError as e:
+        raise DataError(f"cannot read the labels file {path}: {e.strerror or e}") from e
+    except (UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"the labels file {path} is not JSON: {e}") from e
+    if not isinstance(data, list) or not data or not all(isinstance(x, str) and x.strip() for x in data):
+        raise DataError(f"the labels file {path} must hold a non-empty JSON list of label names, e.g. [\"a_ae\", \"sh\"]")
+    bad = [x for x in data if _bad_name(x)]
+    if bad:
+        raise DataError(f"the labels file {path} has a label that cannot be a folder name: {bad[0]!r}")
+    return sorted({nfc(x) for x in data})
+
+
+def _drop_duplicates(rows: list[dict], how: str) -> tuple[list[dict], list[dict]]:
+    """The same audio under two paths (a copy, hard link or symlink) could put
+    one clip in train and in test: keep it once, or reject every copy."""
+    by_sha: dict[str, list[dict]] = {}
+    for r in rows:
+        by_sha.setdefault(r["sha256"], []).append(r)
+    kept, rejected = [], []
+    for r in rows:
+        same = by_sha[r["sha256"]]
+        if len(same) == 1 or (how == "keep-first" and r is same[0]):
+            kept.append(r)
+            continue
+        other = same[1]["path"] if r is same[0] else same[0]["path"]
+        detail = f"same audio as {other}" + (f" (speaker {same[0]['speaker']}, label {same[0]['label']})" if how == "keep-first" else "")
+        rejected.append({"path": r["path"], "reason": "duplicate", "detail": detail})
+        log.warning("%s: duplicate audio, %s", r["path"], detail)
+    return kept, rejected
+
+
+def _ensure_salt(out: Path) -> None:
+    """The data's pseudonym salt: random, owner-only, written once."""
+    path = out / SALT
+    if path.exists():
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(16))
 
 
 def summarise(rows: list[dict], labels: list[str], min_clips: int = 5) -> dict:
@@ -224,7 +309,7 @@ def _load_groups(root: Path, speakers_file: str | Path | None) -> dict[str, str]
         if path.is_file():
             try:
                 data = read_json(path)
-                return {str(k): str(v["group"] if isinstance(v, dict) else v) for k, v in data.items()}
+                return {nfc(str(k)): str(v["group"] if isinstance(v, dict) else v) for k, v in data.items()}
             except (ValueError, KeyError, TypeError, AttributeError) as e:
                 raise DataError(f"speakers file {path} is not a {{speaker: group}} mapping: {e}") from e
         elif speakers_file:
@@ -233,7 +318,9 @@ def _load_groups(root: Path, speakers_file: str | Path | None) -> dict[str, str]
 
 
 def load_manifest(path: str | Path | None) -> Manifest:
-    """Load a manifest written by `prepare` (path to the JSONL or its folder)."""
+    """Load a manifest written by `prepare` (path to the JSONL or its folder).
+    Every row is checked: a row that is not an object, lacks a field, or has
+    a path leading out of the data root makes the manifest one clear error."""
     if path is None or str(path) == "":
         raise DataError("no manifest given; run `phonemekit prepare ROOT --out DIR` and pass DIR")
     path = Path(path)
@@ -244,7 +331,34 @@ def load_manifest(path: str | Path | None) -> Manifest:
     try:
         dataset = read_json(path.parent / DATASET)
         rows = read_jsonl(path)
-    except (OSError, ValueError) as e:
+    except (OSError, UnicodeDecodeError, ValueError) as e:
         raise DataError(f"cannot read manifest {path}: {e}") from e
+    if not isinstance(dataset, dict) or not isinstance(dataset.get("root"), str) or not isinstance(dataset.get("labels"), list):
+        raise DataError(f"{path.parent / DATASET} is malformed; run `phonemekit prepare` again")
+    root, labels = Path(dataset["root"]), [str(x) for x in dataset["labels"]]
+    for i, r in enumerate(rows, 1):
+        problem = _row_problem(r, set(labels))
+        if problem:
+            raise DataError(f"{path} line {i}: {problem}; run `phonemekit prepare` again")
+        try:
+            inside(root, r["path"])
+        except DataError as e:
+            raise DataError(f"{path} line {i}: {e}") from None
     groups = {r["speaker"]: r.get("group", "unknown") for r in rows}
-    return Manifest(Path(dataset["root"]), rows, list(dataset["labels"]), path, groups)
+    return Manifest(root, rows, labels, path, groups)
+
+
+def _row_problem(r: object, labels: set[str]) -> str | None:
+    if not isinstance(r, dict):
+        return "a row is not an object"
+    for key in ("path", "speaker", "label", "sha256"):
+        if not isinstance(r.get(key), str) or not r[key]:
+            return f"the row has no {key}"
+    if r["label"] not in labels:
+        return f"label {r['label']!r} is not in the dataset's labels"
+    if not _SHA256.fullmatch(r["sha256"]):
+        return "sha256 is not a sha256"
+    d = r.get("duration")
+    if isinstance(d, bool) or not isinstance(d, (int, float)) or not math.isfinite(d) or d <= 0:
+        return "duration is not a positive number"
+    return None

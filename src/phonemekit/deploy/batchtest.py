@@ -15,7 +15,7 @@ from phonemekit.data.manifest import MANIFEST, load_manifest
 from phonemekit.deploy.export import torch_probs
 from phonemekit.deploy.runtime import Classifier
 from phonemekit.errors import AudioValidationError, DataError
-from phonemekit.fileio import atomic_open, write_json
+from phonemekit.fileio import atomic_open, is_regular, walk_files, write_json
 from phonemekit.runs import Run
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def list_inputs(data: str | Path, labels: list[str]) -> list[tuple[Path, str | N
         return [(data, None)]
     if not data.is_dir():
         raise DataError(f"{data} is neither a manifest, a folder nor an audio file")
-    files = sorted(p for p in data.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    files = sorted(p for p, _ in walk_files(data) if p.suffix.lower() in AUDIO_EXTENSIONS and is_regular(p))
     return [(p, p.parent.name if p.parent.name in labels else None) for p in files]
 
 

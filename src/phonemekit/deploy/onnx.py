@@ -30,7 +30,8 @@ import onnx
 import onnxruntime as ort
 from onnx import compose, helper
 
-from phonemekit.errors import PhonemekitError
+from phonemekit.errors import OutputError, PhonemekitError
+from phonemekit.fileio import ensure_folder
 
 log = logging.getLogger(__name__)
 
@@ -174,13 +175,18 @@ def finish(path: Path, meta: dict, io: GraphIO | None = None) -> None:
 def atomic_output(path: Path) -> Iterator[Path]:
     """A temp path beside `path`; renamed over it when the block succeeds,
     removed when it fails, so a failed export leaves nothing behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    try:
+        ensure_folder(path.parent)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
     finally:
         tmp_path.unlink(missing_ok=True)
 

@@ -19,6 +19,8 @@ from phonemekit.errors import DataError
 from phonemekit.evaluation.baseline import baseline_name, fit_baseline
 from phonemekit.evaluation.metrics import metrics, versus
 from phonemekit.evaluation.predict import Predictions, predict
+from phonemekit.fileio import folder_lock
+from phonemekit.models.heads import check_head_options
 from phonemekit.privacy import Namer
 from phonemekit.report import plots
 from phonemekit.report.report import Report
@@ -48,6 +50,7 @@ def rows_of(manifest: Manifest, speakers) -> list[dict]:
 
 
 def run_one(cfg: ModelConfig, manifest: Manifest, split: Split, run_dir: Path, *, cache_root, device, resume, progress, namer: Namer | None = None) -> ModelRun:
+    namer = namer or Namer.of(manifest)
     res = train_model(cfg, manifest, rows_of(manifest, split.train), rows_of(manifest, split.val), run_dir,
                       cache_root=cache_root, device=device, resume=resume, progress=progress)
     test = predict(res.model, manifest, rows_of(manifest, split.test), cache_root=cache_root, device=device)
@@ -55,7 +58,7 @@ def run_one(cfg: ModelConfig, manifest: Manifest, split: Split, run_dir: Path, *
     run = Run(run_dir)
     run.save_predictions({"test": test, "val": val}, namer)
     m = metrics(test, manifest.groups)
-    run.write_metrics(_named(m, namer or Namer()))
+    run.write_metrics(_named(m, namer))
     mix = res.model.layer_mix.weights() if res.model.layer_mix is not None else None
     return ModelRun(cfg.name, cfg, run_dir, test, val, m, res.seconds, res.history, res.model.spec.weights, mix)
 
@@ -79,13 +82,14 @@ def run_loso(cfg: ModelConfig, manifest: Manifest, run_dir: Path, *, cache_root,
     """Leave one speaker out: one model per fold; every clip is predicted by
     the model that never heard its speaker. `held_out` limits the folds
     (e.g. to the target group)."""
-    namer = namer or Namer()
+    namer = namer or Namer.of(manifest)
     tests, vals, seconds, history = [], [], 0.0, []
     for fold in loso_folds(manifest.speakers, held_out=held_out):
-        # Fold folders carry the held-out speaker's pseudonym, never the name.
-        fold_name = namer(fold.test[0])
+        # Fold folders (and the records in them) carry the held-out speaker's
+        # pseudonym, never the name, even when reports show names.
+        fold_name = namer.pseudonym(fold.test[0])
         r = run_one(cfg, manifest, fold, run_dir / f"fold-{fold_name}", cache_root=cache_root, device=device, resume=resume, progress=progress,
-                    namer=namer)
+                    namer=Namer(show=False, salt=namer.salt))
         tests.append(r.test)
         vals.append(r.val)
         seconds += r.train_seconds
@@ -113,9 +117,18 @@ def train_all(manifest: Manifest, models: list[ModelConfig], out: str | Path, *,
               leaky: bool | set[str] = True, cache_root: str | Path = "cache", device: str = "cpu", resume: bool = True,
               target_group: str | None = None, show_speakers: bool = False, progress=None, notes: list[str] | None = None,
               loso_group: str | None = None) -> dict:
-    """`loso_group` limits leave-one-speaker-out folds to that group's speakers."""
-    out = Path(out)
-    namer = Namer(show_speakers)
+    """`loso_group` limits leave-one-speaker-out folds to that group's speakers.
+    OUT is locked for the run: a second training into it is refused."""
+    with folder_lock(out, "train"):
+        return _train_all(manifest, models, Path(out), split_kind=split_kind, leaky=leaky, cache_root=cache_root, device=device, resume=resume,
+                          target_group=target_group, show_speakers=show_speakers, progress=progress, notes=notes, loso_group=loso_group)
+
+
+def _train_all(manifest: Manifest, models: list[ModelConfig], out: Path, *, split_kind, leaky, cache_root, device, resume, target_group,
+               show_speakers, progress, notes, loso_group) -> dict:
+    for cfg in models:  # every model's head builds, before the first one trains
+        check_head_options(cfg.head)
+    namer = Namer.of(manifest, show_speakers)
     held_out = [s for s, g in manifest.groups.items() if g == loso_group] if loso_group else None
     if loso_group and not held_out:
         raise DataError(f"no speakers in group {loso_group!r}")
@@ -248,5 +261,5 @@ def held_out_rows(manifest: Manifest, section: dict) -> list[dict]:
     """The manifest's clips of a `train` section's test speakers, whether it
     names them by pseudonym (the default) or plainly (--show-speakers)."""
     held = set(section["split"]["test_speakers"])
-    namer = Namer()
+    namer = Namer.of(manifest)
     return [r for r in manifest.rows if r["speaker"] in held or namer(r["speaker"]) in held]
