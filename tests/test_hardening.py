@@ -278,18 +278,26 @@ def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch)
 
 
 def test_deeply_nested_folders_are_walked_not_recursed(tmp_path, corpus):
-    deep = corpus / "s1" / "aa"
+    from phonemekit.deploy.batchtest import list_inputs
+
+    top = deep = corpus / "s1" / "aa" / "d"
+    levels = [top]
+    top.mkdir()
     for _ in range(1100):  # one level at a time: pathlib's own mkdir(parents=True) recurses
         deep = deep / "d"
         deep.mkdir()
+        levels.append(deep)
     write_audio(deep / "x.wav", tone(220))
-    s = prepare(corpus, tmp_path / "data")
-    assert s["reasons"] == {"bad_layout": 1}
-    r = runner.invoke(app, ["purge", "--older-than", "0", "--what", "audio", "--audio", str(corpus)])
-    assert r.exit_code == 0 and "would be deleted" in r.output
-    from phonemekit.deploy.batchtest import list_inputs
-
-    assert any(p.name == "x.wav" for p, _ in list_inputs(corpus, ["aa"]))
+    try:
+        s = prepare(corpus, tmp_path / "data")
+        assert s["reasons"] == {"bad_layout": 1}
+        r = runner.invoke(app, ["purge", "--older-than", "0", "--what", "audio", "--audio", str(corpus)])
+        assert r.exit_code == 0 and "would be deleted" in r.output
+        assert any(p.name == "x.wav" for p, _ in list_inputs(corpus, ["aa"]))
+    finally:  # removed here, deepest first: shutil.rmtree (pytest's clean-up) recurses
+        (deep / "x.wav").unlink()
+        for level in reversed(levels):
+            level.rmdir()
 
 
 def test_bad_live_configs(tmp_path, exported):

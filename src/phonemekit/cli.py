@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from phonemekit.console import console, progress_bar, setup_logging
@@ -44,7 +45,7 @@ def command(*args, **kwargs):
             try:
                 return fn(*a, **kw)
             except PhonemekitError as e:
-                console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+                console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # a message is text, not markup
                 raise typer.Exit(2) from None
             except KeyboardInterrupt:
                 console.print("[yellow]interrupted[/]")
@@ -135,23 +136,30 @@ def extract(
     out: Annotated[Path, typer.Option(help="Cache folder.")] = Path("cache"),
     batch_size: Annotated[int, typer.Option(min=1)] = 16,
     device: Annotated[str, typer.Option(help="auto|cpu|cuda")] = "auto",
+    engine: Annotated[str, typer.Option(help="Where features are extracted: local | ray (needs phonemekit[ray]).")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster: auto, ray://host:10001; default: a local Ray runtime.")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Ray workers (default: one per CPU, or per GPU).")] = None,
 ) -> None:
-    """Compute frame features for every clip into the content-addressed cache."""
+    """Compute frame features for every clip into the content-addressed cache (a folder or an fsspec URL)."""
     from phonemekit.config import EncoderConfig
-    from phonemekit.data.cache import extract as run_extract
     from phonemekit.data.manifest import load_manifest
     from phonemekit.models.encoders import build_encoder, default_source
+    from phonemekit.scale.engines import make_engine
     from phonemekit.torchutil import resolve_device
 
+    runner = make_engine(engine, address=address, workers=workers)
     m = load_manifest(manifest)
     enc = build_encoder(EncoderConfig(family=encoder, source=source or default_source(encoder), layer=_layer(layer)))
     t0 = time.perf_counter()
     with progress_bar() as p:
-        r = run_extract(m, enc, out, progress=p, batch_size=batch_size, device=resolve_device(device))
+        r = runner.extract(m, enc, str(out), progress=p, batch_size=batch_size, device=resolve_device(device))
     log.info(
         "%s (%s weights): %d computed, %d from cache, %d failed in %.1f s -> %s",
         encoder, enc.weights, r.computed, r.cached, len(r.failed), time.perf_counter() - t0, r.cache_dir,
     )
+    for name, w in r.workers.items():
+        log.info("worker %s: %d clips, %.0f s of audio in %.1f s (%.1f clips/s)", name, w["clips"], w["audio_seconds"], w["seconds"],
+                 w["clips_per_s"] or 0)
 
 
 def _layer(text: str) -> int | str:
@@ -214,17 +222,21 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUT.")] = False,
     device: Annotated[str, typer.Option(help="auto|cpu|cuda")] = "auto",
     show_speakers: Annotated[bool, typer.Option(help="Name speakers in reports instead of pseudonyms.")] = False,
+    engine: Annotated[str, typer.Option(help="Where features are extracted: local | ray (needs phonemekit[ray]).")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster: auto, ray://host:10001; default: a local Ray runtime.")] = None,
 ) -> None:
     """Train one model and evaluate it on held-out speakers."""
+    from phonemekit.scale.engines import make_engine
     from phonemekit.torchutil import resolve_device
     from phonemekit.training.experiment import train_all
 
+    runner = make_engine(engine, address=address)
     cfg = _model_config(model, config, dict(source=source, layer=layer, epochs=epochs, batch_size=batch_size, lr=lr,
                                             finetune_layers=finetune_layers))
     m = _load_data(data, out)
     with progress_bar() as p:
         section = train_all(m, [cfg], out, split_kind=split, leaky=False, cache_root=cache, device=resolve_device(device),
-                            resume=resume, show_speakers=show_speakers, progress=p)
+                            resume=resume, show_speakers=show_speakers, progress=p, engine=runner)
     r = section["models"][cfg.name]
     log.info("%s: top-1 %.3f (95%% CI %.3f-%.3f), top-3 %.3f -> %s", cfg.name, r["top1"], *r["top1_ci95"], r["top3"], r["checkpoint"])
 
@@ -242,9 +254,12 @@ def train_all_cmd(
     cache: Annotated[Path, typer.Option()] = Path("cache"),
     device: Annotated[str, typer.Option(help="auto|cpu|cuda")] = "auto",
     show_speakers: Annotated[bool, typer.Option()] = False,
+    engine: Annotated[str, typer.Option(help="Where features are extracted: local | ray (needs phonemekit[ray]).")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster: auto, ray://host:10001; default: a local Ray runtime.")] = None,
 ) -> None:
     """Train the seed models (or any presets) on one split and write the report."""
     from phonemekit.models.presets import get_preset
+    from phonemekit.scale.engines import make_engine
     from phonemekit.torchutil import resolve_device
     from phonemekit.training.experiment import train_all
 
@@ -256,7 +271,7 @@ def train_all_cmd(
     m = _load_data(data, out)
     with progress_bar() as p:
         train_all(m, cfgs, out, split_kind=split, leaky=leaky, cache_root=cache, device=resolve_device(device),
-                  show_speakers=show_speakers, progress=p)
+                  show_speakers=show_speakers, progress=p, engine=make_engine(engine, address=address))
     _print_report(out)
     log.info("report -> %s", out / "report.md")
 
@@ -363,16 +378,19 @@ def demo(
     force: Annotated[Optional[list[str]], typer.Option(help="Redo this step (repeatable): corpus, prepare, train, ...")] = None,
     cache: Annotated[Optional[Path], typer.Option(help="Feature cache; default OUT/cache.")] = None,
     device: Annotated[str, typer.Option(help="auto|cpu|cuda")] = "auto",
+    engine: Annotated[str, typer.Option(help="Where features are extracted: local | ray (needs phonemekit[ray]).")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster: auto, ray://host:10001; default: a local Ray runtime.")] = None,
 ) -> None:
     """Run the whole pipeline on the built-in demo corpus (resumable)."""
     from phonemekit.recipes.demo import run_demo
+    from phonemekit.scale.engines import make_engine
     from phonemekit.torchutil import resolve_device
 
     t0 = time.perf_counter()
     with progress_bar() as p:
         run_demo(out, force=set(force or []), speakers=speakers, takes=takes, seed=seed, channel=channel, wav2vec2=wav2vec2, wavlm=wavlm,
                  e2e_epochs=e2e_epochs, models=tuple(m.strip() for m in models.split(",") if m.strip()), epochs=epochs,
-                 cache=cache or out / "cache", device=resolve_device(device), progress=p)
+                 cache=cache or out / "cache", device=resolve_device(device), progress=p, engine=make_engine(engine, address=address))
     _print_report(out)
     log.info("demo finished in %.0f s; report: %s, figures: %s, step log: %s", time.perf_counter() - t0,
              out / "report.md", out / "figures", out / "steps.jsonl")

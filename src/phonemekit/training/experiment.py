@@ -49,10 +49,11 @@ def rows_of(manifest: Manifest, speakers) -> list[dict]:
     return [r for r in manifest.rows if r["speaker"] in keep]
 
 
-def run_one(cfg: ModelConfig, manifest: Manifest, split: Split, run_dir: Path, *, cache_root, device, resume, progress, namer: Namer | None = None) -> ModelRun:
+def run_one(cfg: ModelConfig, manifest: Manifest, split: Split, run_dir: Path, *, cache_root, device, resume, progress, namer: Namer | None = None,
+            engine=None) -> ModelRun:
     namer = namer or Namer.of(manifest)
     res = train_model(cfg, manifest, rows_of(manifest, split.train), rows_of(manifest, split.val), run_dir,
-                      cache_root=cache_root, device=device, resume=resume, progress=progress)
+                      cache_root=cache_root, device=device, resume=resume, progress=progress, engine=engine)
     test = predict(res.model, manifest, rows_of(manifest, split.test), cache_root=cache_root, device=device)
     val = predict(res.model, manifest, rows_of(manifest, split.val), cache_root=cache_root, device=device)
     run = Run(run_dir)
@@ -68,17 +69,18 @@ def _named(m: dict, namer: Namer) -> dict:
     return {**m, **{k: namer.keys(m[k]) for k in ("per_speaker", "fold_top1") if k in m}}
 
 
-def run_leaky(cfg: ModelConfig, manifest: Manifest, run_dir: Path, *, cache_root, device, resume, progress) -> float:
+def run_leaky(cfg: ModelConfig, manifest: Manifest, run_dir: Path, *, cache_root, device, resume, progress, engine=None) -> float:
     """Same model, same settings, clip-level random split: the number a leaky
     evaluation would have reported."""
     parts = leaky_split(manifest.rows, seed=cfg.train.seed)
     pick = lambda part: [manifest.rows[i] for i in parts[part]]  # noqa: E731
-    res = train_model(cfg, manifest, pick("train"), pick("val"), run_dir, cache_root=cache_root, device=device, resume=resume, progress=progress)
+    res = train_model(cfg, manifest, pick("train"), pick("val"), run_dir, cache_root=cache_root, device=device, resume=resume, progress=progress,
+                      engine=engine)
     return float(metrics(predict(res.model, manifest, pick("test"), cache_root=cache_root, device=device))["top1"])
 
 
 def run_loso(cfg: ModelConfig, manifest: Manifest, run_dir: Path, *, cache_root, device, resume, progress, namer: Namer | None = None,
-             held_out: list[str] | None = None) -> ModelRun:
+             held_out: list[str] | None = None, engine=None) -> ModelRun:
     """Leave one speaker out: one model per fold; every clip is predicted by
     the model that never heard its speaker. `held_out` limits the folds
     (e.g. to the target group)."""
@@ -89,7 +91,7 @@ def run_loso(cfg: ModelConfig, manifest: Manifest, run_dir: Path, *, cache_root,
         # pseudonym, never the name, even when reports show names.
         fold_name = namer.pseudonym(fold.test[0])
         r = run_one(cfg, manifest, fold, run_dir / f"fold-{fold_name}", cache_root=cache_root, device=device, resume=resume, progress=progress,
-                    namer=Namer(show=False, salt=namer.salt))
+                    namer=Namer(show=False, salt=namer.salt), engine=engine)
         tests.append(r.test)
         vals.append(r.val)
         seconds += r.train_seconds
@@ -116,16 +118,18 @@ def make_split(manifest: Manifest, kind: str, held_out: list[str] | None = None)
 def train_all(manifest: Manifest, models: list[ModelConfig], out: str | Path, *, split_kind: str = "speaker-disjoint",
               leaky: bool | set[str] = True, cache_root: str | Path = "cache", device: str = "cpu", resume: bool = True,
               target_group: str | None = None, show_speakers: bool = False, progress=None, notes: list[str] | None = None,
-              loso_group: str | None = None) -> dict:
-    """`loso_group` limits leave-one-speaker-out folds to that group's speakers.
+              loso_group: str | None = None, engine=None) -> dict:
+    """`loso_group` limits leave-one-speaker-out folds to that group's speakers;
+    `engine` extracts the frozen encoders' features (`phonemekit.scale`).
     OUT is locked for the run: a second training into it is refused."""
     with folder_lock(out, "train"):
         return _train_all(manifest, models, Path(out), split_kind=split_kind, leaky=leaky, cache_root=cache_root, device=device, resume=resume,
-                          target_group=target_group, show_speakers=show_speakers, progress=progress, notes=notes, loso_group=loso_group)
+                          target_group=target_group, show_speakers=show_speakers, progress=progress, notes=notes, loso_group=loso_group,
+                          engine=engine)
 
 
 def _train_all(manifest: Manifest, models: list[ModelConfig], out: Path, *, split_kind, leaky, cache_root, device, resume, target_group,
-               show_speakers, progress, notes, loso_group) -> dict:
+               show_speakers, progress, notes, loso_group, engine) -> dict:
     for cfg in models:  # every model's head builds, before the first one trains
         check_head_options(cfg.head)
     namer = Namer.of(manifest, show_speakers)
@@ -139,7 +143,7 @@ def _train_all(manifest: Manifest, models: list[ModelConfig], out: Path, *, spli
         t0 = time.perf_counter()
         run_dir = out / "models" / cfg.name
         log.info("training %s (%s %s + %s head, %s split)", cfg.name, cfg.encoder.family, cfg.encoder.source, cfg.head.kind, split_kind)
-        kw = dict(cache_root=cache_root, device=device, resume=resume, progress=progress)
+        kw = dict(cache_root=cache_root, device=device, resume=resume, progress=progress, engine=engine)
         run = (run_loso(cfg, manifest, run_dir, **kw, namer=namer, held_out=held_out) if split_kind == "loso"
                else run_one(cfg, manifest, split, run_dir, **kw, namer=namer))
         runs.append(run)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from phonemekit.config import ModelConfig
-from phonemekit.data.cache import FeatureCache, extract
+from phonemekit.data.cache import FeatureCache
 from phonemekit.data.features import Batch, ClipData, load_clips
 from phonemekit.data.manifest import Manifest
 from phonemekit.errors import ConfigError
@@ -30,6 +30,7 @@ from phonemekit.models.heads import check_head_options
 from phonemekit.models.model import PhonemeModel
 from phonemekit.privacy import audit
 from phonemekit.runs import Run
+from phonemekit.scale.engines import LocalEngine
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def _is_oom(e: BaseException) -> bool:
 
 class Trainer:
     def __init__(self, cfg: ModelConfig, manifest: Manifest, train_rows: list[dict], val_rows: list[dict], run_dir: str | Path, *,
-                 cache_root: str | Path = "cache", device: str = "cpu", progress=None) -> None:
+                 cache_root: str | Path = "cache", device: str = "cpu", progress=None, engine=None) -> None:
         self.cfg, self.manifest, self.run_dir = cfg, manifest, Path(run_dir)
         self.run = Run(self.run_dir)
         self.device, self.progress = device, progress
@@ -76,7 +77,7 @@ class Trainer:
                 log.warning("train.augment needs end-to-end training; with cached features it is ignored")
             spec = encoder.spec
             sub = Manifest(manifest.root, train_rows + val_rows, manifest.labels, manifest.path)
-            res = extract(sub, encoder, cache_root, audio_cfg=cfg.audio, progress=progress, device=device)
+            res = (engine or LocalEngine()).extract(sub, encoder, cache_root, audio_cfg=cfg.audio, progress=progress, device=device)
             cache = FeatureCache(cache_root, spec)
             failed = {f["path"] for f in res.failed}
             self.model = PhonemeModel(cfg, manifest.labels, spec, None)
@@ -263,5 +264,6 @@ class Trainer:
 
 
 def train_model(cfg: ModelConfig, manifest: Manifest, train_rows: list[dict], val_rows: list[dict], run_dir: str | Path, *,
-                cache_root: str | Path = "cache", device: str = "cpu", resume: bool = False, progress=None) -> TrainResult:
-    return Trainer(cfg, manifest, train_rows, val_rows, run_dir, cache_root=cache_root, device=device, progress=progress).fit(resume)
+                cache_root: str | Path = "cache", device: str = "cpu", resume: bool = False, progress=None, engine=None) -> TrainResult:
+    """`engine` extracts a frozen encoder's features (default: this machine; see `phonemekit.scale`)."""
+    return Trainer(cfg, manifest, train_rows, val_rows, run_dir, cache_root=cache_root, device=device, progress=progress, engine=engine).fit(resume)
