@@ -41,6 +41,24 @@ def make_corpus(root: Path, speakers=("s1", "s2", "s3", "s4", "s5"), labels=LABE
     return root
 
 
+def train_toy(base: Path, head: dict) -> tuple:
+    """A one-epoch fbank model on a fresh toy corpus under `base`: (manifest, run folder)."""
+    from phonemekit.config import EncoderConfig, HeadConfig, ModelConfig, TrainConfig
+    from phonemekit.data.manifest import load_manifest, prepare
+    from phonemekit.data.splits import speaker_disjoint
+    from phonemekit.training.loop import train_model
+
+    make_corpus(base / "rec")
+    prepare(base / "rec", base / "data")
+    m = load_manifest(base / "data")
+    split = speaker_disjoint(m.speakers, m.groups)
+    rows = lambda part: [r for r in m.rows if r["speaker"] in part]  # noqa: E731
+    cfg = ModelConfig(name="toy", encoder=EncoderConfig(family="fbank", source="fbank"), head=HeadConfig(**head),
+                      train=TrainConfig(epochs=1, batch_size=8))
+    train_model(cfg, m, rows(split.train), rows(split.val), base / "run", cache_root=base / "cache")
+    return m, base / "run"
+
+
 @pytest.fixture
 def corpus(tmp_path) -> Path:
     return make_corpus(tmp_path / "rec")

@@ -25,7 +25,7 @@ from phonemekit.data.manifest import load_manifest, prepare
 from phonemekit.errors import AudioValidationError, ConfigError, DataError, IntegrityError, LockedError, OutputError
 from phonemekit.fileio import folder_lock, read_jsonl, write_json
 
-from .conftest import make_corpus, tone
+from .conftest import make_corpus, tone, train_toy
 
 runner = CliRunner()
 
@@ -75,19 +75,11 @@ def test_manifest_rows_stay_inside_the_data_root_for_every_reader(tmp_path, prep
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from phonemekit.config import EncoderConfig, HeadConfig, TrainConfig
     from phonemekit.deploy.export import export_run
-    from phonemekit.training.loop import train_model
 
-    base = tmp_path_factory.mktemp("hard")
-    make_corpus(base / "rec")
-    prepare(base / "rec", base / "data")
-    m = load_manifest(base / "data")
-    cfg = ModelConfig(name="toy", encoder=EncoderConfig(family="fbank", source="fbank"), head=HeadConfig("ctc", {"proj": 8, "hidden": 8}),
-                      train=TrainConfig(epochs=1, batch_size=8))
-    train_model(cfg, m, m.rows[::2], m.rows[1::2], base / "run", cache_root=base / "cache")
-    export_run(base / "run", [load_audio(m.audio_path(r)).samples for r in m.rows[:3]], forms=("e2e",), int8=False)
-    return base / "run" / "onnx" / "toy.e2e.onnx"
+    m, run = train_toy(tmp_path_factory.mktemp("hard"), {"kind": "ctc", "options": {"proj": 8, "hidden": 8}})
+    export_run(run, [load_audio(m.audio_path(r)).samples for r in m.rows[:3]], forms=("e2e",), int8=False)
+    return run / "onnx" / "toy.e2e.onnx"
 
 
 def _edit_metadata(src: Path, dst: Path, edit, keep_digest: bool = True) -> None:

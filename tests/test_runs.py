@@ -7,28 +7,15 @@ import json
 
 import pytest
 
-from phonemekit.config import EncoderConfig, HeadConfig, ModelConfig, TrainConfig
-from phonemekit.data.manifest import load_manifest, prepare
-from phonemekit.data.splits import speaker_disjoint
 from phonemekit.errors import DataError, IntegrityError
 from phonemekit.runs import Run
-from phonemekit.training.loop import train_model
 
-from .conftest import make_corpus
+from .conftest import train_toy
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("runs")
-    make_corpus(base / "rec")
-    prepare(base / "rec", base / "data")
-    m = load_manifest(base / "data")
-    split = speaker_disjoint(m.speakers, m.groups)
-    rows = lambda part: [r for r in m.rows if r["speaker"] in part]  # noqa: E731
-    cfg = ModelConfig(name="toy", encoder=EncoderConfig(family="fbank", source="fbank"), head=HeadConfig("mlp", {"hidden": [8]}),
-                      train=TrainConfig(epochs=1, batch_size=8))
-    train_model(cfg, m, rows(split.train), rows(split.val), base / "run", cache_root=base / "cache")
-    return Run(base / "run")
+    return Run(train_toy(tmp_path_factory.mktemp("runs"), {"kind": "mlp", "options": {"hidden": [8]}})[1])
 
 
 def test_paths_and_fields_come_from_one_place(run):

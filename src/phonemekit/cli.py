@@ -479,6 +479,21 @@ def benchmark(
     log.info("benchmark -> %s, %s", json_out, md)
 
 
+@command("benchmark-extract")
+def benchmark_extract(
+    json_out: Annotated[Path, typer.Option("--json", help="Results JSON; a markdown table is written beside it.")] = Path("runs/extract-benchmark.json"),
+    encoders: Annotated[str, typer.Option(help="FAMILY or FAMILY=SOURCE, comma-separated.")] = "fbank,whisper,wavlm",
+    clips: Annotated[int, typer.Option(min=4, help="Generated 1 s clips.")] = 48,
+) -> None:
+    """Measure feature extraction with the local engine and Ray (1 and 2 workers): clips/s, overhead, identical bytes."""
+    from phonemekit.scale.benchmark import markdown, run_extract_benchmark, write_results
+
+    res = run_extract_benchmark(encoders=tuple(e for e in encoders.split(",") if e), clips=clips)
+    md = write_results(res, json_out)
+    typer.echo(markdown(res))
+    log.info("extraction benchmark -> %s, %s", json_out, md)
+
+
 @command()
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Run folders of trained models (tested on the same split).")],
