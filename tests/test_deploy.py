@@ -247,15 +247,16 @@ def test_benchmark_json_has_the_documented_keys(tmp_path):
     from phonemekit.deploy.benchmark import MATRIX_OPS, run_benchmark, write_results
 
     # Tiny sizes here; the command measures the real ones.
-    res = run_benchmark(threads=1, n=10, frames=20, dim=32, classes=5, batch=4, encoders=("wavlm=random:tiny", "whisper=random:tiny"),
+    # One end-to-end family (the dynamo export of a transformers encoder is covered by the export tests).
+    res = run_benchmark(threads=1, n=10, frames=20, dim=32, classes=5, batch=4, encoders=("whisper=random:tiny",),
                         heads=("ctc-thin", "conv-ctc"), e2e_runs=2)
     md = write_results(res, tmp_path / "bench.json")
     flat = json.loads((tmp_path / "bench.json").read_text())["flat"]
     keys = ["head.torch.batch1_mean_ms", "head.onnx.batch1_mean_ms", "head.onnx.batch1_max_ms", "head.onnx.batch64_seq_per_s", "threads",
-            "peak_rss_mb"] + [f"e2e.{f}.{k}.rtf" for f in ("wavlm", "whisper") for k in ("torch_fp32", "onnx_fp32", "onnx_int8")]
+            "peak_rss_mb"] + [f"e2e.whisper.{k}.rtf" for k in ("torch_fp32", "onnx_fp32", "onnx_int8")]
     for key in keys:
         assert key in flat and flat[key] > 0, key
-    assert flat["e2e.wavlm.inference_process.torch_imported"] is False
+    assert flat["e2e.whisper.inference_process.torch_imported"] is False
     assert flat["e2e.whisper.source"] == "whisper=random:tiny".split("=")[1] and flat["e2e.whisper.weights"].startswith("random")
     text = md.read_text()
     verdict_row = next(line for line in text.splitlines() if line.startswith("| ctc-thin |"))

@@ -4,6 +4,7 @@ exported file (`Classifier`, which needs only ONNX Runtime)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from phonemekit.data.manifest import MANIFEST, load_manifest
@@ -24,12 +25,15 @@ def prepare(root: str | Path, out: str | Path, **kw) -> dict:
     return _prepare(Path(root), Path(out), **kw)
 
 
-def train(data: str | Path, out: str | Path, model: str = "whisper-mlp", **kw) -> Run:
+def train(data: str | Path, out: str | Path, model: str = "whisper-mlp", *, epochs: int | None = None, **kw) -> Run:
     """Train a preset on a prepared folder (or manifest), evaluate it on
     held-out speakers, and return its run (`OUT/models/MODEL`)."""
     data = Path(data)
     manifest = load_manifest(data if data.suffix == ".jsonl" else data / MANIFEST)
-    train_all(manifest, [get_preset(model)], out, leaky=False, **kw)
+    cfg = get_preset(model)
+    if epochs:
+        cfg = cfg.replace(train=dataclasses.replace(cfg.train, epochs=epochs, patience=min(cfg.train.patience, epochs)))
+    train_all(manifest, [cfg], out, leaky=False, **kw)
     return Run(Path(out) / "models" / model)
 
 
