@@ -30,7 +30,7 @@ from safetensors.torch import save
 
 from phonemekit import __version__
 from phonemekit.config import ModelConfig, from_dict, is_name
-from phonemekit.errors import DataError, IntegrityError
+from phonemekit.errors import DataError, IntegrityError, OutputError
 from phonemekit.evaluation.predict import Predictions
 from phonemekit.fileio import atomic_open, read_json, write_bytes, write_json
 from phonemekit.models.encoders import EncoderSpec, build_encoder
@@ -58,8 +58,9 @@ def digest(data_sha256: str, sidecar: dict) -> str:
     return hashlib.sha256((data_sha256 + json.dumps(fields, sort_keys=True, separators=(",", ":"))).encode()).hexdigest()
 
 
-def _parse_checkpoint(data: bytes, path: Path) -> tuple[dict, str]:
-    """(sidecar from the header, sha256 of the tensor bytes) of a checkpoint's bytes."""
+def _parse_checkpoint(data: bytes, path: Path, header_only: bool = False) -> tuple[dict, str | None]:
+    """(sidecar from the header, sha256 of the tensor bytes) of a checkpoint's
+    bytes; `header_only`: the bytes hold the header alone, and no sha256."""
     bad = lambda why: IntegrityError(f"checkpoint {path} {why}; refusing to load")  # noqa: E731
     if len(data) < 8:
         raise bad("is truncated")
@@ -75,7 +76,7 @@ def _parse_checkpoint(data: bytes, path: Path) -> tuple[dict, str]:
         raise bad(f"carries no {FORMAT} sidecar (written by an older phonemekit? train it again)") from e
     if not isinstance(side, dict):
         raise bad("carries a malformed sidecar")
-    return side, hashlib.sha256(memoryview(data)[8 + n :]).hexdigest()
+    return side, None if header_only else hashlib.sha256(memoryview(data)[8 + n :]).hexdigest()
 
 
 def _read(path: Path) -> bytes:
@@ -95,25 +96,29 @@ class Run:
     # -- the sidecar, read once --------------------------------------------------------
 
     @functools.cached_property
-    def _checkpoint(self) -> tuple[dict, str]:
+    def sidecar(self) -> dict:
+        """The sidecar, read once from the checkpoint's own header (no tensor is
+        read; `verify` and `load` check it against the weights' bytes)."""
         if not self.weights_path.is_file():
             raise DataError(f"no checkpoint at {self.path} (missing {WEIGHTS})")
-        side, data_sha = _parse_checkpoint(_read(self.weights_path), self.weights_path)
+        try:
+            with open(self.weights_path, "rb") as f:
+                head = f.read(8)
+                n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+                head += f.read(min(n, _MAX_HEADER))
+        except OSError as e:
+            raise IntegrityError(f"checkpoint {self.weights_path} cannot be read ({e.strerror or e})") from e
+        side = _parse_checkpoint(head, self.weights_path, header_only=True)[0]
         for key, ok in (("config", isinstance(side.get("config"), dict)), ("labels", _is_label_list(side.get("labels"))),
                         ("encoder_spec", isinstance(side.get("encoder_spec"), dict)), ("name", is_name((side.get("config") or {}).get("name")))):
             if not ok:
                 raise IntegrityError(f"checkpoint {self.weights_path} has a malformed sidecar ({key}); refusing to load")
-        self._mirror(side)
-        return side, data_sha
-
-    @property
-    def sidecar(self) -> dict:
-        """The sidecar, read once from the checkpoint's own header."""
-        return self._checkpoint[0]
+        return side
 
     def _mirror(self, side: dict) -> None:
-        """Keep model.json, the readable copy, equal to the checkpoint's sidecar
-        (after a kill between the two writes, or an edit by hand)."""
+        """Keep model.json, the readable copy, equal to the verified sidecar
+        (after a kill between the two writes, or an edit by hand). A run
+        folder that cannot be written (a shipped, read-only one) is still read."""
         path = self.path / SIDECAR
         try:
             same = read_json(path) == side
@@ -122,7 +127,10 @@ class Run:
         if not same:
             if path.exists():
                 log.warning("%s does not match the checkpoint it describes; rewritten from the checkpoint", path)
-            write_json(path, side)
+            try:
+                write_json(path, side)
+            except OutputError as e:
+                log.warning("%s", e)
 
     @property
     def name(self) -> str:
@@ -219,27 +227,27 @@ class Run:
 
     def verify(self, trusted: set[str] | None = None) -> dict:
         """Check the digest over weights and sidecar (and an allow-list of digests)."""
-        side, data_sha = self._checkpoint
-        self._check_digest(side, data_sha, trusted)
-        return side
+        return self._verified(_read(self.weights_path), trusted)[0]
 
-    def _check_digest(self, side: dict, data_sha: str, trusted: set[str] | None) -> None:
+    def _verified(self, data: bytes, trusted: set[str] | None) -> tuple[dict, bytes]:
+        side, data_sha = _parse_checkpoint(data, self.weights_path)
+        if side != self.sidecar:
+            raise IntegrityError(f"checkpoint {self.weights_path} changed while it was read; refusing to load")
         actual = digest(data_sha, side)
         if actual != side.get("sha256"):
             raise IntegrityError(f"checkpoint {self.weights_path} does not match its recorded sha256 (its weights or sidecar were "
                                  "changed, or it is corrupt); refusing to load")
         if trusted is not None and actual not in trusted:
             raise IntegrityError(f"checkpoint {self.weights_path} (sha256 {actual[:12]}...) is not in the trusted-hashes list")
+        self._mirror(side)
+        return side, data
 
     def load(self, *, with_encoder: bool = False, trusted: set[str] | None = None, map_location: str = "cpu") -> PhonemeModel:
         """The model, after verifying its digest on the very bytes it is built
         from. `with_encoder` attaches the encoder (from the checkpoint if it
         was fine-tuned, else rebuilt from its source and checked against the
         recorded weights fingerprint)."""
-        self.verify(trusted)  # the header's fields, checked
-        data = _read(self.weights_path)
-        side, data_sha = _parse_checkpoint(data, self.weights_path)
-        self._check_digest(side, data_sha, trusted)  # the same checks on the bytes that are loaded
+        side, data = self._verified(_read(self.weights_path), trusted)
         cfg, spec = from_dict(ModelConfig, side["config"]), EncoderSpec(**side["encoder_spec"])
         try:
             state = {k: v.to(map_location) for k, v in load_tensors(data).items()}
@@ -286,7 +294,7 @@ class Run:
         side["sha256"] = digest(hashlib.sha256(data[8 + n :]).hexdigest(), side)
         blob = save(state, metadata={_HEADER_KEY: json.dumps(side, sort_keys=True)})
         write_bytes(self.weights_path, blob)
-        self.__dict__.pop("_checkpoint", None)
+        self.__dict__.pop("sidecar", None)
         self.__dict__.pop("config", None)
         write_json(self.path / SIDECAR, side)
 

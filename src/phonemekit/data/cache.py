@@ -21,7 +21,7 @@ import torch
 
 from phonemekit.config import AudioConfig
 from phonemekit.data.audio import load_audio
-from phonemekit.data.features import batches_by_length, collate_waves
+from phonemekit.data.features import batches_by_length, clip_id, collate_waves
 from phonemekit.data.manifest import Manifest
 from phonemekit.data.store import Store
 from phonemekit.errors import AudioValidationError, DataError
@@ -98,7 +98,7 @@ def encode_batch(batch: list[dict], manifest: Manifest, encoder: Encoder, cache:
         except (AudioValidationError, DataError, OSError) as e:
             if r in todo:
                 failed.append({"path": r["path"], "reason": getattr(e, "reason", "unreadable"), "detail": str(e)})
-                log.warning("skipping %s", e)
+                log.warning("skipping clip %s (%s): %s", clip_id(r), r["label"], getattr(e, "reason", None) or type(e).__name__)
     computed = 0
     if keep:
         wave, lengths = collate_waves(waves)

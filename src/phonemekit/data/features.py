@@ -27,6 +27,12 @@ class Batch:
     y: torch.Tensor
 
 
+def clip_id(row: dict) -> str:
+    """How logs name a clip after `prepare`: by its audio's hash, not by its
+    path, which holds the speaker's (often a child's) name."""
+    return row["sha256"][:12]
+
+
 def collate_waves(waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     """Zero-padded (B, S) waveforms and their lengths."""
     lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
@@ -99,7 +105,7 @@ def load_clips(manifest: Manifest, rows: list[dict], *, cache=None, audio_cfg: A
         try:
             items.append(cache.get(r["sha256"]) if cache is not None else _waveform(manifest, r, audio_cfg))
         except (AudioValidationError, DataError, OSError) as e:
-            log.warning("skipping %s: %s", r["path"], e)
+            log.warning("skipping clip %s (%s): %s", clip_id(r), r["label"], getattr(e, "reason", None) or type(e).__name__)
             continue
         labels.append(manifest.labels.index(r["label"]))
         kept.append(r)

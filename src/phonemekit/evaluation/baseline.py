@@ -22,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 
 from phonemekit.config import EncoderConfig
 from phonemekit.data.cache import FeatureCache
+from phonemekit.data.features import clip_id
 from phonemekit.data.manifest import Manifest
 from phonemekit.errors import DataError
 from phonemekit.evaluation.predict import Predictions
@@ -44,8 +45,8 @@ def pooled(cache: FeatureCache, rows: list[dict], labels: list[str]) -> tuple[np
     for r in rows:
         try:
             f = cache.get(r["sha256"])
-        except DataError as e:
-            log.warning("baseline skips %s: %s", r["path"], e)
+        except DataError:
+            log.warning("baseline skips clip %s (%s): not in the cache", clip_id(r), r["label"])
             continue
         xs.append(np.concatenate([f.mean(0).ravel(), f.std(0).ravel()]))
         ys.append(labels.index(r["label"]))

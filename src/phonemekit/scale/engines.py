@@ -78,8 +78,11 @@ class RayEngine:
         todo = [b for b in batches if not all(cache.has(r["sha256"]) for r in b)]
         cached = sum(len(b) for b in batches) - sum(len(b) for b in todo)
         shards = [todo[i : i + self.shard_batches] for i in range(0, len(todo), self.shard_batches)]
+        if not shards:  # everything is cached: no worker needs to start
+            log.info("extract on Ray: %d cached, nothing to compute -> %s", cached, cache.dir)
+            return ExtractResult(0, cached, [], cache.dir)
         gpus = ray.cluster_resources().get("GPU", 0)
-        n = max(1, min(self.workers or int(gpus or ray.cluster_resources().get("CPU", 1)), len(shards) or 1))
+        n = max(1, min(self.workers or int(gpus or ray.cluster_resources().get("CPU", 1)), len(shards)))
         worker_cls = ray.remote(num_cpus=1, num_gpus=1 if gpus else 0, max_restarts=self.max_retries,
                                 max_task_retries=self.max_retries)(ShardWorker)
         threads = self.threads or torch.get_num_threads()
