@@ -150,6 +150,10 @@ def test_loso_folders_and_records_carry_pseudonyms_only(tmp_path):
     m = load_manifest(tmp_path / "data")
     train_all(m, [from_dict(ModelConfig, _toy(tmp_path))], tmp_path / "out", split_kind="loso", leaky=False, cache_root=tmp_path / "c",
               loso_group="child", show_speakers=True)
+    from phonemekit.runs import Run
+
+    pooled = Run(tmp_path / "out" / "models" / "toy").predictions("test")  # a LOSO folder: folds' checkpoints, pooled scores
+    assert pooled.labels == m.labels and len(pooled.y) == sum(r["speaker"] in ("alice", "bob") for r in m.rows)
     for p in (tmp_path / "out").rglob("*"):
         rel = str(p.relative_to(tmp_path / "out"))
         assert not any(n in rel for n in names), rel

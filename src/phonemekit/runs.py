@@ -186,13 +186,16 @@ class Run:
         if f"{part}_scores" not in z:
             raise DataError(f"{self.predictions_path} has no '{part}' part")
         rows = [{"sha256": s, "speaker": k, "group": g} for s, k, g in zip(z[f"{part}_sha256"], z[f"{part}_speaker"], z[f"{part}_group"])]
-        return Predictions(z[f"{part}_scores"], z[f"{part}_y"], rows, self.labels)
+        # The label table travels with the scores: a leave-one-speaker-out run
+        # folder holds its folds' checkpoints, not one of its own.
+        labels = [str(x) for x in z["labels"]] if "labels" in z else self.labels
+        return Predictions(z[f"{part}_scores"], z[f"{part}_y"], rows, labels)
 
     def save_predictions(self, preds: dict[str, Predictions], namer: Namer) -> None:
         """Scores per held-out clip. Speakers are stored as the namer names
         them (pseudonyms unless asked otherwise) with their group, so run
         folders can be shared without naming anyone."""
-        arrays = {}
+        arrays = {"labels": np.array(next(iter(preds.values())).labels)}
         for part, p in preds.items():
             arrays[f"{part}_scores"] = p.scores.astype(np.float32)
             arrays[f"{part}_y"] = p.y
