@@ -97,7 +97,8 @@ def loso(data: dict, out: Path) -> str:
              "One model per held-out speaker, trained on all other speakers; every clip is predicted by a model that never heard its speaker.", "",
              "| model | top-1 | CI clips | CI speakers | per held-out speaker |", "|---|---|---|---|---|"]
     for name, m in data["models"].items():
-        lines.append(f"| {name} | {m['top1']:.3f} | {_ci(m['top1_ci95'])} | {_ci(m['top1_ci95_speakers'])} | "
+        ci = lambda c: f"{c[0]:.3f}-{c[1]:.3f}"  # noqa: E731  (the top-1 column's scale)
+        lines.append(f"| {name} | {m['top1']:.3f} | {ci(m['top1_ci95'])} | {ci(m['top1_ci95_speakers'])} | "
                      + ", ".join(f"{s} {v:.2f}" for s, v in m["fold_top1"].items()) + " |")
     lines.append("")
     v = data.get("difference")
