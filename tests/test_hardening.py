@@ -375,3 +375,21 @@ def test_fuzzed_configs_build_or_fail_clearly(data):
     except ConfigError:
         return
     assert isinstance(cfg, ModelConfig)
+
+
+def test_temp_files_of_killed_writers_are_swept(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from phonemekit.fileio import sweep_dead_temps, write_bytes
+
+    host = socket.gethostname().replace(".", "_")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    (tmp_path / f".a.npy.{host}-{dead}.x1y2z3.tmp").write_bytes(b"half")  # a writer killed mid-write
+    (tmp_path / f".b.npy.{host}-{os.getpid()}.q9w8e7.tmp").write_bytes(b"live")  # this process, still writing
+    (tmp_path / ".c.npy.otherhost-1.abcdef.tmp").write_bytes(b"elsewhere")  # another machine's
+    write_bytes(tmp_path / "d.npy", b"done")
+    assert sweep_dead_temps(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f".b.npy.{host}-{os.getpid()}.q9w8e7.tmp", ".c.npy.otherhost-1.abcdef.tmp",
+                                                                 "d.npy"])

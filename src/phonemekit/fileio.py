@@ -8,6 +8,7 @@ import fcntl
 import hashlib
 import json
 import os
+import socket
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -25,7 +26,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
     path = Path(path)
     try:
         ensure_folder(path.parent)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_writer()}.", suffix=".tmp")
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
     try:
@@ -124,6 +125,47 @@ def is_regular(path: Path) -> bool:
         return stat.S_ISREG(path.lstat().st_mode)
     except OSError:
         return False
+
+
+def _writer() -> str:
+    """host-pid of this process: temp files carry it, so the ones a killed
+    writer left behind can be told from a live writer's."""
+    return f"{_host()}-{os.getpid()}"
+
+
+def _host() -> str:
+    return socket.gethostname().replace(".", "_")  # no dots: the temp name is split on them
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_dead_temps(root: str | os.PathLike) -> int:
+    """Remove the temp files (`.NAME.HOST-PID.XXXX.tmp`) that writers on this
+    host left when they were killed (kill -9 runs no clean-up); a live
+    writer's and another host's are left alone. Returns how many went."""
+    root, host, gone = Path(root), _host(), 0
+    if not root.is_dir():
+        return 0
+    for path, _ in walk_files(root):
+        name = path.name
+        if not (name.startswith(".") and name.endswith(".tmp")):
+            continue
+        parts = name[: -len(".tmp")].rsplit(".", 2)
+        writer = parts[1] if len(parts) == 3 else ""
+        who, _, pid = writer.rpartition("-")
+        if who == host and pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                gone += 1
+    return gone
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -25,6 +25,7 @@ from phonemekit.data.features import batches_by_length, clip_id, collate_waves
 from phonemekit.data.manifest import Manifest
 from phonemekit.data.store import Store
 from phonemekit.errors import AudioValidationError, DataError
+from phonemekit.fileio import sweep_dead_temps
 from phonemekit.models.encoders import Encoder, EncoderSpec
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,11 @@ class FeatureCache:
                 raise DataError(f"cache folder {self.dir} holds features of a different encoder spec")
         else:
             self.store.write_json("spec.json", spec.to_dict())
+
+    def sweep(self) -> None:
+        """Drop the temp files of writers on this host that were killed mid-write."""
+        if self.store.is_local and (gone := sweep_dead_temps(self.store.root)):
+            log.info("removed %d temp file(s) left by killed writers in %s", gone, self.dir)
 
     @staticmethod
     def key(sha: str) -> str:
@@ -126,6 +132,7 @@ def extract(
     """Every clip of `manifest` into the cache, on this machine."""
     encoder.eval().to(device)
     cache = FeatureCache(cache_root, encoder.spec)
+    cache.sweep()
     batches = plan(manifest, batch_size=batch_size, max_batch_seconds=max_batch_seconds)
     computed = cached = 0
     failed: list[dict] = []

@@ -109,6 +109,7 @@ class RayEngine:
         finally:
             for a in actors:
                 ray.kill(a)
+        cache.sweep()  # temp files of workers on this host killed after their last restart
         for w in workers.values():
             w["clips_per_s"] = w["clips"] / w["seconds"] if w["seconds"] else None
         log.info("extract on Ray (%d workers): %d computed, %d cached, %d failed in %.1f s -> %s", n, computed, cached, len(failed),
@@ -127,6 +128,7 @@ class ShardWorker:
         if self.encoder.spec.weights_sha256 != weights_sha256:
             raise EngineError(f"the encoder weights at {encoder_cfg.source} on {socket.gethostname()} differ from the driver's")
         self.cache = FeatureCache(cache_root, self.encoder.spec)
+        self.cache.sweep()  # a restarted actor clears what its killed predecessor on this host left
         self.audio_cfg, self.device = audio_cfg, device
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
