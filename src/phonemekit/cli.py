@@ -571,7 +571,7 @@ def make_replay(
     from phonemekit.live.replay import build_replay
 
     m = load_manifest(manifest)
-    rows = [r for r in m.rows if r["speaker"] in set(speakers.split(","))] if speakers else None
+    rows = m.rows_of(speakers.split(",")) if speakers else None
     wave, truth = build_replay(m, clips=clips, gap_s=gap, seed=seed, rows=rows)
     write_audio(out, wave)
     write_json(out.with_suffix(".labels.json"), truth)

@@ -66,6 +66,11 @@ class Manifest:
         except OSError:
             return None
 
+    def rows_of(self, speakers) -> list[dict]:
+        """The rows of these speakers (a split's part), in manifest order."""
+        keep = set(speakers)
+        return [r for r in self.rows if r["speaker"] in keep]
+
     def audio_path(self, row: dict) -> Path:
         """Where a row's audio is; a path that leads out of the data root is refused."""
         return inside(self.root, row.get("path"))

@@ -20,8 +20,7 @@ def evaluate_run(run: Run, data: str | Path | None = None, *, cache_root: str | 
         if not run.data:
             raise DataError(f"{run.path} does not record its training manifest; pass --data")
         m = load_manifest(run.data)
-        held = set(speaker_disjoint(m.speakers, m.groups).test)
-        rows = [r for r in m.rows if r["speaker"] in held]
+        rows = m.rows_of(speaker_disjoint(m.speakers, m.groups).test)
     else:
         m = load_manifest(data)
         rows = m.rows

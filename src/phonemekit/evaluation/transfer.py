@@ -34,7 +34,6 @@ def evaluate_family(run_dirs: list[Path], train: Manifest, family: Manifest, *, 
     """Top-1/top-3 per model and per baseline on every clip of `family`."""
     out: dict = {"title": title, "models": {}, "baselines": {}}
     split = speaker_disjoint(train.speakers, train.groups)
-    rows = lambda speakers: [r for r in train.rows if r["speaker"] in set(speakers)]  # noqa: E731
     frozen: dict[str, Run] = {}
     for run in as_runs(run_dirs):
         preds = predict(run.load(), family, family.rows, cache_root=cache_root, device=device)
@@ -44,7 +43,7 @@ def evaluate_family(run_dirs: list[Path], train: Manifest, family: Manifest, *, 
     for name, run in frozen.items():
         cfg = run.config
         extract(family, build_encoder(cfg.encoder), cache_root, audio_cfg=cfg.audio, device=device)
-        base = fit_baseline(train, run.encoder_spec, cache_root, rows(split.train), rows(split.val))
+        base = fit_baseline(train, run.encoder_spec, cache_root, train.rows_of(split.train), train.rows_of(split.val))
         out["baselines"][name] = {"weights": run.weights, "C": base.C, **_summary(metrics(base.predict(cache_root, family.rows), family.groups))}
         log.info("%s on the held-out family: top-1 %.3f", name, out["baselines"][name]["top1"])
     return out

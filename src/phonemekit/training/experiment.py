@@ -44,18 +44,13 @@ class ModelRun:
     layer_weights: list[float] | None = None  # a learned layer mix, bottom to top
 
 
-def rows_of(manifest: Manifest, speakers) -> list[dict]:
-    keep = set(speakers)
-    return [r for r in manifest.rows if r["speaker"] in keep]
-
-
 def run_one(cfg: ModelConfig, manifest: Manifest, split: Split, run_dir: Path, *, cache_root, device, resume, progress, namer: Namer | None = None,
             engine=None) -> ModelRun:
     namer = namer or Namer.of(manifest)
-    res = train_model(cfg, manifest, rows_of(manifest, split.train), rows_of(manifest, split.val), run_dir,
+    res = train_model(cfg, manifest, manifest.rows_of(split.train), manifest.rows_of(split.val), run_dir,
                       cache_root=cache_root, device=device, resume=resume, progress=progress, engine=engine)
-    test = predict(res.model, manifest, rows_of(manifest, split.test), cache_root=cache_root, device=device)
-    val = predict(res.model, manifest, rows_of(manifest, split.val), cache_root=cache_root, device=device)
+    test = predict(res.model, manifest, manifest.rows_of(split.test), cache_root=cache_root, device=device)
+    val = predict(res.model, manifest, manifest.rows_of(split.val), cache_root=cache_root, device=device)
     run = Run(run_dir)
     run.save_predictions({"test": test, "val": val}, namer)
     m = metrics(test, manifest.groups)
@@ -170,8 +165,8 @@ def fit_baselines(manifest: Manifest, split: Split, runs: list[ModelRun], cache_
             continue
         spec = Run(r.run_dir).encoder_spec
         t0 = time.perf_counter()
-        base = fit_baseline(manifest, spec, cache_root, rows_of(manifest, split.train), rows_of(manifest, split.val))
-        preds = base.predict(cache_root, rows_of(manifest, split.test))
+        base = fit_baseline(manifest, spec, cache_root, manifest.rows_of(split.train), manifest.rows_of(split.val))
+        preds = base.predict(cache_root, manifest.rows_of(split.test))
         m = metrics(preds, manifest.groups)
         log.info("%s: held-out top-1 %.3f (C=%g, %.0f s)", name, m["top1"], base.C, time.perf_counter() - t0)
         out[name] = ({"encoder": {"family": r.cfg.encoder.family, "source": r.cfg.encoder.source, "layer": r.cfg.encoder.layer},
