@@ -20,8 +20,7 @@ import numpy as np
 import torch
 
 from phonemekit.config import AudioConfig
-from phonemekit.data.audio import load_audio
-from phonemekit.data.features import batches_by_length, clip_id, collate_waves
+from phonemekit.data.features import batches_by_length, clip_id, collate_waves, load_waveform
 from phonemekit.data.manifest import Manifest
 from phonemekit.data.store import Store
 from phonemekit.errors import AudioValidationError, DataError
@@ -95,11 +94,7 @@ def encode_batch(batch: list[dict], manifest: Manifest, encoder: Encoder, cache:
     waves, keep, failed = [], [], []
     for r in batch:
         try:
-            path = manifest.audio_path(r)
-            clip = load_audio(path, audio_cfg)
-            if clip.sha256 != r["sha256"]:  # the features of other bytes would be cached under this clip's name
-                raise AudioValidationError(path, "changed", "file changed since prepare; re-run prepare")
-            waves.append(clip.samples)
+            waves.append(load_waveform(manifest, r, audio_cfg))  # other bytes' features would be cached under this clip's name
             keep.append(r)
         except (AudioValidationError, DataError, OSError) as e:
             if r in todo:
@@ -115,6 +110,20 @@ def encode_batch(batch: list[dict], manifest: Manifest, encoder: Encoder, cache:
                 cache.put(r["sha256"], f[:n])
                 computed += 1
     return computed, len(batch) - len(todo), failed
+
+
+def encode_batches(batches: list[list[dict]], manifest: Manifest, encoder: Encoder, cache: FeatureCache, *, audio_cfg: AudioConfig | None,
+                   device: str, on_batch=None) -> tuple[int, int, list[dict]]:
+    """`encode_batch` over planned batches (all of them locally, a shard on a
+    cluster worker): (computed, cached, failed) in total."""
+    computed = cached = 0
+    failed: list[dict] = []
+    for batch in batches:
+        c, k, f = encode_batch(batch, manifest, encoder, cache, audio_cfg=audio_cfg, device=device)
+        computed, cached, failed = computed + c, cached + k, failed + f
+        if on_batch:
+            on_batch(batch)
+    return computed, cached, failed
 
 
 @torch.no_grad()
@@ -134,13 +143,8 @@ def extract(
     cache = FeatureCache(cache_root, encoder.spec)
     cache.sweep()
     batches = plan(manifest, batch_size=batch_size, max_batch_seconds=max_batch_seconds)
-    computed = cached = 0
-    failed: list[dict] = []
     task = progress.add_task(f"extracting {encoder.family}", total=sum(map(len, batches))) if progress else None
-    for batch in batches:
-        c, k, f = encode_batch(batch, manifest, encoder, cache, audio_cfg=audio_cfg, device=device)
-        computed, cached, failed = computed + c, cached + k, failed + f
-        if progress:
-            progress.advance(task, len(batch))
+    computed, cached, failed = encode_batches(batches, manifest, encoder, cache, audio_cfg=audio_cfg, device=device,
+                                              on_batch=(lambda b: progress.advance(task, len(b))) if progress else None)
     log.info("extract: %d computed, %d cached, %d failed -> %s", computed, cached, len(failed), cache.dir)
     return ExtractResult(computed, cached, failed, cache.dir)

@@ -89,7 +89,8 @@ class ClipData:
             yield self.batch(list(range(start, min(start + batch_size, len(self)))))
 
 
-def _waveform(manifest: Manifest, row: dict, audio_cfg: AudioConfig | None) -> np.ndarray:
+def load_waveform(manifest: Manifest, row: dict, audio_cfg: AudioConfig | None) -> np.ndarray:
+    """A row's samples, refused when the file's bytes are no longer the ones `prepare` hashed."""
     path = manifest.audio_path(row)
     clip = load_audio(path, audio_cfg)
     if clip.sha256 != row["sha256"]:
@@ -103,7 +104,7 @@ def load_clips(manifest: Manifest, rows: list[dict], *, cache=None, audio_cfg: A
     items, labels, kept = [], [], []
     for r in rows:
         try:
-            items.append(cache.get(r["sha256"]) if cache is not None else _waveform(manifest, r, audio_cfg))
+            items.append(cache.get(r["sha256"]) if cache is not None else load_waveform(manifest, r, audio_cfg))
         except (AudioValidationError, DataError, OSError) as e:
             log.warning("skipping clip %s (%s): %s", clip_id(r), r["label"], getattr(e, "reason", None) or type(e).__name__)
             continue

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from phonemekit.config import AudioConfig, EncoderConfig
-from phonemekit.data.cache import ExtractResult, FeatureCache, encode_batch, extract, plan
+from phonemekit.data.cache import ExtractResult, FeatureCache, encode_batches, extract, plan
 from phonemekit.data.manifest import Manifest
 from phonemekit.errors import ConfigError, PhonemekitError
 from phonemekit.models.encoders import Encoder, build_encoder
@@ -135,11 +135,7 @@ class ShardWorker:
     def run(self, root, shard: list[list[dict]]) -> dict:
         t0 = time.perf_counter()
         manifest = Manifest(root, [r for b in shard for r in b], [])
-        computed = cached = 0
-        failed: list[dict] = []
-        for batch in shard:
-            c, k, f = encode_batch(batch, manifest, self.encoder, self.cache, audio_cfg=self.audio_cfg, device=self.device)
-            computed, cached, failed = computed + c, cached + k, failed + f
+        computed, cached, failed = encode_batches(shard, manifest, self.encoder, self.cache, audio_cfg=self.audio_cfg, device=self.device)
         return {"worker": self.name, "computed": computed, "cached": cached, "failed": failed, "clips": sum(map(len, shard)),
                 "audio_seconds": sum(r["duration"] for b in shard for r in b), "seconds": time.perf_counter() - t0}
 
