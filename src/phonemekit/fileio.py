@@ -19,30 +19,35 @@ from phonemekit.errors import DataError, LockedError, OutputError
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
-    """Open a temp file beside `path`; on success fsync and rename over it.
-    A write that fails (read-only or full disk) is one `OutputError` naming
-    the file; the old file, if any, is left as it was."""
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temp file beside `path` for the block to write (by name, for writers
+    such as exporters that take a path); renamed over `path` when the block
+    succeeds, removed when it fails. A write that fails (read-only or full
+    disk) is one `OutputError` naming the file; the old file, if any, stays."""
     path = Path(path)
     try:
         ensure_folder(path.parent)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_writer()}.", suffix=".tmp")
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_writer()}.", suffix=".tmp")
+        os.close(fd)
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
     except OSError as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
+    """`atomic_path`, opened: the data is fsynced before the rename."""
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def ensure_folder(path: str | os.PathLike) -> Path:

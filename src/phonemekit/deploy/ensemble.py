@@ -20,7 +20,7 @@ from phonemekit.deploy import onnx as ox
 from phonemekit.deploy.export import ExportError, export_run, parity_clips
 from phonemekit.errors import DataError
 from phonemekit.evaluation.ensemble import Ensemble, fit_ensembles
-from phonemekit.fileio import write_json
+from phonemekit.fileio import atomic_path, write_json
 from phonemekit.report.report import REPORT_JSON, Report
 from phonemekit.runs import Run
 from phonemekit.runs import runs as as_runs
@@ -80,7 +80,7 @@ def export_ensemble(runs: list[Run], ens: Ensemble, path: Path, waves: list[np.n
             proto = _current_member(run.onnx("e2e"), run.sha256)
         member_files.append(proto)
     graph = EnsembleGraph(models, ens).eval()
-    with ox.atomic_output(path) as tmp:
+    with atomic_path(path) as tmp:
         n = len(models)
         example = tuple(torch.log_softmax(torch.randn(2, len(models[0].labels)), -1) for _ in range(n))
         names = [f"log_probs_{i}" for i in range(n)]

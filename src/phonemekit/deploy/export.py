@@ -35,7 +35,7 @@ from phonemekit.data.manifest import load_manifest
 from phonemekit.deploy import onnx as ox
 from phonemekit.deploy.onnx import ExportError, GraphIO
 from phonemekit.deploy.runtime import Classifier
-from phonemekit.fileio import write_json
+from phonemekit.fileio import atomic_path, write_json
 from phonemekit.models.model import PhonemeModel
 from phonemekit.privacy import audit
 from phonemekit.runs import Run
@@ -154,7 +154,7 @@ def export_form(model: PhonemeModel, form: str, path: Path, waves: list[np.ndarr
     """Export one form to `path` after checking parity on `waves`."""
     io = GraphIO.of(form, model.output_kind == "ctc")
     use_dynamo = form == "e2e" and model.encoder is not None and model.encoder.exporter == "dynamo"
-    with ox.atomic_output(path) as tmp:
+    with atomic_path(path) as tmp:
         t0 = time.perf_counter()
         if use_dynamo:
             ox.export_dynamo(_build_form, (str(run.path), form, waves[:2]), tmp, io, max_frames(model))
@@ -173,7 +173,7 @@ def quantize_form(src: Path, dst: Path, form: str, waves: list[np.ndarray], mode
                   min_agreement: float = 0.98, min_speedup: float = 1.05) -> dict:
     """An int8 copy of an exported file, kept only when faster and accurate
     enough; the returned record says which and why."""
-    with ox.atomic_output(dst) as tmp:
+    with atomic_path(dst) as tmp:
         ox.quantize_int8(src, tmp)
         sess32, sess8 = ox.session(src), ox.session(tmp)
         p32 = onnx_probs(sess32, form, waves, model)

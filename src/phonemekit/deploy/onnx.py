@@ -1,5 +1,5 @@
 """ONNX plumbing, in one place: the two exporters, finishing a file
-(metadata, graph hash, checks), atomic output, the session options every
+(metadata, graph hash, checks), the session options every
 caller uses, dynamic int8 quantisation, parity figures, timing, and
 composing graphs. `export`, `benchmark`, `compare` and the ensemble export
 build on these; nothing else touches onnx or onnxruntime internals.
@@ -11,16 +11,13 @@ and ships without torch, so torch is imported inside the exporters only.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import multiprocessing as mp
-import os
-import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +27,7 @@ import onnx
 import onnxruntime as ort
 from onnx import compose, helper
 
-from phonemekit.errors import OutputError, PhonemekitError
-from phonemekit.fileio import ensure_folder
+from phonemekit.errors import PhonemekitError
 
 log = logging.getLogger(__name__)
 
@@ -169,26 +165,6 @@ def finish(path: Path, meta: dict, io: GraphIO | None = None) -> None:
     onnx.checker.check_model(m)
     set_metadata(m, meta)
     onnx.save(m, str(path))
-
-
-@contextlib.contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """A temp path beside `path`; renamed over it when the block succeeds,
-    removed when it fails, so a failed export leaves nothing behind."""
-    try:
-        ensure_folder(path.parent)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
-    finally:
-        tmp_path.unlink(missing_ok=True)
 
 
 # -- running -----------------------------------------------------------------------------
