@@ -87,8 +87,11 @@ def _read(path: Path) -> bytes:
 
 
 class Run:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, name: str | None = None) -> None:
+        """`name`: the model's name when the run is not trained yet (a
+        pipeline plans its files before its training step writes them)."""
         self.path = Path(path)
+        self._name = name
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
@@ -134,7 +137,7 @@ class Run:
 
     @property
     def name(self) -> str:
-        return self.sidecar["config"]["name"]
+        return self._name or self.sidecar["config"]["name"]
 
     @property
     def labels(self) -> list[str]:

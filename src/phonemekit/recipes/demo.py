@@ -82,7 +82,7 @@ def demo_steps(out: Path, *, speakers: int, takes: int, seed: int, channel: str 
     corpus, data = out / "corpus", out / "data"
     models = demo_models(wav2vec2, wavlm, e2e_epochs, models, epochs)
     loso_cfgs = loso_models(models, epochs)
-    runs = [Run(out / "models" / m.name) for m in models]
+    runs = [Run(out / "models" / m.name, name=m.name) for m in models]
     random_enc = [m.name for m in models if m.encoder.source.startswith("random:")]
     # Leaky twins of two cheap cached-feature models teach the lesson (see
     # LEAKY_TWINS); for end-to-end random encoders they would double the run.
@@ -102,8 +102,7 @@ def demo_steps(out: Path, *, speakers: int, takes: int, seed: int, channel: str 
         if missing:
             raise StepError(f"{REPORT_JSON} lacks models {missing}")
 
-    # Each run's e2e file in its name's place (the run folders have no sidecar yet when the steps are built).
-    e2e = [r.path / "onnx" / f"{m.name}.e2e.onnx" for r, m in zip(runs, models)]
+    e2e = [r.onnx("e2e") for r in runs]
     weights = [r.weights_path for r in runs]
     return [
         Step("corpus", lambda: build_demo_corpus(corpus, speakers=speakers, takes=takes, seed=seed, channel=channel, progress=progress),
