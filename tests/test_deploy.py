@@ -96,6 +96,35 @@ def test_export_both_forms_with_parity_and_metadata(trained, idx):
         clf.probs([np.zeros(int((limit_s + 1) * 16000), np.float32)])
 
 
+def test_calibration_travels_from_checkpoint_to_onnx_and_gives_the_same_verdicts(trained):
+    from phonemekit.deploy.export import export_run
+    from phonemekit.deploy.runtime import Classifier
+    from phonemekit.evaluation.calibration import fit_temperature
+    from phonemekit.runs import Run
+
+    run = Run(trained["runs"][1])
+    cal = run.calibration
+    assert cal is not None and run.verify()  # attached after training, digest renewed
+    val = run.predictions("val")
+    assert cal.temperature == pytest.approx(fit_temperature(val.scores, val.y))  # fitted on validation speakers
+    export_run(run.path, trained["waves"][:4], forms=("e2e",), int8=False)
+    clf = Classifier.load(run.onnx("e2e"))
+    assert clf.calibration == cal
+    wave = trained["waves"][0]
+    p = clf.probs([wave])[0]
+    for label in clf.labels:
+        v = clf.verdict(wave, label)
+        assert v == {**cal.verdict(p, clf.labels, label), "top_k": v["top_k"]} and v["calibrated"]
+        assert v["accepted"] == (v["probability"] >= cal.threshold_of(label))
+    with pytest.raises(Exception, match="not a label"):
+        clf.verdict(wave, "zz")
+    section = json.loads((trained["out"] / "report.json").read_text())["sections"]["train"]
+    v = section["models"][run.name]["verdict"]
+    assert v["temperature"] == cal.temperature and 0 <= v["test"]["far"] <= 1 and 0 <= v["test"]["frr"] <= 1
+    assert (trained["out"] / "figures" / "det.png").stat().st_size > 1000
+    assert "Calibrated verdicts" in (trained["out"] / "report.md").read_text()
+
+
 def test_truncated_and_tampered_onnx_are_refused(trained, tmp_path):
     from phonemekit.deploy.export import export_run
     from phonemekit.deploy.runtime import Classifier

@@ -1,7 +1,7 @@
 """`Run`: the one object that knows a run folder's layout.
 
     RUN/model.safetensors   weights, and the sidecar in the file's own header (safetensors; never a pickle)
-    RUN/model.json          a readable copy of the sidecar: config, labels, blank, encoder spec, digest
+    RUN/model.json          a readable copy of the sidecar: config, labels, blank, encoder spec, calibration, digest
     RUN/predictions.npz     scores per held-out clip, parts "test" and "val"
     RUN/metrics.json        held-out metrics (speakers by pseudonym)
     RUN/history.json        one record per epoch
@@ -31,6 +31,7 @@ from safetensors.torch import save
 from phonemekit import __version__
 from phonemekit.config import ModelConfig, from_dict, is_name
 from phonemekit.errors import DataError, IntegrityError, OutputError
+from phonemekit.evaluation.calibration import Calibration
 from phonemekit.evaluation.predict import Predictions
 from phonemekit.fileio import atomic_open, read_json, write_bytes, write_json
 from phonemekit.models.encoders import EncoderSpec, build_encoder
@@ -295,6 +296,16 @@ class Run:
             "metrics": metrics or {},
             **(extra or {}),
         }
+        self._write(state, side)
+
+    def attach(self, **fields) -> None:
+        """Add fields to the sidecar of a saved checkpoint (the calibration
+        fitted after training): weights unchanged, digest renewed."""
+        side, data = self._verified(_read(self.weights_path), None)
+        state = load_tensors(data)
+        self._write(state, {**{k: v for k, v in side.items() if k != "sha256"}, **fields})
+
+    def _write(self, state: dict, side: dict) -> None:
         data = save(state)  # tensors only, to hash the bytes the header will precede
         n = struct.unpack("<Q", data[:8])[0]
         side["sha256"] = digest(hashlib.sha256(data[8 + n :]).hexdigest(), side)
@@ -303,6 +314,12 @@ class Run:
         self.__dict__.pop("sidecar", None)
         self.__dict__.pop("config", None)
         write_json(self.path / SIDECAR, side)
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The verdict calibration fitted on the validation speakers, if any."""
+        raw = self.sidecar.get("calibration")
+        return None if raw is None else Calibration.from_dict(raw, self.labels)
 
     # -- training records --------------------------------------------------------------
 

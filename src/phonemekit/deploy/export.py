@@ -104,8 +104,8 @@ def _graph(model: PhonemeModel, form: str, waves: list[np.ndarray]):
     return EndToEndGraph(model), (wave, lengths)
 
 
-def metadata(model: PhonemeModel, form: str, checkpoint_sha256: str, precision: str) -> dict:
-    return {
+def metadata(model: PhonemeModel, form: str, checkpoint_sha256: str, precision: str, calibration: dict | None = None) -> dict:
+    meta = {
         "phonemekit_version": __version__,
         "form": form,
         "precision": precision,
@@ -120,6 +120,9 @@ def metadata(model: PhonemeModel, form: str, checkpoint_sha256: str, precision: 
         "checkpoint_sha256": checkpoint_sha256,
         "model_name": model.cfg.name,
     }
+    if calibration is not None:  # verdict temperature and thresholds, fitted on validation speakers
+        meta["calibration"] = calibration
+    return meta
 
 
 @dataclass
@@ -160,7 +163,7 @@ def export_form(model: PhonemeModel, form: str, path: Path, waves: list[np.ndarr
             ox.export_dynamo(_build_form, (str(run.path), form, waves[:2]), tmp, io, max_frames(model))
         else:
             ox.export_torchscript(*_graph(model, form, waves), tmp, io, max_frames(model))
-        ox.finish(tmp, metadata(model, form, run.sha256, "fp32"), io)
+        ox.finish(tmp, metadata(model, form, run.sha256, "fp32", run.sidecar.get("calibration")), io)
         parity = ox.agreement(onnx_probs(ox.session(tmp), form, waves, model), torch_probs(model, waves))
         parity["export_seconds"] = round(time.perf_counter() - t0, 1)
         if parity["top1_agreement"] < 1.0:

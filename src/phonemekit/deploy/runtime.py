@@ -3,6 +3,7 @@
     clf = Classifier.load("wavlm-ctc.e2e.onnx")
     clf.classify(waveform)            # [(label, prob), ...] top-k
     clf.probs([w1, w2, ...])          # (N, C)
+    clf.verdict(waveform, "s")        # {"accepted": ..., "probability": ...}: did the child say /s/?
 
 Labels, blank index and sample rate come from the file's metadata. On load
 the recorded sha256 of the graph and the integrity digest over it and every
@@ -24,6 +25,7 @@ from phonemekit.config import AudioConfig
 from phonemekit.data.audio import load_audio
 from phonemekit.deploy import onnx as ox
 from phonemekit.errors import DataError, IntegrityError
+from phonemekit.evaluation.calibration import Calibration, check_expect, uncalibrated_verdict
 
 # Metadata values stored as plain strings; the others are JSON.
 _PLAIN = ("graph_sha256", "integrity_sha256", "checkpoint_sha256", "form", "precision", "head_output", "model_name", "phonemekit_version",
@@ -39,6 +41,7 @@ class Classifier:
         self.form: str = meta["form"]
         self.name: str = meta.get("model_name", path.stem)
         self.outputs = [o.name for o in session.get_outputs()]
+        self.calibration: Calibration | None = meta.get("calibration")
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, threads: int | None = None, trusted: set[str] | None = None) -> Classifier:
@@ -100,6 +103,19 @@ class Classifier:
         best = np.argsort(-p)[:top_k]
         return [(self.labels[i], float(p[i])) for i in best]
 
+    def verdict(self, waveform: np.ndarray, expect: str, top_k: int = 3) -> dict:
+        """Did this clip say `expect`? The calibrated accept/reject the file
+        carries (fitted on validation speakers), with the top-k beside it."""
+        check_expect(expect, self.labels)
+        p = self.probs([np.asarray(waveform, dtype=np.float32)])[0]
+        return {**self.verdict_of(p, expect), "top_k": [(self.labels[i], float(p[i])) for i in np.argsort(-p)[:top_k]]}
+
+    def verdict_of(self, probs: np.ndarray, expect: str) -> dict:
+        """The verdict for already computed probabilities (the live engine's final segment)."""
+        if self.calibration is None:
+            return uncalibrated_verdict(probs, self.labels, expect)
+        return self.calibration.verdict(probs, self.labels, expect)
+
     def classify_file(self, path: str | os.PathLike, top_k: int = 3) -> list[tuple[str, float]]:
         return self.classify(load_audio(path, AudioConfig(sample_rate=self.sample_rate)).samples, top_k)
 
@@ -123,6 +139,11 @@ def _parse_metadata(raw: dict[str, str], path: Path) -> dict:
         if key not in meta or not ok(meta[key]):
             raise IntegrityError(f"{path} has malformed metadata ({key} is {'missing' if key not in meta else repr(meta[key])[:60]}); "
                                  "refusing to load")
+    if "calibration" in meta:
+        try:
+            meta["calibration"] = Calibration.from_dict(meta["calibration"], meta["labels"])
+        except IntegrityError as e:
+            raise IntegrityError(f"{path}: {e}; refusing to load") from e
     return meta
 
 

@@ -1,8 +1,7 @@
 """Statistics of a model's predictions on held-out clips.
 
 Reported per model: top-1, top-3, macro-F1, per-class and per-speaker
-accuracy, per-group accuracy (e.g. children), known-target accuracy (is the
-expected sound top-1 / top-3, and by what margin), 95% CIs on top-1 that
+accuracy, per-group accuracy (e.g. children), 95% CIs on top-1 that
 resample clips and that resample speakers, the most-confused pairs, and
 paired comparisons of two models on the same clips (exact McNemar test,
 speaker-resampled CI of the difference). scipy and scikit-learn do the
@@ -77,13 +76,9 @@ def metrics(p: Predictions, groups: dict[str, str] | None = None) -> dict:
         raise DataError("no clips to evaluate")
     c = len(p.labels)
     pred = p.scores.argmax(1)
-    rank = (p.scores > p.scores[np.arange(len(p.y)), p.y][:, None]).sum(1)  # 0 = expected sound is top-1
+    rank = (p.scores > p.scores[np.arange(len(p.y)), p.y][:, None]).sum(1)  # 0 = true sound is top-1
     correct = (pred == p.y).astype(float)
     cm = confusion_matrix(p.y, pred, c)
-    probs = p.probs
-    expected = probs[np.arange(len(p.y)), p.y]
-    others = probs.copy()
-    others[np.arange(len(p.y)), p.y] = -1
     speakers = np.array([r["speaker"] for r in p.rows])
     groups = groups or {}
     group_of = np.array([groups.get(s, r.get("group", "unknown")) for s, r in zip(speakers, p.rows)])
@@ -98,12 +93,6 @@ def metrics(p: Predictions, groups: dict[str, str] | None = None) -> dict:
         "per_class": per_class,
         "per_speaker": {s: float(correct[speakers == s].mean()) for s in sorted(set(speakers))},
         "per_group": {g: float(correct[group_of == g].mean()) for g in sorted(set(group_of))},
-        "known_target": {
-            "top1": float((rank == 0).mean()),
-            "top3": float((rank < 3).mean()),
-            "mean_rank": float(rank.mean() + 1),
-            "mean_margin": float((expected - others.max(1)).mean()),
-        },
         "confused_pairs": confused_pairs(cm, p.labels),
         "confusion": cm.tolist(),
     }

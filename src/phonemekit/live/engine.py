@@ -27,6 +27,7 @@ import numpy as np
 from phonemekit.config import from_dict
 from phonemekit.deploy.runtime import Classifier
 from phonemekit.errors import ConfigError, PhonemekitError
+from phonemekit.evaluation.calibration import check_expect, uncalibrated_verdict
 from phonemekit.live.vad import FRAME, SR, dbfs, make_vad
 
 log = logging.getLogger(__name__)
@@ -137,9 +138,7 @@ class LiveEngine:
         self.classifier, self.cfg = classifier, cfg
         self.vad = vad or make_vad(cfg.vad, cfg.energy_threshold_db)
         self.smoother = Smoother(cfg)
-        self.expect = expect
-        if expect is not None and expect not in classifier.labels:
-            raise ConfigError(f"--expect {expect!r} is not a label of this model ({', '.join(classifier.labels)})")
+        self.set_expect(expect)
         self.pending = np.zeros(0, np.float32)
         self.consumed = 0  # samples processed
         self.pre = deque(maxlen=max(1, cfg.pre_roll_ms * SR // 1000 // FRAME))
@@ -147,6 +146,11 @@ class LiveEngine:
         self.speech_run = self.silence_run = 0
         self.level_db = -120.0
         self.speech_prob = 0.0
+
+    def set_expect(self, expect: str | None) -> None:
+        """The sound the game asks for next (None: just classify)."""
+        check_expect(expect, self.classifier.labels)
+        self.expect = expect
 
     @property
     def now(self) -> float:
@@ -233,8 +237,11 @@ class LiveEngine:
         ev = self._event("final", label=label, top_k=self._top(p), segment_start=round(seg.start, 4), segment_end=round(end, 4),
                          compute_ms=round(compute_ms, 2), provisional_changes=flips, reason=reason)
         if self.expect is not None:
+            # The calibrated verdict the model file carries (uncalibrated files: top-1 == expected).
+            verdict_of = getattr(self.classifier, "verdict_of", None)
+            v = verdict_of(p, self.expect) if verdict_of else uncalibrated_verdict(p, self.classifier.labels, self.expect)
             rank = int((p > p[self.classifier.labels.index(self.expect)]).sum()) + 1
-            ev.update(expected=self.expect, recognised=label == self.expect, expected_rank=rank)
+            ev.update(expected=self.expect, recognised=label == self.expect, expected_rank=rank, verdict=v)
         self.silence_run = 0
         return [ev, self._event("offset", segment_end=round(end, 4))]
 

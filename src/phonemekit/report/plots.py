@@ -1,5 +1,5 @@
 """Figures for reports: confusion matrices, training curves, embedding maps,
-model comparison bars. Every function writes one PNG and returns its path."""
+model comparison bars, reliability diagrams and DET curves. Every function writes one PNG and returns its path."""
 
 from __future__ import annotations
 
@@ -111,4 +111,39 @@ def accuracy_vs_latency(names: list[str], acc: list[float], ms: list[float], pat
     ax.set_ylabel("held-out top-1")
     ax.set_ylim(0, 1)
     ax.set_xscale("log")
+    return _save(fig, Path(path))
+
+
+def reliability(rel: dict, path: str | os.PathLike, title: str = "") -> Path:
+    """Reliability diagram: accuracy per confidence bin, before and after calibration."""
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="perfectly calibrated")
+    for key, colour in (("before", "C3"), ("after", "C0")):
+        r = rel[key]
+        ax.plot(r["confidence"], r["accuracy"], marker="o", color=colour, label=key)
+    ax.set_xlabel("top-1 confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    return _save(fig, Path(path))
+
+
+def det(verdicts: dict[str, dict], path: str | os.PathLike) -> Path:
+    """DET curves (false accepts vs false rejects) per model, on normal-deviate axes, with each operating point."""
+    from scipy.stats import norm
+
+    ticks = [0.001, 0.01, 0.05, 0.2, 0.5]
+    z = lambda v: norm.ppf(np.clip(np.asarray(v, dtype=float), 1e-4, 1 - 1e-4))  # noqa: E731
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for i, (name, v) in enumerate(verdicts.items()):
+        ax.plot(z(v["det"]["far"]), z(v["det"]["frr"]), color=f"C{i % 10}", lw=1.2, label=name)
+        ax.plot(z(v["test"]["far"]), z(v["test"]["frr"]), "o", color=f"C{i % 10}")
+    ax.set_xticks(z(ticks), [f"{t:g}" for t in ticks])
+    ax.set_yticks(z(ticks), [f"{t:g}" for t in ticks])
+    ax.set_xlabel("false-accept rate")
+    ax.set_ylabel("false-reject rate")
+    ax.set_title("verdicts on held-out speakers (dots: operating point)", fontsize=9)
+    ax.legend(fontsize=7)
     return _save(fig, Path(path))

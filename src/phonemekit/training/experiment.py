@@ -16,7 +16,9 @@ from phonemekit.config import ModelConfig
 from phonemekit.data.manifest import Manifest
 from phonemekit.data.splits import Split, leaky_split, loso_folds, speaker_disjoint
 from phonemekit.errors import DataError
+from phonemekit.evaluation import calibration
 from phonemekit.evaluation.baseline import baseline_name, fit_baseline
+from phonemekit.evaluation.calibration import Calibration, fit_calibration
 from phonemekit.evaluation.metrics import metrics, versus
 from phonemekit.evaluation.predict import Predictions, predict
 from phonemekit.fileio import folder_lock
@@ -42,10 +44,11 @@ class ModelRun:
     history: list[dict]  # one record per epoch; LOSO records carry their fold
     weights: str
     layer_weights: list[float] | None = None  # a learned layer mix, bottom to top
+    calibration: Calibration | None = None  # fitted on the validation speakers
 
 
 def run_one(cfg: ModelConfig, manifest: Manifest, split: Split, run_dir: Path, *, cache_root, device, resume, progress, namer: Namer | None = None,
-            engine=None) -> ModelRun:
+            engine=None, target_far: float = 0.05) -> ModelRun:
     namer = namer or Namer.of(manifest)
     res = train_model(cfg, manifest, manifest.rows_of(split.train), manifest.rows_of(split.val), run_dir,
                       cache_root=cache_root, device=device, resume=resume, progress=progress, engine=engine)
@@ -53,10 +56,13 @@ def run_one(cfg: ModelConfig, manifest: Manifest, split: Split, run_dir: Path, *
     val = predict(res.model, manifest, manifest.rows_of(split.val), cache_root=cache_root, device=device)
     run = Run(run_dir)
     run.save_predictions({"test": test, "val": val}, namer)
+    # Verdict calibration on the validation speakers; it travels in the checkpoint.
+    cal = fit_calibration(val.scores, val.y, val.labels, target_far=target_far)
+    run.attach(calibration=cal.to_dict())
     m = metrics(test, manifest.groups)
     run.write_metrics(_named(m, namer))
     mix = res.model.layer_mix.weights() if res.model.layer_mix is not None else None
-    return ModelRun(cfg.name, cfg, run_dir, test, val, m, res.seconds, res.history, res.model.spec.weights, mix)
+    return ModelRun(cfg.name, cfg, run_dir, test, val, m, res.seconds, res.history, res.model.spec.weights, mix, cal)
 
 
 def _named(m: dict, namer: Namer) -> dict:
@@ -198,7 +204,9 @@ def build_report(manifest: Manifest, split: Split, runs: list[ModelRun], leaky_t
             "per_speaker": namer.keys(m["per_speaker"]),
             "per_group": m["per_group"],
             "target_top1": m["per_group"].get(target_group) if target_group else None,
-            "known_target": m["known_target"],
+            # What a game asks ("I asked for /s/; did the child say it?"):
+            # calibrated accept/reject at the operating point fitted on val.
+            "verdict": _verdict(r, manifest) if r.calibration else None,
             "per_class": m["per_class"],
             "confused_pairs": m["confused_pairs"][:8],
             "epochs": len(r.history),
@@ -243,6 +251,11 @@ def build_report(manifest: Manifest, split: Split, runs: list[ModelRun], leaky_t
     }
 
 
+def _verdict(r: ModelRun, manifest: Manifest) -> dict:
+    groups = np.array([manifest.groups.get(row["speaker"], row.get("group", "unknown")) for row in r.test.rows])
+    return calibration.summary(r.calibration, r.val.scores, r.val.y, r.test.scores, r.test.y, r.test.labels, groups)
+
+
 def draw_figures(section: dict, runs: list[ModelRun], manifest: Manifest, out: Path) -> None:
     """Confusion matrices, training curves and the model bars the `train` section shows."""
     figs = out / "figures"
@@ -250,6 +263,12 @@ def draw_figures(section: dict, runs: list[ModelRun], manifest: Manifest, out: P
         plots.confusion(np.array(r.metrics["confusion"]), manifest.labels, figs / f"confusion-{r.name}.png", f"{r.name}: held-out speakers")
         if r.history:
             plots.curves(r.history, figs / f"curves-{r.name}.png", r.name)
+        v = section["models"].get(r.name, {}).get("verdict")
+        if v:
+            plots.reliability(v["reliability"], figs / f"reliability-{r.name}.png", f"{r.name}: held-out speakers, T={v['temperature']:.2f}")
+    with_verdict = {n: m["verdict"] for n, m in section["models"].items() if m.get("verdict")}
+    if with_verdict:
+        plots.det(with_verdict, figs / "det.png")
     names = list(section["models"])
     if names:
         plots.model_bars(names, [section["models"][n]["top1"] for n in names], [section["models"][n]["top1_ci95"] for n in names],
