@@ -172,8 +172,11 @@ def test_live_cli_replays_a_file_with_a_real_model(tmp_path, prepared):
     assert r.exit_code == 0, r.output
     events = [json.loads(x) for x in (tmp_path / "ev.jsonl").read_text().splitlines()]
     assert {"onset", "final", "offset"} <= {e["type"] for e in events}
-    metrics = json.loads(r.output[r.output.index("{"):])
+    block = r.output[r.output.index("{"):]
+    metrics = json.loads(block[: block.index("\n}") + 2])
     assert metrics["clips"] == 6 and metrics["detected"] >= 5
+    # ...then the table of every preset, with the noise-only false triggers.
+    assert all(f"| {p} | none | " in r.output for p in ("responsive", "balanced", "stable")) and "Noise alone" in r.output
 
 
 def test_watch_swaps_the_model_without_dropping_audio(tmp_path, prepared):
@@ -209,3 +212,43 @@ def test_watch_swaps_the_model_without_dropping_audio(tmp_path, prepared):
     assert engine.classifier is not first
     assert engine.consumed + len(engine.pending) == sum(fed) == len(wave)  # every sample was processed
     assert sum(e["type"] == "final" for e in events) >= 3
+
+
+def test_noise_is_seeded_unit_rms_and_mixed_at_the_asked_snr():
+    from phonemekit.live.replay import NOISES, make_noise, mix_noise
+
+    for kind in NOISES:
+        x = make_noise(kind, 32000, seed=3)
+        assert np.sqrt(np.mean(x**2)) == pytest.approx(1.0, rel=1e-3) and np.array_equal(x, make_noise(kind, 32000, seed=3))
+    wave = np.zeros(48000, np.float32)
+    wave[16000:24000] = 0.1 * np.sin(np.arange(8000) / 5)
+    truth = [{"start": 1.0, "end": 1.5, "label": "aa"}]
+    mixed = mix_noise(wave, truth, "pink", 10.0)
+    speech = np.sqrt(np.mean(wave[16000:24000] ** 2))
+    noise = np.sqrt(np.mean(mixed[:16000] ** 2))
+    assert 20 * np.log10(speech / noise) == pytest.approx(10.0, abs=1.0)
+
+
+def test_hybrid_vad_hears_a_quiet_hiss_and_not_steady_noise():
+    """An unvoiced, fricative-like hiss 20 dB below a vowel: the noise-floor
+    gate opens on it; steady pink noise alone never opens a segment."""
+    from phonemekit.live.replay import make_noise
+    from phonemekit.live.vad import FRAME, NoiseFloorVAD
+
+    rng = np.random.default_rng(0)
+    quiet = np.concatenate([3e-4 * rng.standard_normal(8000), 0.01 * rng.standard_normal(4000), 3e-4 * rng.standard_normal(8000)]).astype(np.float32)
+    gate = NoiseFloorVAD()
+    flags = [gate(quiet[i : i + FRAME]) for i in range(0, len(quiet) - FRAME, FRAME)]
+    assert sum(flags) >= 5 and flags[0] == 0 and flags[-1] == 0
+    steady = (0.05 * make_noise("pink", 16000 * 10, seed=1)).astype(np.float32)
+    engine = LiveEngine(ToneClassifier(), LiveConfig(vad="hybrid"))
+    events = run_stream(engine, (steady[i : i + 512] for i in range(0, len(steady), 512)))
+    assert [e for e in events if e["type"] == "final"] == []
+
+
+def test_replay_metrics_count_false_triggers():
+    truth = [{"start": 1.0, "end": 1.3, "label": "aa"}]
+    ev = lambda s, e, lab: {"type": "final", "label": lab, "segment_start": s, "segment_end": e, "t_audio": e + 0.1, "compute_ms": 1.0,  # noqa: E731
+                            "provisional_changes": 0}
+    m = replay_metrics([ev(0.95, 1.32, "aa"), ev(2.0, 2.2, "ee")], truth)
+    assert (m["detected"], m["false_triggers"], m["detection_rate"], m["false_trigger_rate"]) == (1, 1, 1.0, 1.0)

@@ -592,7 +592,9 @@ def live(
     ema: Annotated[Optional[float], typer.Option(min=0.01, max=1)] = None,
     expect: Annotated[Optional[str], typer.Option(help="Practice mode: the sound the child should say.")] = None,
     events: Annotated[Optional[Path], typer.Option(help="Write events as JSON lines here ('-' for stdout).")] = None,
-    report: Annotated[bool, typer.Option(help="With --file and FILE.labels.json: print accuracy, latency and flicker.")] = False,
+    report: Annotated[bool, typer.Option(help="With --file and FILE.labels.json: detection, false triggers, accuracy, latency and flicker "
+                                              "of every preset (and each --noise).")] = False,
+    noise: Annotated[Optional[list[str]], typer.Option(help="With --report: also mix in noise, KIND:SNR_DB (pink|hum|clicks), repeatable.")] = None,
     watch: Annotated[bool, typer.Option(help="Reload the model when its file changes.")] = False,
     threads: Annotated[int, typer.Option(min=1)] = 1,
 ) -> None:
@@ -602,8 +604,11 @@ def live(
 
     from rich.live import Live
 
+    from phonemekit.config import AudioConfig
+    from phonemekit.data.audio import load_audio
     from phonemekit.deploy.runtime import Classifier
     from phonemekit.fileio import read_json
+    from phonemekit.live.bench import live_table, parse_noise, table_markdown
     from phonemekit.live.engine import LiveEngine, load_live_config, run_stream, summary
     from phonemekit.live.replay import replay_metrics
     from phonemekit.live.sources import file_blocks, mic_blocks
@@ -637,8 +642,14 @@ def live(
         truth_file = file.with_suffix(".labels.json") if file else None
         if not truth_file or not truth_file.exists():
             raise typer.BadParameter("--report needs --file with a FILE.labels.json beside it (see `phonemekit make-replay`)")
-        met = replay_metrics(evs, read_json(truth_file))
-        typer.echo(_json.dumps(met, indent=2))
+        truth = read_json(truth_file)
+        typer.echo(_json.dumps(replay_metrics(evs, truth), indent=2))
+        try:
+            noises = [parse_noise(n) for n in noise or []]
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from e
+        table = live_table(clf, load_audio(file, AudioConfig(max_seconds=3600, max_bytes=2_000_000_000)).samples, truth, noises=noises)
+        typer.echo("\n".join(table_markdown(table, f"{clf.name}: every preset")))
 
 
 def main() -> None:  # pragma: no cover

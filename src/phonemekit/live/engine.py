@@ -28,16 +28,19 @@ from phonemekit.config import from_dict
 from phonemekit.deploy.runtime import Classifier
 from phonemekit.errors import ConfigError, PhonemekitError
 from phonemekit.evaluation.calibration import check_expect, uncalibrated_verdict
-from phonemekit.live.vad import FRAME, SR, dbfs, make_vad
+from phonemekit.live.vad import FRAME, SR, VADS, dbfs, make_vad
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class LiveConfig:
-    vad: str = "silero"  # silero | energy
+    vad: str = "hybrid"  # hybrid | silero | energy (see live.vad)
     vad_threshold: float = 0.5  # silero speech probability
     energy_threshold_db: float = -40.0  # energy gate, dBFS
+    floor_margin_db: float = 14.0  # hybrid: speech rises this far above the tracked noise floor...
+    floor_min_db: float = -60.0  # ...and above this level...
+    hybrid_silero_threshold: float = 0.85  # ...or silero is this sure (high: its tail lags the sound's end; the gate hears the rest)
     min_speech_ms: int = 64
     hangover_ms: int = 96
     pre_roll_ms: int = 256  # audio kept from before the onset: VADs fire late, and stops start with a burst
@@ -52,8 +55,8 @@ class LiveConfig:
     top_k: int = 3
 
     def __post_init__(self) -> None:
-        if self.vad not in ("silero", "energy"):
-            raise ConfigError(f"invalid value for 'vad': {self.vad!r} (silero|energy)")
+        if self.vad not in VADS:
+            raise ConfigError(f"invalid value for 'vad': {self.vad!r} ({'|'.join(VADS)})")
         if not 0 < self.ema <= 1:
             raise ConfigError("invalid value for 'ema': expected (0, 1]")
         if self.hysteresis < 1:
@@ -136,7 +139,7 @@ class LiveEngine:
 
     def __init__(self, classifier, cfg: LiveConfig, vad=None, expect: str | None = None) -> None:
         self.classifier, self.cfg = classifier, cfg
-        self.vad = vad or make_vad(cfg.vad, cfg.energy_threshold_db)
+        self.vad = vad or make_vad(cfg)
         self.smoother = Smoother(cfg)
         self.set_expect(expect)
         self.pending = np.zeros(0, np.float32)

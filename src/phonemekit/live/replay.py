@@ -1,5 +1,6 @@
 """Replay files (labelled clips separated by silence: the standard live
-test) and the metrics of a live run against their truth."""
+test), background noise to mix into them (generated from a seed, so nothing
+is shipped), and the metrics of a live run against their truth."""
 
 from __future__ import annotations
 
@@ -26,6 +27,38 @@ def build_replay(manifest, *, clips: int = 40, gap_s: float = 0.6, seed: int = 0
         t += len(x) / SR
     parts.append(rng.standard_normal(int(gap_s * SR)).astype(np.float32) * 3e-4)
     return np.concatenate(parts), truth
+
+
+NOISES = ("pink", "hum", "clicks")
+
+
+def make_noise(kind: str, n: int, seed: int = 0) -> np.ndarray:
+    """Unit-RMS non-speech noise: `pink` (1/f, fans and traffic), `hum`
+    (50 Hz mains and harmonics over faint pink), `clicks` (pink with short
+    decaying knocks, a few per second: the transients a gate fires on)."""
+    rng = np.random.default_rng(seed)
+    if kind not in NOISES:
+        raise ValueError(f"unknown noise {kind!r} (choose from {', '.join(NOISES)})")
+    spec = np.fft.rfft(rng.standard_normal(n))
+    spec /= np.sqrt(np.maximum(np.fft.rfftfreq(n, 1 / SR), 20.0))  # 1/f power below 20 Hz held flat
+    x = np.fft.irfft(spec, n)
+    x /= np.sqrt(np.mean(x**2)) + 1e-12
+    if kind == "hum":
+        t = np.arange(n) / SR
+        x = 0.2 * x + sum(np.sin(2 * np.pi * 50 * h * t + rng.uniform(0, 6.3)) / h for h in (1, 2, 3, 5))
+    elif kind == "clicks":
+        knock = np.exp(-np.arange(int(0.03 * SR)) / (0.005 * SR)) * np.sin(2 * np.pi * 180 * np.arange(int(0.03 * SR)) / SR)
+        for at in rng.choice(max(1, n - len(knock)), size=max(1, int(3 * n / SR)), replace=False):
+            x[at : at + len(knock)] += 8 * knock * rng.uniform(0.5, 1)
+    return (x / (np.sqrt(np.mean(x**2)) + 1e-12)).astype(np.float32)
+
+
+def mix_noise(wave: np.ndarray, truth: list[dict], kind: str, snr_db: float, seed: int = 0) -> np.ndarray:
+    """`wave` with noise added at `snr_db` below the level of its sounds (RMS over the truth's spans)."""
+    spans = np.concatenate([wave[int(t["start"] * SR) : int(t["end"] * SR)] for t in truth]) if truth else wave
+    speech_rms = np.sqrt(np.mean(spans**2))
+    out = wave + make_noise(kind, len(wave), seed) * speech_rms * 10 ** (-snr_db / 20)
+    return np.clip(out, -1, 1).astype(np.float32)
 
 
 def _sound_bounds(x: np.ndarray, rel_db: float = -30.0) -> tuple[float, float]:
@@ -61,10 +94,15 @@ def replay_metrics(events: list[dict], truth: list[dict]) -> dict:
         if first:
             lat_on.append((first[0]["t_audio"] - tr["start"]) * 1000 + first[0]["compute_ms"])
     seg_flicker = [f["provisional_changes"] > 0 for f in finals]
+    # A segment overlapping no sound is a false trigger (noise, a click, an echo).
+    false = sum(1 for f in finals if not any(min(t["end"], f["segment_end"]) > max(t["start"], f["segment_start"]) for t in truth))
     return {
         "clips": len(truth),
         "segments": len(finals),
         "detected": matched,
+        "detection_rate": matched / len(truth) if truth else None,
+        "false_triggers": false,
+        "false_trigger_rate": false / len(truth) if truth else None,
         "accuracy": correct / len(truth) if truth else None,
         "latency_offset_ms_mean": float(np.mean(lat_off)) if lat_off else None,
         "latency_offset_ms_p90": float(np.percentile(lat_off, 90)) if lat_off else None,

@@ -19,6 +19,11 @@ from phonemekit.live.vad import FRAME, SR, LiveError
 def file_blocks(path: str | Path, *, realtime: bool = False, block: int = FRAME) -> Iterator[np.ndarray]:
     """Replay a file as a stream: in real time, or as fast as possible."""
     x = load_audio(path, AudioConfig(max_seconds=3600, max_bytes=2_000_000_000)).samples
+    return array_blocks(x, realtime=realtime, block=block)
+
+
+def array_blocks(x: np.ndarray, *, realtime: bool = False, block: int = FRAME) -> Iterator[np.ndarray]:
+    """A 16 kHz waveform in memory as a stream of blocks."""
     start = time.perf_counter()
     for i in range(0, len(x), block):
         if realtime:

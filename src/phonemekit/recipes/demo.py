@@ -32,9 +32,8 @@ from phonemekit.evaluation.metrics import versus
 from phonemekit.evaluation.predict import pooled_embeddings
 from phonemekit.evaluation.transfer import evaluate_family
 from phonemekit.fileio import write_json
-from phonemekit.live.engine import PRESETS, LiveEngine, load_live_config, run_stream
-from phonemekit.live.replay import build_replay, replay_metrics
-from phonemekit.live.sources import file_blocks
+from phonemekit.live.bench import live_table
+from phonemekit.live.replay import build_replay
 from phonemekit.models.presets import DEMO_MODELS, get_preset
 from phonemekit.recipes.pipeline import Pipeline, Step, StepError
 from phonemekit.report import plots
@@ -215,21 +214,26 @@ def _ensemble(runs: list[Run], out: Path) -> dict:
     return {"chosen": rec["chosen"], "test_top1": rec["methods"][rec["chosen"]]["top1"]}
 
 
-def _live(runs: list[Run], out: Path, data: Path, clips: int = 40) -> dict:
-    """Replay a file of held-out speakers' clips through every model and preset."""
+def _live(runs: list[Run], out: Path, data: Path, clips: int = 100) -> dict:
+    """Replay a file of held-out speakers' clips: every model with the default
+    preset; the best model through every preset, with noise mixed in at 20
+    and 10 dB SNR, and on noise alone."""
     m = load_manifest(data)
-    wave, truth = build_replay(m, clips=clips, gap_s=0.6, rows=held_out_rows(m, Report.load(out)["train"]))
+    report = Report.load(out)
+    wave, truth = build_replay(m, clips=clips, gap_s=0.6, rows=held_out_rows(m, report["train"]))
     write_audio(out / "replay.wav", wave)
     write_json(out / "replay.labels.json", [{k: v for k, v in t.items() if k != "sha256"} for t in truth])
-    results = {}
-    for r in runs:
+    best = report["train"]["best_model"]
+    tables = {}
+    for r in sorted(runs, key=lambda r: r.name != best):
         clf = Classifier.load(r.onnx("e2e"))
-        for preset in PRESETS:
-            events = run_stream(LiveEngine(clf, load_live_config(preset)), file_blocks(out / "replay.wav"))
-            results[f"{r.name}/{preset}"] = replay_metrics(events, truth)
-    write_json(out / "live.json", results)
-    Report.load(out).set("live", {"clips": len(truth), "results": results}).save()
-    return {"replays": len(results)}
+        if r.name == best:
+            tables[r.name] = live_table(clf, wave, truth, noises=[("pink", 20), ("pink", 10), ("hum", 10), ("clicks", 10)])
+        else:
+            tables[r.name] = live_table(clf, wave, truth, presets=("balanced",), noise_only_s=0)
+    write_json(out / "live.json", tables)
+    report.set("live", {"clips": len(truth), "best_model": best, "tables": tables}).save()
+    return {"replays": sum(len(t["rows"]) for t in tables.values())}
 
 
 def run_demo(out: Path, *, force: set[str] | None = None, **kw) -> list[dict]:

@@ -199,13 +199,14 @@ def ensembles(rec: dict, out: Path) -> str:
 
 @renderer("live")
 def live(data: dict, out: Path) -> str:
-    """A replayed file of held-out clips through every model and live preset."""
-    results = data["results"]
+    """A replayed file of held-out clips: the best model through every preset and noise condition, the others with the default."""
+    from phonemekit.live.bench import table_markdown
+
     lines = [f"## Live replay ({data['clips']} held-out clips)", "",
-             "Latency: from the end of each sound to its final label (VAD hangover plus compute). Flicker: segments whose shown label changed.", "",
-             "| model / preset | accuracy | latency after offset mean / p90 ms | first label after onset ms | flicker | detected |", "|---|---|---|---|---|---|"]
-    f = lambda x, k="{:.0f}": "-" if x is None else k.format(x)  # noqa: E731
-    for key, v in results.items():
-        lines.append(f"| {key} | {f(v['accuracy'], '{:.3f}')} | {f(v['latency_offset_ms_mean'])} / {f(v['latency_offset_ms_p90'])} | "
-                     f"{f(v['latency_onset_ms_mean'])} | {f(v['flicker_rate'], '{:.1%}')} | {v['detected']}/{v['clips']} |")
-    return "\n".join(lines) + "\n"
+             "Detected: sounds a final label segment overlaps. False triggers: segments overlapping no sound. Latency: from the end "
+             "of each sound to its final label (VAD hangover plus compute). Flicker: segments whose shown label changed after it "
+             "first appeared. Noise is generated (pink, mains hum, knocks) and mixed at the SNR shown, relative to the sounds' level.", ""]
+    best = data.get("best_model")
+    for name, t in data["tables"].items():
+        lines += table_markdown(t, f"### {name}" + (" (best model)" if name == best else "")) + [""]
+    return "\n".join(lines)
