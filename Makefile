@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	# The CPU build of torch is pinned and installed first so that nothing
 	# later pulls a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
-	$(BIN)/pip install --quiet -e '.[train,live,whisper,ray,dev]'
+	$(BIN)/pip install --quiet -e '.[train,live,whisper,ray,serve,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -221,10 +221,13 @@ def test_ensemble_methods_and_single_file_export(trained, tmp_path):
     rec, chosen = fit_ensembles(runs(trained["runs"]))
     assert set(rec["methods"]) == {"mean", "weighted", "vote", "stacking"} and rec["chosen"] == chosen.method
     assert rec["methods"][rec["chosen"]]["val_top1"] == max(m["val_top1"] for m in rec["methods"].values())
-    exported = export_ensemble(runs(trained["runs"]), chosen, tmp_path / "ensemble.e2e.onnx", trained["waves"][:4])
+    exported = export_ensemble(runs(trained["runs"]), chosen, tmp_path / "ensemble.e2e.onnx", trained["waves"][:4], rec["calibration"])
     assert exported["parity"]["top1_agreement"] == 1.0
     clf = Classifier.load(tmp_path / "ensemble.e2e.onnx")
     assert clf.probs(trained["waves"][:2]).shape == (2, 3)
+    # The ensemble's own calibration (fitted on validation) travels in the file and decides its verdicts.
+    assert clf.calibration is not None and clf.calibration.to_dict() == rec["calibration"] and 0 <= rec["verdict"]["far"] <= 1
+    assert clf.verdict(trained["waves"][0], clf.labels[0])["calibrated"]
 
 
 def test_every_ensemble_rule_composes_into_one_file_with_parity(trained, tmp_path):

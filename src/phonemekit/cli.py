@@ -652,6 +652,78 @@ def live(
         typer.echo("\n".join(table_markdown(table, f"{clf.name}: every preset")))
 
 
+# ---------------------------------------------------------------- serving
+
+
+@command()
+def serve(
+    model: Annotated[Path, typer.Argument(help="An end-to-end .onnx model from `phonemekit export`.")],
+    host: Annotated[str, typer.Option(help="Interface to bind; loopback by default.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    token: Annotated[Optional[str], typer.Option(envvar="PHONEMEKIT_TOKEN", help="Require this bearer token (or env PHONEMEKIT_TOKEN).")] = None,
+    cors: Annotated[Optional[list[str]], typer.Option(help="Allow browser requests from this origin (repeatable).")] = None,
+    watch: Annotated[bool, typer.Option(help="Reload the model when its file changes, keeping open streams.")] = False,
+    record: Annotated[Optional[Path], typer.Option(help="Write received audio to this folder (off by default: audio stays in memory).")] = None,
+    max_body_mb: Annotated[float, typer.Option(min=0.01, max=100)] = 5.0,
+    max_clip_seconds: Annotated[float, typer.Option(min=0.1, max=600)] = 10.0,
+    max_requests: Annotated[int, typer.Option(min=1, help="Classifications in flight; more wait, then get 503.")] = 8,
+    max_streams: Annotated[int, typer.Option(min=1)] = 8,
+    workers: Annotated[int, typer.Option(min=1, help="Inference threads.")] = 2,
+    idle_timeout: Annotated[float, typer.Option(min=0.1, help="Close a stream after this many seconds without audio.")] = 30.0,
+) -> None:
+    """Serve a model to games: HTTP /classify, WebSocket /stream, /model, /health (OpenAPI at /docs)."""
+    from phonemekit.serve.app import ServeConfig
+    from phonemekit.serve.app import serve as run_server
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("binding %s: the server is reachable from other machines%s", host, "" if token else " and has no --token")
+    if record:
+        record.mkdir(parents=True, exist_ok=True)
+        log.warning("recording every received clip and stream to %s", record)
+    cfg = ServeConfig(token=token, cors_origins=tuple(cors or ()), max_body_bytes=int(max_body_mb * 1e6), max_clip_seconds=max_clip_seconds,
+                      max_requests=max_requests, max_streams=max_streams, workers=workers, idle_timeout_s=idle_timeout, record_dir=record,
+                      watch_s=1.0 if watch else None)
+    run_server(model, cfg, host=host, port=port)
+
+
+@command()
+def loadtest(
+    model: Annotated[Path, typer.Argument(help="An end-to-end .onnx model; a server for it is started on a free loopback port.")],
+    file: Annotated[Path, typer.Option(help="A replay .wav (see `make-replay`): streams send it, HTTP clients post its clips.")],
+    clients: Annotated[int, typer.Option(min=0, max=256)] = 4,
+    streams: Annotated[int, typer.Option(min=0, max=64)] = 2,
+    seconds: Annotated[float, typer.Option(min=1, max=600)] = 10.0,
+    workers: Annotated[int, typer.Option(min=1)] = 2,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures here.")] = None,
+) -> None:
+    """Load-test the server on loopback: requests/s, p50/p99 latency, errors, peak RSS."""
+    import io
+    import json as _json
+
+    import numpy as np
+    import soundfile as sf
+
+    from phonemekit.config import AudioConfig
+    from phonemekit.data.audio import load_audio
+    from phonemekit.fileio import read_json, write_json
+    from phonemekit.serve.loadtest import load_test_model
+
+    x = load_audio(file, AudioConfig(max_seconds=3600, max_bytes=2_000_000_000)).samples
+    labels = file.with_suffix(".labels.json")
+    spans = ([(t["start"] - 0.1, t["end"] + 0.1) for t in read_json(labels)] if labels.exists()
+             else [(t, t + 1.0) for t in np.arange(0, len(x) / 16000 - 1, 1.0)])
+    clips = []
+    for a, b in spans[:64]:
+        buf = io.BytesIO()
+        sf.write(buf, x[max(0, int(a * 16000)) : int(b * 16000)], 16000, subtype="PCM_16", format="WAV")
+        clips.append(buf.getvalue())
+    pcm = (np.clip(x, -1, 1) * 32767).astype("<i2").tobytes()
+    res = load_test_model(model, clips, pcm, clients=clients, streams=streams, seconds=seconds, workers=workers)
+    typer.echo(_json.dumps(res, indent=2))
+    if json_out:
+        write_json(json_out, res)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

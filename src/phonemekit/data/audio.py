@@ -171,6 +171,41 @@ def decode(data: bytes, path: Path, cfg: AudioConfig) -> Clip:
     return Clip(out, cfg.sample_rate, int(rate), int(info.channels), hashlib.sha256(data).hexdigest(), warnings)
 
 
+def decode_bytes(data: bytes, cfg: AudioConfig, name: str = "request") -> Clip:
+    """A clip received as bytes (an upload): its container is sniffed, then
+    every check of `decode` applies. `name` appears in errors."""
+    if not data:
+        raise AudioValidationError(name, "empty", "0 bytes")
+    if len(data) > cfg.max_bytes:
+        raise AudioValidationError(name, "too_large", f"more than {cfg.max_bytes} bytes")
+    fmt = _sniff(data[:12])
+    if fmt is None:
+        raise AudioValidationError(name, "not_audio")
+    return decode(data, Path(name + fmt), cfg)
+
+
+def pcm16_to_float(data: bytes, name: str = "request") -> np.ndarray:
+    """Raw little-endian signed 16-bit mono PCM as float32 in [-1, 1)."""
+    if len(data) % 2:
+        raise AudioValidationError(name, "corrupt", f"{len(data)} bytes is not a whole number of 16-bit samples")
+    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def decode_pcm16(data: bytes, sample_rate: int, cfg: AudioConfig, name: str = "request") -> Clip:
+    """Raw PCM16 at `sample_rate`, wrapped as a WAV in memory so that it
+    passes through exactly the checks an uploaded file does."""
+    if not 8000 <= sample_rate <= 48000:
+        raise AudioValidationError(name, "bad_header", f"sample rate {sample_rate} Hz (expected 8000-48000)")
+    samples = pcm16_to_float(data, name)
+    if not len(samples):
+        raise AudioValidationError(name, "empty", "no samples")
+    if len(samples) > cfg.max_seconds * sample_rate:
+        raise AudioValidationError(name, "too_long", f"{len(samples) / sample_rate:.1f} s > {cfg.max_seconds:g} s")
+    buf = io.BytesIO()
+    sf.write(buf, samples, sample_rate, subtype="PCM_16", format="WAV")
+    return decode(buf.getvalue(), Path(name + ".wav"), cfg)
+
+
 def resample(x: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
     """Band-limited resampling with soxr (high quality, maintained)."""
     x = np.asarray(x, dtype=np.float32)

@@ -66,7 +66,7 @@ class EnsembleGraph(nn.Module):
         return self.combine(*[m.classify_waves(waveform, lengths) for m in self.members])
 
 
-def export_ensemble(runs: list[Run], ens: Ensemble, path: Path, waves: list[np.ndarray]) -> dict:
+def export_ensemble(runs: list[Run], ens: Ensemble, path: Path, waves: list[np.ndarray], calibration: dict | None = None) -> dict:
     """One ONNX file holding every member and the rule; parity with torch is checked."""
     models = [r.load(with_encoder=True) for r in runs]
     if len({m.spec.sample_rate for m in models}) != 1:
@@ -96,7 +96,7 @@ def export_ensemble(runs: list[Run], ens: Ensemble, path: Path, waves: list[np.n
             "max_frames": int(limit_s * first.spec.frame_rate),
             "encoder_spec": [m.spec.to_dict() for m in models], "weights": ",".join(sorted({m.spec.weights for m in models})),
             "checkpoint_sha256": ",".join(r.sha256 for r in runs), "model_name": f"ensemble-{ens.method}",
-            "ensemble": ens.to_dict(),
+            "ensemble": ens.to_dict(), **({"calibration": calibration} if calibration else {}),
         })
         sess = ox.session(tmp)
         got, ref = [], []
@@ -134,7 +134,7 @@ def ensemble_into_report(run_dirs, out: str | Path, *, export: bool = True, clip
     groups = load_manifest(runs[0].data).groups if runs[0].data else None
     rec, chosen = fit_ensembles(runs, groups=groups)
     if export:
-        rec["onnx"] = export_ensemble(runs, chosen, out / "ensemble.e2e.onnx", parity_clips(runs[0], None, clips))
+        rec["onnx"] = export_ensemble(runs, chosen, out / "ensemble.e2e.onnx", parity_clips(runs[0], None, clips), rec["calibration"])
     write_json(out / "ensemble.json", rec)
     if (out / REPORT_JSON).exists():
         Report.load(out).set("ensembles", rec).save()

@@ -191,6 +191,11 @@ def ensembles(rec: dict, out: Path) -> str:
              "| method | validation top-1 | test top-1 (95% CI) | top-3 |", "|---|---|---|---|"]
     for method, r in rec["methods"].items():
         lines.append(f"| {method} | {r['val_top1']:.3f} | {r['top1']:.3f} ({r['top1_ci95'][0]:.3f}-{r['top1_ci95'][1]:.3f}) | {r['top3']:.3f} |")
+    if rec.get("verdict"):
+        v = rec["verdict"]
+        lines += ["", f"Verdicts of the chosen ensemble (calibrated on validation, T = {rec['calibration']['temperature']:.2f}): "
+                  f"false accepts {100 * v['far']:.1f}%, false rejects {100 * v['frr']:.1f}% on test; ECE {v['ece_test_before']:.3f} -> "
+                  f"{v['ece_test_after']:.3f}."]
     if "onnx" in rec:
         lines += ["", f"Exported as one file: `{rec['onnx']['path']}` ({rec['onnx']['bytes'] / 1e6:.1f} MB), top-1 agreement with torch "
                   f"{rec['onnx']['parity']['top1_agreement']:.3f} on {rec['onnx']['parity']['clips']} clips."]

@@ -1,0 +1,285 @@
+"""The server, started on a free loopback port with a tiny exported model and
+driven by real HTTP and WebSocket clients: parity with `Classifier`, stream
+events equal to `live` on the same audio, every malformed case answered with
+a 4xx and the server still up, auth, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+websockets_sync = pytest.importorskip("websockets.sync.client")
+
+
+@pytest.fixture(scope="module")
+def served_model(tmp_path_factory):
+    """A toy model trained by train_all (so it is calibrated) and exported end to end, plus a replay file."""
+    from phonemekit.config import EncoderConfig, HeadConfig, ModelConfig, TrainConfig
+    from phonemekit.data.audio import load_audio, write_audio
+    from phonemekit.data.manifest import load_manifest, prepare
+    from phonemekit.deploy.export import export_run
+    from phonemekit.live.replay import build_replay
+    from phonemekit.training.experiment import train_all
+
+    from .conftest import make_corpus
+
+    base = tmp_path_factory.mktemp("serve")
+    make_corpus(base / "rec")
+    prepare(base / "rec", base / "data")
+    m = load_manifest(base / "data")
+    cfg = ModelConfig(name="toy", encoder=EncoderConfig(family="fbank", source="fbank"), head=HeadConfig("mlp", {"hidden": [16]}),
+                      train=TrainConfig(epochs=8, batch_size=8, lr=3e-3))
+    train_all(m, [cfg], base / "out", leaky=False, cache_root=base / "cache")
+    run = base / "out" / "models" / "toy"
+    clips = [load_audio(m.audio_path(r)).samples for r in m.rows[::5]]
+    export_run(run, clips[:4], forms=("e2e",), int8=False)
+    wave, truth = build_replay(m, clips=6, gap_s=0.5)
+    write_audio(base / "replay.wav", wave)
+    return {"model": run / "onnx" / "toy.e2e.onnx", "clips": clips, "replay": base / "replay.wav", "truth": truth, "base": base}
+
+
+class Server:
+    """uvicorn in a thread on 127.0.0.1 and a free port."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        from phonemekit.serve.loadtest import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", ws_max_size=1 << 21))
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=lambda: self.loop.run_until_complete(self.server.serve()), daemon=True)
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        deadline = time.time() + 20
+        while not self.server.started:
+            assert time.time() < deadline, "server did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    def ws(self, query: str = "", **kw):
+        return websockets_sync.connect(f"ws://127.0.0.1:{self.port}/stream{query}", **kw)
+
+
+def _serve(served_model, **cfg):
+    from phonemekit.serve.app import ServeConfig, create_app
+
+    return Server(create_app(served_model["model"], ServeConfig(**cfg)))
+
+
+def wav_bytes(x: np.ndarray, subtype: str = "PCM_16", sr: int = 16000) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, x, sr, subtype=subtype, format="WAV")
+    return buf.getvalue()
+
+
+def pcm16(x: np.ndarray) -> bytes:
+    return (np.clip(x, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+@pytest.fixture(scope="module")
+def server(served_model):
+    with _serve(served_model) as s:
+        yield s
+
+
+def test_health_model_and_openapi(server, served_model):
+    from phonemekit.deploy.runtime import Classifier
+
+    clf = Classifier.load(served_model["model"])
+    assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
+    info = httpx.get(f"{server.url}/model").json()
+    assert [x["label"] for x in info["labels"]] == clf.labels and info["sample_rate"] == 16000
+    assert info["hashes"]["integrity_sha256"] == clf.meta["integrity_sha256"] and info["calibration"]["temperature"] > 0
+    assert info["weights"] == "none" and info["versions"]["phonemekit"]
+    paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    assert {"/health", "/model", "/classify"} <= set(paths)
+
+
+def test_classify_matches_the_classifier_and_gives_calibrated_verdicts(server, served_model):
+    from phonemekit.deploy.runtime import Classifier
+
+    clf = Classifier.load(served_model["model"])
+    for x in served_model["clips"][:5]:
+        body = wav_bytes(x)
+        q = np.round(x * 32767).clip(-32768, 32767) / 32768  # what the PCM16 file holds
+        ref = clf.probs([sf.read(io.BytesIO(body), dtype="float32")[0]])[0]
+        got = httpx.post(f"{server.url}/classify?top_k=3&expect={clf.labels[0]}", content=body).json()
+        top = np.argsort(-ref)[:3]
+        assert [t["label"] for t in got["top_k"]] == [clf.labels[i] for i in top]
+        assert np.allclose([t["probability"] for t in got["top_k"]], ref[top], atol=1e-5)
+        assert got["verdict"] == clf.verdict_of(ref, clf.labels[0]) and got["verdict"]["calibrated"]
+        # Raw PCM16 with its sample rate gives the same answer.
+        raw = httpx.post(f"{server.url}/classify?sample_rate=16000", content=pcm16(q.astype(np.float32))).json()
+        assert [t["label"] for t in raw["top_k"]] == [t["label"] for t in got["top_k"]]
+    # 48 kHz PCM is resampled, not refused.
+    assert httpx.post(f"{server.url}/classify?sample_rate=48000", content=pcm16(np.repeat(served_model["clips"][0], 3))).status_code == 200
+
+
+@pytest.mark.parametrize("case", ["not_audio", "truncated", "nan", "empty", "odd_pcm", "bad_rate", "silent", "unknown_label", "bad_top_k",
+                                  "too_long", "oversized"])
+def test_malformed_requests_get_a_json_4xx_and_the_server_stays_up(server, served_model, case):
+    x = served_model["clips"][0]
+    good = wav_bytes(x)
+    nan = x.copy()
+    nan[10] = np.nan
+    url = f"{server.url}/classify"
+    req = {
+        "not_audio": (url, b"GIF89a" + b"\0" * 100, 415),
+        "truncated": (url, good[:40], 422),
+        "nan": (url, wav_bytes(nan, "FLOAT"), 422),
+        "empty": (url, b"", 422),
+        "odd_pcm": (url + "?sample_rate=16000", b"\x01\x02\x03", 422),
+        "bad_rate": (url + "?sample_rate=1000", pcm16(x), 422),
+        "silent": (url, wav_bytes(np.zeros(8000, np.float32)), 422),
+        "unknown_label": (url + "?expect=zz", good, 400),
+        "bad_top_k": (url + "?top_k=abc", good, 400),
+        "too_long": (url, wav_bytes(np.tile(x, 40)[: 16000 * 11]), 413),
+        "oversized": (url, b"RIFF" + b"\0" * 6_000_000, 413),
+    }[case]
+    r = httpx.post(req[0], content=req[1])
+    assert r.status_code == req[2], r.text
+    assert set(r.json()) == {"error", "detail"} and r.json()["detail"]
+    assert httpx.get(f"{server.url}/health").status_code == 200
+
+
+def _stream_events(server, pcm: bytes, query: str = "?sample_rate=16000", block: int = 1024) -> list[dict]:
+    events = []
+    with server.ws(query) as ws:
+        for i in range(0, len(pcm), block):
+            ws.send(pcm[i : i + block])
+        ws.send(json.dumps({"type": "end"}))
+        for msg in ws:
+            events.append(json.loads(msg))
+    return events
+
+
+def _comparable(events: list[dict]) -> list[dict]:
+    drop = {"t_wall", "compute_ms", "top_k"}
+    return [{k: v for k, v in e.items() if k not in drop} for e in events]
+
+
+def test_stream_events_equal_live_on_the_same_audio(server, served_model):
+    from phonemekit.deploy.runtime import Classifier
+    from phonemekit.live.engine import LiveEngine, load_live_config, run_stream
+    from phonemekit.live.sources import file_blocks
+
+    wave = sf.read(served_model["replay"], dtype="int16")[0]
+    ref = run_stream(LiveEngine(Classifier.load(served_model["model"]), load_live_config("balanced")), file_blocks(served_model["replay"]))
+    got = _stream_events(server, wave.astype("<i2").tobytes())
+    assert got[-1]["type"] == "end"
+    assert _comparable(got[:-1]) == _comparable(ref) and sum(e["type"] == "final" for e in ref) >= 4
+    finals = [e for e in got if e["type"] == "final"]
+    for g, r in zip(finals, [e for e in ref if e["type"] == "final"]):
+        assert [t[0] for t in g["top_k"]] == [t[0] for t in r["top_k"]]
+
+
+def test_stream_expect_verdicts_and_garbage_frames(server, served_model):
+    from phonemekit.deploy.runtime import Classifier
+
+    labels = Classifier.load(served_model["model"]).labels
+    wave = sf.read(served_model["replay"], dtype="int16")[0].astype("<i2").tobytes()
+    with server.ws(f"?sample_rate=16000&expect={labels[0]}") as ws:
+        ws.send(b"\x01\x02\x03")  # half a sample
+        ws.send("{not json")
+        ws.send(json.dumps({"expect": "zz"}))
+        for i in range(0, len(wave), 2048):
+            ws.send(wave[i : i + 2048])
+        ws.send(json.dumps({"type": "end"}))
+        events = [json.loads(m) for m in ws]
+    errors = [e for e in events if e["type"] == "error"]
+    assert len(errors) == 3 and all(e["error"] == "bad_frame" for e in errors)
+    finals = [e for e in events if e["type"] == "final"]
+    assert finals and all(e["verdict"]["expected"] == labels[0] and "accepted" in e["verdict"] for e in finals)
+
+
+def test_bad_stream_parameters_get_an_error_event(server):
+    for query in ("?sample_rate=abc", "?sample_rate=16000&preset=jumpy", "?expect=zz"):
+        with server.ws(query) as ws:
+            ev = json.loads(ws.recv())
+            assert ev["type"] == "error" and ev["error"] == "bad_request", ev
+    assert httpx.get(f"{server.url}/health").status_code == 200
+
+
+def test_auth_on_and_off(served_model):
+    x = wav_bytes(served_model["clips"][0])
+    with _serve(served_model, token="s3cret") as s:
+        assert httpx.get(f"{s.url}/health").status_code == 200  # liveness stays open
+        assert httpx.post(f"{s.url}/classify", content=x).status_code == 401
+        assert httpx.post(f"{s.url}/classify", content=x, headers={"authorization": "Bearer nope"}).status_code == 401
+        assert httpx.get(f"{s.url}/model").status_code == 401
+        assert httpx.post(f"{s.url}/classify", content=x, headers={"authorization": "Bearer s3cret"}).status_code == 200
+        with pytest.raises(Exception, match="403|1008"):
+            with s.ws("?sample_rate=16000") as ws:
+                ws.recv()
+        with s.ws("?sample_rate=16000&token=s3cret") as ws:
+            ws.send(json.dumps({"type": "end"}))
+            assert json.loads(ws.recv())["type"] == "end"
+
+
+def test_limits_streams_requests_and_idle(served_model):
+    x = wav_bytes(served_model["clips"][0])
+    with _serve(served_model, max_streams=1, max_requests=1, queue_timeout_s=0.2, idle_timeout_s=0.5) as s:
+        with s.ws("?sample_rate=16000") as first:
+            with s.ws("?sample_rate=16000") as second:  # over the cap: told to come back, not crashed
+                ev = json.loads(second.recv())
+                assert ev["error"] == "busy"
+            first.send(pcm16(served_model["clips"][0]))
+            # No frame for longer than the idle timeout: the server closes the stream.
+            events = [json.loads(m) for m in first]
+            assert all(e["type"] != "error" for e in events)
+        # Every request slot taken: the next request waits, then gets 503 with Retry-After.
+        state = s.server.config.app.state.phonemekit
+        asyncio.run_coroutine_threadsafe(state.requests.acquire(), s.loop).result(5)
+        try:
+            r = httpx.post(f"{s.url}/classify", content=x)
+            assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        finally:
+            s.loop.call_soon_threadsafe(state.requests.release)
+        assert httpx.post(f"{s.url}/classify", content=x).status_code == 200
+
+
+def test_watch_reloads_the_model_without_dropping_a_stream(served_model, tmp_path):
+    import os
+    import shutil
+
+    from phonemekit.serve.app import ServeConfig, create_app
+
+    live_model = tmp_path / "live.onnx"
+    shutil.copy(served_model["model"], live_model)
+    wave = sf.read(served_model["replay"], dtype="int16")[0].astype("<i2").tobytes()
+    half = len(wave) // 2 // 1024 * 1024
+    with Server(create_app(live_model, ServeConfig(watch_s=0.1))) as s:
+        with s.ws("?sample_rate=16000") as ws:
+            for i in range(0, half, 1024):
+                ws.send(wave[i : i + 1024])
+            (tmp_path / "half.onnx").write_bytes(live_model.read_bytes()[:1000])
+            os.replace(tmp_path / "half.onnx", live_model)  # a broken file lands first: the old model keeps serving
+            time.sleep(0.5)
+            shutil.copy(served_model["model"], tmp_path / "new.onnx")
+            os.replace(tmp_path / "new.onnx", live_model)
+            deadline = time.time() + 10
+            while httpx.get(f"{s.url}/health").json()["reloads"] < 1:
+                assert time.time() < deadline, "model was not reloaded"
+                time.sleep(0.1)
+            for i in range(half, len(wave), 1024):
+                ws.send(wave[i : i + 1024])
+            ws.send(json.dumps({"type": "end"}))
+            events = [json.loads(m) for m in ws]
+    assert events[-1]["type"] == "end" and abs(events[-1]["t_audio"] - len(wave) / 2 / 16000) < 0.04  # every sample was processed
+    assert not [e for e in events if e["type"] == "error"] and sum(e["type"] == "final" for e in events) >= 4
