@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup web demo test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -17,20 +17,32 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[train,live,whisper,ray,serve,dev]'
 	touch $(STAMP)
 
+# The browser package (web/): onnxruntime-web and esbuild from the npm
+# lock file, bundled into web/dist with the live presets and silero-vad's
+# model from the Python package (the very files `phonemekit live` uses).
+WEB_STAMP := web/dist/.built
+
+web: $(WEB_STAMP)
+
+$(WEB_STAMP): $(STAMP) web/package-lock.json web/build.mjs $(wildcard web/src/*.js web/page/*) $(wildcard src/phonemekit/live/presets/*.json)
+	cd web && npm ci --no-audit --no-fund --loglevel=error && node build.mjs
+	$(BIN)/python -m phonemekit.serve.web web/dist
+	touch $(WEB_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/phonemekit demo --out runs/demo
 
 # What CI runs: the whole suite but the tests that need a GPU or the network
 # (they skip themselves without one; see the README).
-test: $(STAMP)
+test: $(STAMP) $(WEB_STAMP)
 	$(BIN)/python -m pytest -q -m "not gpu and not network"
 
 # A quick loop while developing: the same without the slow tests.
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(WEB_STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not gpu and not network"
 
 bench: $(STAMP)
 	$(BIN)/phonemekit benchmark --json runs/benchmark.json
 
 clean:
-	rm -rf runs cache .pytest_cache
+	rm -rf runs cache .pytest_cache web/dist web/node_modules

@@ -670,10 +670,14 @@ def serve(
     max_streams: Annotated[int, typer.Option(min=1)] = 8,
     workers: Annotated[int, typer.Option(min=1, help="Inference threads.")] = 2,
     idle_timeout: Annotated[float, typer.Option(min=0.1, help="Close a stream after this many seconds without audio.")] = 30.0,
+    web: Annotated[bool, typer.Option(help="Also serve the practice and recording page at / (the browser runs the model itself).")] = False,
+    web_dir: Annotated[Optional[Path], typer.Option(help="The page's build folder (default: this checkout's web/dist, from `make web`).")] = None,
+    collect: Annotated[Optional[Path], typer.Option(help="Save the page's guided recordings here (COLLECT/<pseudonym>/<label>/).")] = None,
 ) -> None:
     """Serve a model to games: HTTP /classify, WebSocket /stream, /model, /health (OpenAPI at /docs)."""
     from phonemekit.serve.app import ServeConfig
     from phonemekit.serve.app import serve as run_server
+    from phonemekit.serve.web import DEFAULT_DIST
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("binding %s: the server is reachable from other machines%s", host, "" if token else " and has no --token")
@@ -682,7 +686,9 @@ def serve(
         log.warning("recording every received clip and stream to %s", record)
     cfg = ServeConfig(token=token, cors_origins=tuple(cors or ()), max_body_bytes=int(max_body_mb * 1e6), max_clip_seconds=max_clip_seconds,
                       max_requests=max_requests, max_streams=max_streams, workers=workers, idle_timeout_s=idle_timeout, record_dir=record,
-                      watch_s=1.0 if watch else None)
+                      watch_s=1.0 if watch else None, web_dir=(web_dir or DEFAULT_DIST) if web or web_dir else None, collect_dir=collect)
+    if cfg.web_dir:
+        log.info("page at http://%s:%d/", host, port)
     run_server(model, cfg, host=host, port=port)
 
 

@@ -207,6 +207,8 @@ def live(data: dict, out: Path) -> str:
     """A replayed file of held-out clips: the best model through every preset and noise condition, the others with the default."""
     from phonemekit.live.bench import table_markdown
 
+    if "tables" not in data:  # written by an older phonemekit: shown once the live step runs again
+        return "## Live replay\n\nRecorded in an older format; `phonemekit demo --force live` measures it again.\n"
     lines = [f"## Live replay ({data['clips']} held-out clips)", "",
              "Detected: sounds a final label segment overlaps. False triggers: segments overlapping no sound. Latency: from the end "
              "of each sound to its final label (VAD hangover plus compute). Flicker: segments whose shown label changed after it "

@@ -68,6 +68,8 @@ class ServeConfig:
     max_frame_bytes: int = 1 << 20
     max_bad_frames: int = 20  # then the stream is closed (1003)
     record_dir: Path | None = None  # audio is written only when this is set
+    web_dir: Path | None = None  # serve the practice and recording page from this build (serve.web)
+    collect_dir: Path | None = None  # the page's guided recordings are saved here (off when None)
     watch_s: float | None = None  # poll the model file for changes every this many seconds
 
     def __post_init__(self) -> None:
@@ -244,6 +246,10 @@ def create_app(model_path: str | Path, cfg: ServeConfig | None = None, *, classi
         finally:
             state.engines.discard(engine)
 
+    if cfg.web_dir is not None:  # last: the page's static files sit under every route above
+        from phonemekit.serve.web import mount_web
+
+        mount_web(app, state, cfg.web_dir, cfg.collect_dir, ApiError, _labels)
     return app
 
 

@@ -1,0 +1,153 @@
+"""The browser package in a real browser: headless Chromium (Debian's
+package) driven by Playwright against `serve --web` on loopback. Parity of
+probabilities with the Python `Classifier`, the engine port against
+`phonemekit live` on the same audio, the fake microphone playing a replay,
+and guided recording keeping a valid clip and refusing a silent one."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from .test_serve import Server, served_model  # noqa: F401  (the module fixture)
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+DIST = Path(__file__).resolve().parents[1] / "web" / "dist"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--use-fake-device-for-media-stream",
+         "--use-fake-ui-for-media-stream", "--autoplay-policy=no-user-gesture-required"]
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def web_server(served_model, tmp_path_factory):  # noqa: F811
+    from phonemekit.serve.app import ServeConfig, create_app
+
+    assert (DIST / "index.html").is_file(), "web/dist is not built: run `make web` (npm ci && npm run build)"
+    collect = tmp_path_factory.mktemp("collect")
+    with Server(create_app(served_model["model"], ServeConfig(web_dir=DIST, collect_dir=collect))) as s:
+        s.collect = collect
+        yield s
+
+
+def _browser(p, audio: Path | None = None):
+    args = FLAGS + ([f"--use-file-for-fake-audio-capture={audio}"] if audio else [])
+    return p.chromium.launch(executable_path=CHROMIUM, args=args)
+
+
+def _open(browser, url: str):
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    page.wait_for_function("document.getElementById('status').dataset.ready === 'true' || document.getElementById('status').dataset.error",
+                           timeout=60_000)
+    assert page.evaluate("document.getElementById('status').dataset.error") is None, page.evaluate("document.getElementById('status').textContent")
+    assert not errors, errors
+    return page
+
+
+def test_browser_probabilities_match_python(web_server, served_model):  # noqa: F811
+    from playwright.sync_api import sync_playwright
+
+    from phonemekit.deploy.runtime import Classifier
+
+    clf = Classifier.load(served_model["model"])
+    clips = served_model["clips"][:6]
+    with sync_playwright() as p:
+        browser = _browser(p)
+        page = _open(browser, web_server.url + "/")
+        diffs, ms = [], []
+        for x in clips:
+            res = page.evaluate("async (w) => { const r = await window.phonemekit.classify(w); return {p: Array.from(r.probs), ms: r.ms, v: r.verdict}; }",
+                                x.tolist())
+            ref = clf.probs([x])[0]
+            diffs.append(float(np.abs(np.array(res["p"]) - ref).max()))
+            ms.append(res["ms"])
+            assert res["v"]["expected"] == clf.labels[0] and res["v"] == clf.verdict_of(ref, clf.labels[0]) | {"probability": res["v"]["probability"]}
+        load_ms = page.evaluate("window.phonemekitLoadMs")
+        browser.close()
+    assert max(diffs) < 1e-4, diffs
+    print(f"browser parity: max |dp| {max(diffs):.2e}; load {load_ms:.0f} ms; per clip {np.median(ms):.1f} ms (median)")
+
+
+def test_browser_engine_gives_the_events_of_live_on_the_same_audio(web_server, served_model):  # noqa: F811
+    from playwright.sync_api import sync_playwright
+
+    from phonemekit.deploy.runtime import Classifier
+    from phonemekit.live.engine import LiveEngine, load_live_config, run_stream
+    from phonemekit.live.sources import file_blocks
+
+    ref = run_stream(LiveEngine(Classifier.load(served_model["model"]), load_live_config("balanced")), file_blocks(served_model["replay"]))
+    wave = sf.read(served_model["replay"], dtype="float32")[0]
+    with sync_playwright() as p:
+        browser = _browser(p)
+        page = _open(browser, web_server.url + "/")
+        page.evaluate("window.phonemekit.expect(null)")
+        page.evaluate("async (w) => { const k = window.phonemekit; for (let i = 0; i < w.length; i += 512) k.feed(Float32Array.from(w.slice(i, i + 512)));"
+                      " await k.flush(); }", wave.tolist())
+        got = page.evaluate("window.phonemekitEvents")
+        browser.close()
+    keep = lambda evs: [(e["type"], e.get("label"), e.get("segment_start"), e.get("segment_end")) for e in evs if e["type"] in ("onset", "final", "offset")]  # noqa: E731
+    assert keep(got) == keep(ref) and sum(e["type"] == "final" for e in ref) >= 4
+
+
+def _lcs_accuracy(labels: list, truth: list) -> float:
+    m = difflib.SequenceMatcher(a=labels, b=truth, autojunk=False)
+    return sum(b.size for b in m.get_matching_blocks()) / len(truth)
+
+
+def test_fake_microphone_replay_is_heard_like_live(web_server, served_model, tmp_path):  # noqa: F811
+    from playwright.sync_api import sync_playwright
+
+    from phonemekit.deploy.runtime import Classifier
+    from phonemekit.live.engine import LiveEngine, load_live_config, run_stream
+    from phonemekit.live.sources import file_blocks
+
+    truth = [t["label"] for t in served_model["truth"]]
+    ref = [e["label"] for e in run_stream(LiveEngine(Classifier.load(served_model["model"]), load_live_config("balanced")),
+                                          file_blocks(served_model["replay"])) if e["type"] == "final"]
+    seconds = sf.info(served_model["replay"]).duration
+    with sync_playwright() as p:
+        browser = _browser(p, served_model["replay"])
+        page = _open(browser, web_server.url + "/")
+        page.click("#start")
+        page.wait_for_timeout(int(seconds * 1000) + 1500)  # the fake microphone plays the file (and loops)
+        finals = [e for e in page.evaluate("window.phonemekitEvents") if e["type"] == "final"]
+        lines = page.text_content("#events").splitlines()
+        if os.environ.get("PHONEMEKIT_SCREENSHOT"):
+            page.screenshot(path=os.environ["PHONEMEKIT_SCREENSHOT"], full_page=True)
+        browser.close()
+    heard = [e["label"] for e in finals][: len(truth) + 2]
+    assert len(lines) >= len(finals) > 0 and all(json.loads(x)["type"] for x in lines)  # the #events element holds JSON lines
+    assert _lcs_accuracy(heard, truth) >= _lcs_accuracy(ref, truth) - 0.34, (heard, ref, truth)
+
+
+def test_collection_mode_saves_a_valid_clip_and_refuses_a_silent_one(web_server, served_model, tmp_path):  # noqa: F811
+    from playwright.sync_api import sync_playwright
+
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(16000 * 3, np.float32), 16000, subtype="PCM_16")
+    results = {}
+    with sync_playwright() as p:
+        for name, audio in (("replay", served_model["replay"]), ("silent", silent)):
+            browser = _browser(p, audio)
+            page = _open(browser, web_server.url + "/")
+            page.click("#mode-collect")
+            page.check("#consent")
+            page.fill("#speaker", "Ada Example")
+            page.click("#record")
+            page.wait_for_function("window.phonemekitEvents.some(e => e.type === 'recording')", timeout=30_000)
+            results[name] = next(e for e in page.evaluate("window.phonemekitEvents") if e["type"] == "recording")
+            browser.close()
+    assert results["replay"]["ok"] and results["replay"]["path"].startswith("spk-"), results
+    saved = web_server.collect / results["replay"]["path"]
+    assert saved.is_file() and sf.info(saved).duration > 1.0 and "Ada" not in str(saved)
+    assert not results["silent"]["ok"] and results["silent"]["status"] == 422 and results["silent"]["error"] == "silent", results

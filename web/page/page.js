@@ -1,0 +1,103 @@
+// The practise and recording page. For tests, every event is appended as
+// a JSON line to window.phonemekitEvents and to the element #events.
+
+import { PhonemeKit } from "./phonemekit.js";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+window.phonemekitEvents = [];
+
+function log(ev) {
+  window.phonemekitEvents.push(ev);
+  $("events").textContent += JSON.stringify(ev) + "\n";
+}
+
+async function main() {
+  const info = await fetch("api/page").then((r) => (r.ok ? r.json() : null)).catch(() => null); // null: a static copy, no server
+  const t0 = performance.now();
+  const kit = await PhonemeKit.load({ model: params.get("model") ?? "model.onnx", preset: params.get("preset") ?? "balanced" });
+  window.phonemekit = kit;
+  window.phonemekitLoadMs = performance.now() - t0;
+  const words = Object.fromEntries((info?.labels ?? kit.labels.map((label) => ({ label }))).map((l) => [l.label, l]));
+  $("status").textContent = `${kit.meta.name} (${kit.labels.length} sounds${kit.meta.calibration ? ", calibrated verdicts" : ""}) on this device`;
+  for (const sel of [$("target"), $("rec-label")]) {
+    for (const lab of kit.labels) sel.add(new Option(words[lab]?.ipa ? `${lab}  /${words[lab].ipa}/` : lab, lab));
+  }
+  const showWord = (sel, el) => { el.textContent = words[sel.value]?.example ? `as in "${words[sel.value].example}"` : ""; };
+  $("target").onchange = () => { kit.expect($("target").value); showWord($("target"), $("word")); };
+  $("rec-label").onchange = () => showWord($("rec-label"), $("rec-word"));
+  showWord($("target"), $("word")); showWord($("rec-label"), $("rec-word"));
+  kit.expect($("target").value);
+
+  kit.on("*", log);
+  kit.on("provisional", (ev) => { $("label").textContent = ev.label; bars(ev.top_k); });
+  kit.on("final", (ev) => {
+    $("label").textContent = ev.label ?? "?";
+    bars(ev.top_k);
+    const v = ev.verdict;
+    $("verdict").textContent = v ? (v.accepted ? `Yes! That was ${v.expected}` : `Try again: listen for ${v.expected}`) : "";
+    $("verdict").className = v ? (v.accepted ? "yes" : "no") : "";
+  });
+  kit.on("level", (m) => { $("level").style.width = `${Math.max(0, Math.min(100, (m.db + 70) * 1.6))}%`; });
+
+  let listening = false;
+  const start = async () => { if (!listening) { await kit.start(); listening = true; } };
+  $("start").onclick = async () => { await start(); $("start").disabled = true; $("stop").disabled = false; };
+  $("stop").onclick = async () => { await kit.stop(); listening = false; $("start").disabled = false; $("stop").disabled = true; };
+  for (const [mode, other] of [["practise", "collect"], ["collect", "practise"]]) {
+    $(`mode-${mode}`).onclick = () => {
+      $(mode).hidden = false; $(other).hidden = true;
+      $(`mode-${mode}`).classList.add("on"); $(`mode-${other}`).classList.remove("on");
+    };
+  }
+  $("consent").onchange = () => { $("record").disabled = !$("consent").checked; };
+  $("record").onclick = async () => {
+    if (!$("speaker").value.trim()) { saved(`name the child first`, false); return; }
+    await start();
+    $("record").disabled = true;
+    const clip = await kit.record(1.5);
+    $("record").disabled = false;
+    const wav = toWav(clip);
+    const label = $("rec-label").value;
+    if (!info) { download(wav, `${label}.wav`); saved(`${label}: downloaded (no server to save to)`, true); return; }
+    const q = new URLSearchParams({ speaker: $("speaker").value.trim(), label, consent: "true" });
+    const r = await fetch(`api/recordings?${q}`, { method: "POST", body: wav, headers: { "content-type": "audio/wav" } });
+    const body = await r.json();
+    saved(r.ok ? `${label}: saved as ${body.path}` : `${label}: not kept (${body.error}: ${body.detail})`, r.ok);
+    log({ type: "recording", ok: r.ok, status: r.status, ...body });
+  };
+  $("status").dataset.ready = "true";
+}
+
+function bars(top) {
+  $("bars").innerHTML = "";
+  for (const [label, p] of top) {
+    const row = document.createElement("div");
+    row.className = "bar";
+    row.innerHTML = `<span>${label}</span><div style="width:${Math.round(p * 100) * 3}px"></div><small>${(p * 100).toFixed(0)}%</small>`;
+    $("bars").append(row);
+  }
+}
+
+function saved(text, ok) {
+  const li = document.createElement("li");
+  li.textContent = (ok ? "✓ " : "✗ ") + text;
+  $("saved").append(li);
+}
+
+function toWav(x, rate = 16000) {
+  const buf = new ArrayBuffer(44 + x.length * 2), v = new DataView(buf);
+  const str = (o, s) => [...s].forEach((c, i) => v.setUint8(o + i, c.charCodeAt(0)));
+  str(0, "RIFF"); v.setUint32(4, 36 + x.length * 2, true); str(8, "WAVE"); str(12, "fmt ");
+  v.setUint32(16, 16, true); v.setUint16(20, 1, true); v.setUint16(22, 1, true); v.setUint32(24, rate, true);
+  v.setUint32(28, rate * 2, true); v.setUint16(32, 2, true); v.setUint16(34, 16, true); str(36, "data"); v.setUint32(40, x.length * 2, true);
+  for (let i = 0; i < x.length; i++) v.setInt16(44 + i * 2, Math.max(-1, Math.min(1, x[i])) * 32767, true);
+  return new Blob([buf], { type: "audio/wav" });
+}
+
+function download(blob, name) {
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(blob); a.download = name; a.click();
+}
+
+main().catch((e) => { $("status").textContent = `error: ${e.message}`; $("status").dataset.error = e.message; });

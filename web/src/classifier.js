@@ -1,0 +1,48 @@
+// An exported end-to-end model in onnxruntime-web: probabilities for a
+// 16 kHz waveform and the calibrated verdict the file carries, the same
+// as phonemekit.deploy.runtime.Classifier in Python.
+
+import { readVerifiedMetadata } from "./onnxmeta.js";
+
+export class Classifier {
+  constructor(ort, session, meta) {
+    this.ort = ort; this.session = session; this.meta = meta;
+    this.labels = meta.labels; this.sampleRate = meta.sample_rate; this.name = meta.model_name;
+    this.calibration = meta.calibration ?? null;
+  }
+
+  static async load(ort, source, options = {}) {
+    const bytes = source instanceof Uint8Array ? source : new Uint8Array(await (await fetch(source)).arrayBuffer());
+    const meta = await readVerifiedMetadata(bytes);
+    const session = await ort.InferenceSession.create(bytes, { executionProviders: options.executionProviders ?? ["wasm"] });
+    return new Classifier(ort, session, meta);
+  }
+
+  async probs(wave) {
+    const frames = wave.length * this.meta.frame_rate / this.sampleRate;
+    if (frames > this.meta.max_frames) throw new Error(`input of ${frames.toFixed(0)} frames is longer than this model handles (${this.meta.max_frames})`);
+    const T = this.ort.Tensor;
+    const out = await this.session.run({ waveform: new T("float32", Float32Array.from(wave), [1, wave.length]),
+      lengths: new T("int64", BigInt64Array.from([BigInt(wave.length)]), [1]) });
+    return Float32Array.from(out.probs.data);
+  }
+
+  verdictOf(p, expect) {
+    const k = this.labels.indexOf(expect);
+    if (k < 0) throw new Error(`expected sound ${JSON.stringify(expect)} is not a label of this model`);
+    const c = this.calibration;
+    if (!c) {
+      let best = 0;
+      for (let i = 1; i < p.length; i++) if (p[i] > p[best]) best = i;
+      return { expected: expect, accepted: best === k, probability: round4(p[k]), threshold: null, calibrated: false };
+    }
+    const z = Array.from(p, (v) => Math.log(Math.max(v, 1e-30)) / c.temperature);
+    const m = Math.max(...z);
+    const sum = z.reduce((s, v) => s + Math.exp(v - m), 0);
+    const q = Math.exp(z[k] - m) / sum;
+    const thr = c.thresholds[expect] ?? c.threshold;
+    return { expected: expect, accepted: q >= thr, probability: round4(q), threshold: round4(thr), calibrated: true };
+  }
+}
+
+const round4 = (x) => Math.round(x * 1e4) / 1e4;
