@@ -125,6 +125,23 @@ def test_calibration_travels_from_checkpoint_to_onnx_and_gives_the_same_verdicts
     assert "Calibrated verdicts" in (trained["out"] / "report.md").read_text()
 
 
+def test_an_int8_copy_loads_with_the_metadata_of_its_fp32_file(trained, tmp_path):
+    """The quantizer adds a metadata entry of its own; the int8 file keeps the
+    fp32 file's entries (calibration included), changes the precision, and loads."""
+    from phonemekit.deploy.export import export_run, quantize_form
+    from phonemekit.deploy.runtime import Classifier
+    from phonemekit.runs import Run
+
+    run = Run(trained["runs"][1])
+    export_run(run.path, trained["waves"][:4], forms=("e2e",), int8=False)
+    rec = quantize_form(run.onnx("e2e"), tmp_path / "m.int8.onnx", "e2e", trained["waves"][:4], run.load(with_encoder=True),
+                        min_agreement=0.0, min_speedup=0.0)
+    assert rec["kept"]
+    fp32, int8 = Classifier.load(run.onnx("e2e")), Classifier.load(tmp_path / "m.int8.onnx")
+    assert int8.meta["precision"] == "int8" and int8.calibration == fp32.calibration and int8.labels == fp32.labels
+    assert int8.probs(trained["waves"][:2]).shape == (2, len(fp32.labels))
+
+
 def test_truncated_and_tampered_onnx_are_refused(trained, tmp_path):
     from phonemekit.deploy.export import export_run
     from phonemekit.deploy.runtime import Classifier

@@ -586,7 +586,7 @@ def live(
     input_device: Annotated[Optional[str], typer.Option("--input-device", help="Microphone (name or index).")] = None,
     preset: Annotated[str, typer.Option(help="responsive | balanced | stable")] = "balanced",
     config: Annotated[Optional[Path], typer.Option(help="JSON with live settings on top of the preset.")] = None,
-    vad: Annotated[Optional[str], typer.Option(help="silero | energy")] = None,
+    vad: Annotated[Optional[str], typer.Option(help="hybrid (default: silero-vad or a noise-floor gate) | silero | energy")] = None,
     hysteresis: Annotated[Optional[int], typer.Option(min=1)] = None,
     min_confidence: Annotated[Optional[float], typer.Option(min=0, max=0.99)] = None,
     ema: Annotated[Optional[float], typer.Option(min=0.01, max=1)] = None,
@@ -728,6 +728,27 @@ def loadtest(
     typer.echo(_json.dumps(res, indent=2))
     if json_out:
         write_json(json_out, res)
+
+
+@command("browser-bench")
+def browser_bench(
+    models: Annotated[list[Path], typer.Argument(help="End-to-end .onnx files (fp32 and/or int8).")],
+    web_dir: Annotated[Optional[Path], typer.Option(help="The page's build (default: web/dist from `make web`).")] = None,
+    clips: Annotated[int, typer.Option(min=1, max=100)] = 10,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures here.")] = None,
+) -> None:
+    """Model size, load time and per-clip (1 s) inference time in headless Chromium (onnxruntime-web, WASM)."""
+    from phonemekit.fileio import write_json
+    from phonemekit.serve.browserbench import browser_timings
+    from phonemekit.serve.web import DEFAULT_DIST
+
+    rows = [browser_timings(m, web_dir or DEFAULT_DIST, clips=clips) for m in models]
+    table = Table("model", "MB", "load ms", "1 s clip ms (median / max)", "RTF")
+    for r in rows:
+        table.add_row(r["model"], f"{r['bytes'] / 1e6:.1f}", str(r["load_ms"]), f"{r['infer_ms_median']} / {r['infer_ms_max']}", f"{r['rtf']:.4f}")
+    console.print(table)
+    if json_out:
+        write_json(json_out, rows)
 
 
 def main() -> None:  # pragma: no cover

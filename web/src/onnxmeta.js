@@ -5,8 +5,9 @@
 // 2: value}) and skips everything else: a few lines instead of a protobuf
 // dependency.
 
-const PLAIN = new Set(["graph_sha256", "integrity_sha256", "checkpoint_sha256", "form", "precision", "head_output",
-  "model_name", "phonemekit_version", "weights"]);
+// Entries phonemekit stores as JSON; every other one is a plain string
+// (ours, or one a tool added, e.g. the quantizer's "onnx.infer").
+const JSON_KEYS = new Set(["labels", "blank", "sample_rate", "frame_rate", "max_frames", "encoder_spec", "calibration", "ensemble"]);
 
 function varint(buf, pos) {
   let result = 0, shift = 0, b;
@@ -87,7 +88,7 @@ function parse(buf) {
     throw new Error("this ONNX file carries no phonemekit metadata; export it with `phonemekit export`");
   }
   const meta = {};
-  for (const [k, v] of Object.entries(raw)) meta[k] = PLAIN.has(k) ? v : JSON.parse(v);
+  for (const [k, v] of Object.entries(raw)) meta[k] = JSON_KEYS.has(k) ? JSON.parse(v) : v;
   if (!Array.isArray(meta.labels) || !meta.labels.length) throw new Error("malformed metadata: labels");
   if (meta.form !== "e2e") throw new Error("the browser runs end-to-end models (NAME.e2e.onnx), not head-only ones");
   return { meta, raw, graph };

@@ -201,8 +201,8 @@ def quantize_form(src: Path, dst: Path, form: str, waves: list[np.ndarray], mode
         if not keep:
             raise _Dropped(rec)
         m = onnx.load(str(tmp))
-        meta = ox.metadata_of(m)
-        meta.pop("graph_sha256", None)
+        # The fp32 file's own entries (the quantizer adds one of its own), precision changed.
+        meta = ox.metadata_of(onnx.load(str(src), load_external_data=False))
         ox.set_metadata(m, {**meta, "precision": "int8"})
         onnx.save(m, str(tmp))
     return rec

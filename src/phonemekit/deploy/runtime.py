@@ -27,9 +27,9 @@ from phonemekit.deploy import onnx as ox
 from phonemekit.errors import DataError, IntegrityError
 from phonemekit.evaluation.calibration import Calibration, check_expect, uncalibrated_verdict
 
-# Metadata values stored as plain strings; the others are JSON.
-_PLAIN = ("graph_sha256", "integrity_sha256", "checkpoint_sha256", "form", "precision", "head_output", "model_name", "phonemekit_version",
-          "weights")
+# Metadata values phonemekit stores as JSON; every other entry is a plain
+# string (ours, or one a tool added, e.g. the quantizer's "onnx.infer").
+_JSON = ("labels", "blank", "sample_rate", "frame_rate", "max_frames", "encoder_spec", "calibration", "ensemble")
 
 
 class Classifier:
@@ -124,7 +124,7 @@ def _parse_metadata(raw: dict[str, str], path: Path) -> dict:
     """Metadata values decoded and checked: a malformed entry is a refusal,
     never a silent wrong answer."""
     try:
-        meta = {k: (v if k in _PLAIN else json.loads(v)) for k, v in raw.items()}
+        meta = {k: (json.loads(v) if k in _JSON else v) for k, v in raw.items()}
     except json.JSONDecodeError as e:
         raise IntegrityError(f"{path} has malformed metadata ({e}); refusing to load") from e
     checks = {

@@ -100,11 +100,15 @@ def _verdicts(report: dict) -> list[str]:
              "validation clips use one global threshold); the rates below are on the held-out test speakers, over every (clip, asked "
              "sound) pair: a false accept is a clip of another sound accepted, a false reject a genuine attempt rejected. "
              "ECE: expected calibration error of the top-1 confidence (15 bins).", "",
-             f"| model | T | ECE test before | ECE test after | false accepts | false rejects | {target or 'target group'} FA | "
+             "ECE is shown on the validation speakers the temperature was fitted on, and on the test speakers: with few speakers "
+             "the two can disagree (validation voices harder than test ones make the fitted temperature soften a model that "
+             "was already calibrated on test), which is why both are here.", "",
+             f"| model | T | ECE val before / after | ECE test before / after | false accepts | false rejects | {target or 'target group'} FA | "
              f"{target or 'target group'} FR | own thresholds |", "|---|---|---|---|---|---|---|---|---|"]
     for name, v in rows.items():
         g = (v.get("per_group") or {}).get(target) or {}
-        lines.append(f"| {name} | {v['temperature']:.2f} | {v['ece_test']['before']:.3f} | {v['ece_test']['after']:.3f} | {_pct(v['test']['far'])} | "
+        lines.append(f"| {name} | {v['temperature']:.2f} | {v['ece_val']['before']:.3f} / {v['ece_val']['after']:.3f} | "
+                     f"{v['ece_test']['before']:.3f} / {v['ece_test']['after']:.3f} | {_pct(v['test']['far'])} | "
                      f"{_pct(v['test']['frr'])} | {_pct(g.get('far'))} | {_pct(g.get('frr'))} | {v['own_thresholds']} |")
     lines += ["", "![DET curves](figures/det.png)", ""]
     best = report.get("best_model")
