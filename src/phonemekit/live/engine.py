@@ -1,11 +1,14 @@
 """Live classification: the engine that turns audio blocks into events.
 
-A stream is cut into 32 ms frames. A VAD (silero-vad's shipped ONNX model,
-or an energy gate) opens a segment at speech onset and closes it after a
-short hangover of silence. During speech, sliding windows are classified
-and smoothed into a provisional label (EMA, hysteresis, confidence gate);
-at the offset the whole segment is classified into the final label. Every
-step is an event (JSON lines) with audio and wall-clock timestamps.
+A stream is cut into 32 ms frames. A VAD (by default silero-vad or a
+noise-floor gate, see `live.vad`) opens a segment at speech onset and
+closes it after a short hangover of silence. During speech, sliding
+windows are classified and smoothed into a provisional label (EMA,
+hysteresis, confidence gate); at the offset the whole segment is
+classified into the final label (with the calibrated verdict when a sound
+is expected). Every step is an event (JSON lines) with audio and
+wall-clock timestamps. `serve` streams and the browser engine
+(web/src/engine.js, a port of this file) emit the same events.
 
 Everything runs the same on a microphone and on a replayed file
 (`live.sources`), so every feature is testable without audio hardware;

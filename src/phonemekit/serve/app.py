@@ -99,7 +99,7 @@ class State:
     reloads: int = 0
 
 
-def _labels(clf: Classifier) -> list[dict]:
+def labels_of(clf: Classifier) -> list[dict]:
     known = {s.label: s for s in SOUNDS}
     return [{"label": lab, **({"ipa": known[lab].ipa, "example": known[lab].example} if lab in known else {})} for lab in clf.labels]
 
@@ -110,7 +110,7 @@ def model_info(clf: Classifier) -> dict:
     m = clf.meta
     return {
         "name": clf.name,
-        "labels": _labels(clf),
+        "labels": labels_of(clf),
         "sample_rate": clf.sample_rate,
         "form": clf.form,
         "precision": m.get("precision"),
@@ -191,7 +191,7 @@ def create_app(model_path: str | Path, cfg: ServeConfig | None = None, *, classi
         clf = state.classifier
         if expect is not None:
             _check_expect(expect, clf)
-        body = await _read_body(request, cfg)
+        body = await read_body(request, cfg)
         try:
             clip = decode_pcm16(body, sample_rate, audio_cfg) if sample_rate is not None else decode_bytes(body, audio_cfg)
         except AudioValidationError as e:
@@ -249,7 +249,7 @@ def create_app(model_path: str | Path, cfg: ServeConfig | None = None, *, classi
     if cfg.web_dir is not None:  # last: the page's static files sit under every route above
         from phonemekit.serve.web import mount_web
 
-        mount_web(app, state, cfg.web_dir, cfg.collect_dir, ApiError, _labels)
+        mount_web(app, state, cfg.web_dir, cfg.collect_dir)
     return app
 
 
@@ -260,7 +260,7 @@ def _check_expect(expect: str, clf: Classifier) -> None:
         raise ApiError(400, "unknown_label", str(e)) from None
 
 
-async def _read_body(request: Request, cfg: ServeConfig) -> bytes:
+async def read_body(request: Request, cfg: ServeConfig) -> bytes:
     """The body, refused as soon as it passes the limit or stalls."""
     declared = request.headers.get("content-length")
     if declared is not None:

@@ -21,6 +21,7 @@ from phonemekit.data.audio import REASONS, decode_bytes, write_audio
 from phonemekit.errors import AudioValidationError, ConfigError
 from phonemekit.live.engine import PRESETS, load_live_config
 from phonemekit.privacy import Namer
+from phonemekit.serve.app import ApiError, State, labels_of, read_body
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def resolved_presets() -> dict[str, dict]:
     return {p: dataclasses.asdict(load_live_config(p)) for p in PRESETS}
 
 
-def mount_web(app: FastAPI, state, web_dir: Path, collect_dir: Path | None, api_error, labels_of) -> None:
+def mount_web(app: FastAPI, state: State, web_dir: Path, collect_dir: Path | None) -> None:
     if not (web_dir / "index.html").is_file():
         raise ConfigError(f"no browser build at {web_dir} (run `make web`, or pass --web DIR holding index.html)")
     presets = resolved_presets()
@@ -56,7 +57,7 @@ def mount_web(app: FastAPI, state, web_dir: Path, collect_dir: Path | None, api_
     @app.get("/presets/{name}.json", include_in_schema=False)
     async def preset(name: str):
         if name not in presets:
-            raise api_error(404, "unknown_preset", f"presets: {', '.join(presets)}")
+            raise ApiError(404, "unknown_preset", f"presets: {', '.join(presets)}")
         return presets[name]
 
     @app.get("/api/page", summary="What the page shows: labels with IPA and example words, whether recording is on")
@@ -67,16 +68,16 @@ def mount_web(app: FastAPI, state, web_dir: Path, collect_dir: Path | None, api_
     async def recording(request: Request, speaker: str = Query(..., min_length=1, max_length=200), label: str = Query(...),
                         consent: bool = Query(False)) -> dict:
         if collect_dir is None:
-            raise api_error(403, "collection_off", "this server does not keep recordings (start it with --collect DIR)")
+            raise ApiError(403, "collection_off", "this server does not keep recordings (start it with --collect DIR)")
         if not consent:
-            raise api_error(403, "no_consent", "recording needs the consent box ticked")
+            raise ApiError(403, "no_consent", "recording needs the consent box ticked")
         if label not in state.classifier.labels:
-            raise api_error(400, "unknown_label", f"{label!r} is not a sound of this model")
-        body = await request.body()
+            raise ApiError(400, "unknown_label", f"{label!r} is not a sound of this model")
+        body = await read_body(request, state.cfg)
         try:
             clip = decode_bytes(body, AudioConfig(max_bytes=10_000_000), name="recording")
         except AudioValidationError as e:
-            raise api_error(422, e.reason, e.detail or REASONS.get(e.reason, e.reason)) from None
+            raise ApiError(422, e.reason, e.detail or REASONS.get(e.reason, e.reason)) from None
         rel = Path(namer.pseudonym(speaker)) / label / f"{clip.sha256[:16]}.wav"
         write_audio(collect_dir / rel, clip.samples)
         log.info("recorded %s", rel)
