@@ -29,7 +29,10 @@ $(WEB_STAMP): $(STAMP) web/package-lock.json web/build.mjs $(wildcard web/src/*.
 	$(BIN)/python -m phonemekit.serve.web web/dist
 	touch $(WEB_STAMP)
 
+# The page (`serve --web`) is built too when node and npm are there; the
+# pipeline itself does not need it.
 demo: $(STAMP)
+	-$(MAKE) --no-print-directory web
 	$(BIN)/phonemekit demo --out runs/demo
 
 # What CI runs: the whole suite but the tests that need a GPU or the network

@@ -283,3 +283,14 @@ def test_watch_reloads_the_model_without_dropping_a_stream(served_model, tmp_pat
             events = [json.loads(m) for m in ws]
     assert events[-1]["type"] == "end" and abs(events[-1]["t_audio"] - len(wave) / 2 / 16000) < 0.04  # every sample was processed
     assert not [e for e in events if e["type"] == "error"] and sum(e["type"] == "final" for e in events) >= 4
+
+
+def test_cors_allows_only_the_named_origins(served_model):
+    pre = {"Access-Control-Request-Method": "POST"}
+    with _serve(served_model, cors_origins=("http://game.example",)) as s:
+        ok = httpx.options(f"{s.url}/classify", headers={"Origin": "http://game.example", **pre})
+        assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "http://game.example"
+        other = httpx.options(f"{s.url}/classify", headers={"Origin": "http://elsewhere.example", **pre})
+        assert "access-control-allow-origin" not in other.headers
+    with _serve(served_model) as s:  # no --cors: no browser origin is allowed
+        assert "access-control-allow-origin" not in httpx.options(f"{s.url}/classify", headers={"Origin": "http://game.example", **pre}).headers

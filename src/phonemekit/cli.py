@@ -224,6 +224,7 @@ def train(
     show_speakers: Annotated[bool, typer.Option(help="Name speakers in reports instead of pseudonyms.")] = False,
     engine: Annotated[str, typer.Option(help="Where features are extracted: local | ray (needs phonemekit[ray]).")] = "local",
     address: Annotated[Optional[str], typer.Option(help="Ray cluster: auto, ray://host:10001; default: a local Ray runtime.")] = None,
+    target_far: Annotated[float, typer.Option(min=0.001, max=0.5, help="Verdict calibration: false-accept rate the per-sound thresholds aim at.")] = 0.05,
 ) -> None:
     """Train one model and evaluate it on held-out speakers."""
     from phonemekit.scale.engines import make_engine
@@ -236,7 +237,7 @@ def train(
     m = _load_data(data, out)
     with progress_bar() as p:
         section = train_all(m, [cfg], out, split_kind=split, leaky=False, cache_root=cache, device=resolve_device(device),
-                            resume=resume, show_speakers=show_speakers, progress=p, engine=runner)
+                            resume=resume, show_speakers=show_speakers, progress=p, engine=runner, target_far=target_far)
     r = section["models"][cfg.name]
     log.info("%s: top-1 %.3f (95%% CI %.3f-%.3f), top-3 %.3f -> %s", cfg.name, r["top1"], *r["top1_ci95"], r["top3"], r["checkpoint"])
 
@@ -256,6 +257,7 @@ def train_all_cmd(
     show_speakers: Annotated[bool, typer.Option()] = False,
     engine: Annotated[str, typer.Option(help="Where features are extracted: local | ray (needs phonemekit[ray]).")] = "local",
     address: Annotated[Optional[str], typer.Option(help="Ray cluster: auto, ray://host:10001; default: a local Ray runtime.")] = None,
+    target_far: Annotated[float, typer.Option(min=0.001, max=0.5, help="Verdict calibration: false-accept rate the per-sound thresholds aim at.")] = 0.05,
 ) -> None:
     """Train the seed models (or any presets) on one split and write the report."""
     from phonemekit.models.presets import get_preset
@@ -271,7 +273,7 @@ def train_all_cmd(
     m = _load_data(data, out)
     with progress_bar() as p:
         train_all(m, cfgs, out, split_kind=split, leaky=leaky, cache_root=cache, device=resolve_device(device),
-                  show_speakers=show_speakers, progress=p, engine=make_engine(engine, address=address))
+                  show_speakers=show_speakers, progress=p, engine=make_engine(engine, address=address), target_far=target_far)
     _print_report(out)
     log.info("report -> %s", out / "report.md")
 

@@ -119,18 +119,19 @@ def make_split(manifest: Manifest, kind: str, held_out: list[str] | None = None)
 def train_all(manifest: Manifest, models: list[ModelConfig], out: str | Path, *, split_kind: str = "speaker-disjoint",
               leaky: bool | set[str] = True, cache_root: str | Path = "cache", device: str = "cpu", resume: bool = True,
               target_group: str | None = None, show_speakers: bool = False, progress=None, notes: list[str] | None = None,
-              loso_group: str | None = None, engine=None) -> dict:
+              loso_group: str | None = None, engine=None, target_far: float = 0.05) -> dict:
     """`loso_group` limits leave-one-speaker-out folds to that group's speakers;
-    `engine` extracts the frozen encoders' features (`phonemekit.scale`).
+    `engine` extracts the frozen encoders' features (`phonemekit.scale`);
+    `target_far` is the false-accept rate the verdict thresholds aim at.
     OUT is locked for the run: a second training into it is refused."""
     with folder_lock(out, "train"):
         return _train_all(manifest, models, Path(out), split_kind=split_kind, leaky=leaky, cache_root=cache_root, device=device, resume=resume,
                           target_group=target_group, show_speakers=show_speakers, progress=progress, notes=notes, loso_group=loso_group,
-                          engine=engine)
+                          engine=engine, target_far=target_far)
 
 
 def _train_all(manifest: Manifest, models: list[ModelConfig], out: Path, *, split_kind, leaky, cache_root, device, resume, target_group,
-               show_speakers, progress, notes, loso_group, engine) -> dict:
+               show_speakers, progress, notes, loso_group, engine, target_far) -> dict:
     for cfg in models:  # every model's head builds, before the first one trains
         check_head_options(cfg.head)
     namer = Namer.of(manifest, show_speakers)
@@ -146,7 +147,7 @@ def _train_all(manifest: Manifest, models: list[ModelConfig], out: Path, *, spli
         log.info("training %s (%s %s + %s head, %s split)", cfg.name, cfg.encoder.family, cfg.encoder.source, cfg.head.kind, split_kind)
         kw = dict(cache_root=cache_root, device=device, resume=resume, progress=progress, engine=engine)
         run = (run_loso(cfg, manifest, run_dir, **kw, namer=namer, held_out=held_out) if split_kind == "loso"
-               else run_one(cfg, manifest, split, run_dir, **kw, namer=namer))
+               else run_one(cfg, manifest, split, run_dir, **kw, namer=namer, target_far=target_far))
         runs.append(run)
         if leaky is True or (isinstance(leaky, set) and cfg.name in leaky):
             leaky_top1[cfg.name] = run_leaky(cfg, manifest, out / "models" / f"{cfg.name}-leaky", **kw)
