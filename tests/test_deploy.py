@@ -314,3 +314,8 @@ def test_benchmark_json_has_the_documented_keys(tmp_path):
         assert abs(sum(h["batch64_op_shares"].values()) - 1.0) < 1e-6 and any(op in MATRIX_OPS for op in h["batch64_op_shares"])
         assert h["batch64_network_gflops"] > 0 and h["batch64_matrix_gflops"] >= h["batch64_network_gflops"]
     assert "matrix kernels" in text
+    # The roof is measured, and every graph is read against it.
+    assert res["roof"]["fp32_gflops"] > 0 and res["roof"]["int8_gflops"] > 0
+    e = res["e2e"]["whisper"]
+    assert e["gflop_per_call"] > 0 and 0 < e["onnx_fp32"]["roof_fraction"] and 0 < e["onnx_int8"]["roof_fraction"]
+    assert "Against the roof" in text and "The roof, measured here" in text

@@ -95,6 +95,44 @@ def bench_head(name: str, head: HeadConfig, tmp: Path, *, frames: int, dim: int,
     return res
 
 
+def measure_roof(threads: int, size: int = 1024, n: int = 20) -> dict:
+    """This CPU's measured roof on `threads`: the GFLOP/s (GOP/s for int8)
+    ONNX Runtime reaches on one large square fp32 MatMul and on one int8
+    MatMulInteger (uint8 x int8 -> int32, the kernel dynamic quantisation
+    runs). Achieved rates of the real graphs are read against these."""
+    from onnx import TensorProto, helper
+
+    def graph(op: str, a: int, b: int, out: int):
+        node = helper.make_node(op, ["A", "B"], ["Y"])
+        g = helper.make_graph([node], "roof", [helper.make_tensor_value_info("A", a, [size, size]), helper.make_tensor_value_info("B", b, [size, size])],
+                              [helper.make_tensor_value_info("Y", out, [size, size])])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+    rng = np.random.default_rng(0)
+    cases = {
+        "fp32": (graph("MatMul", TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.FLOAT),
+                 {"A": rng.standard_normal((size, size), dtype=np.float32), "B": rng.standard_normal((size, size), dtype=np.float32)}),
+        "int8": (graph("MatMulInteger", TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32),
+                 {"A": rng.integers(0, 255, (size, size), dtype=np.uint8), "B": rng.integers(-127, 127, (size, size), dtype=np.int8)}),
+    }
+    out = {"size": size, "threads": threads}
+    for name, (model, feed) in cases.items():
+        sess = ox.session(model, threads)
+        t = float(np.median(ox.time_calls(lambda s=sess, f=feed: s.run(None, f), n, 3)))
+        out[f"{name}_gflops"] = round(2.0 * size**3 / t / 1e9, 1)
+    return out
+
+
+def _graph_flops(fn) -> float:
+    """FLOPs of one call, counted by torch's FlopCounterMode (matrix products and convolutions)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
 def _head_flops(model: PhonemeModel, frames: int, dim: int) -> float:
     """Multiply-adds x 2 of the matrix work (projection, LSTM/conv/attention, output)."""
     macs = 0
@@ -128,6 +166,7 @@ def bench_e2e(family: str, tmp: Path, *, threads: int, n: int, seconds: float = 
     with torch.no_grad():
         t = ox.time_calls(lambda: graph(wave, lengths), n, 2)
     res["torch_fp32"] = {"mean_ms": float(np.mean(t) * 1000), "rtf": float(np.mean(t) / seconds)}
+    res["gflop_per_call"] = _graph_flops(lambda: graph(wave, lengths)) / 1e9
     path = tmp / f"{family}.onnx"
     io = ox.GraphIO.of("e2e", True)
     t0 = time.perf_counter()
@@ -151,6 +190,7 @@ def bench_e2e(family: str, tmp: Path, *, threads: int, n: int, seconds: float = 
                         "max_abs_diff_vs_fp32": float(np.abs(p8 - p32).max())}
     for k in ("onnx_fp32", "onnx_int8"):
         res[k]["speedup_vs_torch_fp32"] = res["torch_fp32"]["rtf"] / res[k]["rtf"]
+        res[k]["achieved_gflops"] = res["gflop_per_call"] / (res[k]["mean_ms"] / 1000)
     res["inference_process"] = inference_process_rss(q, threads, samples)
     res["inference_process_fp32"] = inference_process_rss(path, threads, samples)
     return res
@@ -190,6 +230,8 @@ def run_benchmark(*, threads: int | None = None, n: int = 300, frames: int = 100
     torch.set_num_threads(threads)
     res: dict = {"threads": threads, "cpu": _cpu_name(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
                  "input": [1, frames, dim], "classes": classes, "heads": {}, "e2e": {}}
+    log.info("measuring the roof (fp32 MatMul, int8 MatMulInteger) on %d threads", threads)
+    res["roof"] = measure_roof(threads)
     with private_tmpdir("phonemekit-bench-") as tmp:
         unknown = [h for h in heads if h not in HEADS]
         if unknown:
@@ -206,8 +248,20 @@ def run_benchmark(*, threads: int | None = None, n: int = 300, frames: int = 100
     rss = [v["inference_process"].get("peak_rss_mb") for v in res["e2e"].values() if "inference_process" in v]
     rss = [r for r in rss if r is not None]
     res["peak_rss_mb"] = max(rss) if rss else None
+    _against_roof(res)
     res["verdicts"] = verdicts(res)
     return res
+
+
+def _against_roof(res: dict) -> None:
+    """achieved / roof for every graph: heads' matrix kernels and whole e2e graphs against fp32, int8 graphs against int8."""
+    roof = res["roof"]
+    for h in res["heads"].values():
+        if h.get("batch64_matrix_gflops"):
+            h["matrix_roof_fraction"] = h["batch64_matrix_gflops"] / roof["fp32_gflops"]
+    for e in res["e2e"].values():
+        e["onnx_fp32"]["roof_fraction"] = e["onnx_fp32"]["achieved_gflops"] / roof["fp32_gflops"]
+        e["onnx_int8"]["roof_fraction"] = e["onnx_int8"]["achieved_gflops"] / roof["int8_gflops"]
 
 
 def verdicts(res: dict) -> dict:
@@ -267,13 +321,17 @@ def markdown(res: dict) -> str:
         lines.append(f"| {name} | {h['params'] / 1e3:.0f}k | {h['gflop_per_call']:.3f} | {h['torch']['batch1_mean_ms']:.2f} | "
                      f"{o['batch1_mean_ms']:.2f} / {o['batch1_p99_ms']:.2f} / {o['batch1_max_ms']:.2f} | {o['batch64_seq_per_s']:.0f} | {net_s} | {net_b} | "
                      f"{ok(v['mean < 1 ms'])} | {ok(v['max < 2 ms'])} | {ok(v['batch-64 > 2000 seq/s'])} |")
+    roof = res.get("roof")
+    if roof:
+        lines += ["", f"The roof, measured here on {roof['threads']} threads: one {roof['size']}x{roof['size']} fp32 MatMul "
+                  f"{roof['fp32_gflops']:.0f} GFLOP/s, one int8 MatMulInteger {roof['int8_gflops']:.0f} GOP/s (ONNX Runtime, median of 20)."]
     lines += ["", "Where the network's batch-64 time goes (ONNX Runtime profiler): achieved GFLOP/s of the whole network, of its "
-              f"matrix kernels ({', '.join(MATRIX_OPS)}) alone, and the largest shares of kernel time:", "",
-              "| head | network GFLOP/s | matrix kernels GFLOP/s | kernel time by op |", "|---|---|---|---|"]
+              f"matrix kernels ({', '.join(MATRIX_OPS)}) alone and that as a share of the fp32 roof, and the largest shares of kernel time:", "",
+              "| head | network GFLOP/s | matrix kernels GFLOP/s | of roof | kernel time by op |", "|---|---|---|---|---|"]
     for name, h in res["heads"].items():
-        mx = h.get("batch64_matrix_gflops")
+        mx, fr = h.get("batch64_matrix_gflops"), h.get("matrix_roof_fraction")
         shares = ", ".join(f"{op} {v:.0%}" for op, v in list(h["batch64_op_shares"].items())[:5])
-        lines.append(f"| {name} | {h['batch64_network_gflops']:.0f} | {'-' if mx is None else f'{mx:.0f}'} | {shares} |")
+        lines.append(f"| {name} | {h['batch64_network_gflops']:.0f} | {'-' if mx is None else f'{mx:.0f}'} | {'-' if fr is None else f'{fr:.0%}'} | {shares} |")
     if res["e2e"]:
         lines += ["", "End to end, 1 s of audio, thin CTC head (random weights where marked: speed does not depend on weights):", "",
                   "| encoder | source | weights | torch fp32 RTF | ONNX fp32 RTF (x torch) | ONNX int8 RTF (x torch) | int8 max abs diff | inference process peak RSS (int8 / fp32) |",
@@ -282,6 +340,13 @@ def markdown(res: dict) -> str:
             lines.append(f"| {fam} | `{e['source']}` | {e['weights'].split(' ')[0]} | {e['torch_fp32']['rtf']:.3f} | {e['onnx_fp32']['rtf']:.3f} ({e['onnx_fp32']['speedup_vs_torch_fp32']:.2f}x) | "
                          f"{e['onnx_int8']['rtf']:.3f} ({e['onnx_int8']['speedup_vs_torch_fp32']:.2f}x) | {e['onnx_int8']['max_abs_diff_vs_fp32']:.2e} | "
                          f"{e['inference_process'].get('peak_rss_mb', float('nan')):.0f} / {e['inference_process_fp32'].get('peak_rss_mb', float('nan')):.0f} MB |")
+        if roof and all("roof_fraction" in res["e2e"][f]["onnx_fp32"] for f in res["e2e"]):
+            lines += ["", "Against the roof (GFLOP per call counted by torch's FlopCounterMode; int8 graphs against the int8 roof):", "",
+                      "| encoder | GFLOP per 1 s | ONNX fp32 GFLOP/s (of roof) | ONNX int8 GOP/s (of int8 roof) |", "|---|---|---|---|"]
+            for fam, e in res["e2e"].items():
+                a, b = e["onnx_fp32"], e["onnx_int8"]
+                lines.append(f"| {fam} | {e['gflop_per_call']:.2f} | {a['achieved_gflops']:.0f} ({a['roof_fraction']:.0%}) | "
+                             f"{b['achieved_gflops']:.0f} ({b['roof_fraction']:.0%}) |")
     if res.get("peak_rss_mb") is not None:
         lines += ["", f"Peak RSS of the inference process: {res['peak_rss_mb']:.0f} MB ({ok(res['peak_rss_mb'] < TARGETS['peak_rss_mb'])} < 2 GB)."]
     return "\n".join(lines) + "\n"
