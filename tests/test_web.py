@@ -127,7 +127,9 @@ def test_fake_microphone_replay_is_heard_like_live(web_server, served_model, tmp
         browser.close()
     heard = [e["label"] for e in finals][: len(truth) + 2]
     assert len(lines) >= len(finals) > 0 and all(json.loads(x)["type"] for x in lines)  # the #events element holds JSON lines
-    assert _lcs_accuracy(heard, truth) >= _lcs_accuracy(ref, truth) - 0.34, (heard, ref, truth)
+    print(f"fake microphone: {_lcs_accuracy(heard, truth):.3f} of the sounds heard in order, live on the file {_lcs_accuracy(ref, truth):.3f}")
+    # One sound of slack: the fake device starts and loops on its own clock.
+    assert _lcs_accuracy(heard, truth) >= _lcs_accuracy(ref, truth) - 1 / len(truth), (heard, ref, truth)
 
 
 def test_collection_mode_saves_a_valid_clip_and_refuses_a_silent_one(web_server, served_model, tmp_path):  # noqa: F811
