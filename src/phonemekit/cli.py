@@ -596,7 +596,8 @@ def live(
     events: Annotated[Optional[Path], typer.Option(help="Write events as JSON lines here ('-' for stdout).")] = None,
     report: Annotated[bool, typer.Option(help="With --file and FILE.labels.json: detection, false triggers, accuracy, latency and flicker "
                                               "of every preset (and each --noise).")] = False,
-    noise: Annotated[Optional[list[str]], typer.Option(help="With --report: also mix in noise, KIND:SNR_DB (pink|hum|clicks), repeatable.")] = None,
+    noise: Annotated[Optional[list[str]], typer.Option(help="With --report: also run --preset with noise mixed in, KIND:SNR_DB (pink|hum|clicks), "
+                                                             "repeatable.")] = None,
     watch: Annotated[bool, typer.Option(help="Reload the model when its file changes.")] = False,
     threads: Annotated[int, typer.Option(min=1)] = 1,
 ) -> None:
@@ -650,7 +651,8 @@ def live(
             noises = [parse_noise(n) for n in noise or []]
         except ValueError as e:
             raise typer.BadParameter(str(e)) from e
-        table = live_table(clf, load_audio(file, AudioConfig(max_seconds=3600, max_bytes=2_000_000_000)).samples, truth, noises=noises)
+        table = live_table(clf, load_audio(file, AudioConfig(max_seconds=3600, max_bytes=2_000_000_000)).samples, truth, noises=noises,
+                           noise_presets=(preset,))
         typer.echo("\n".join(table_markdown(table, f"{clf.name}: every preset")))
 
 

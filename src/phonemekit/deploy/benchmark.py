@@ -118,7 +118,7 @@ def measure_roof(threads: int, size: int = 1024, n: int = 20) -> dict:
     out = {"size": size, "threads": threads}
     for name, (model, feed) in cases.items():
         sess = ox.session(model, threads)
-        t = float(np.median(ox.time_calls(lambda s=sess, f=feed: s.run(None, f), n, 3)))
+        t = float(np.min(ox.time_calls(lambda s=sess, f=feed: s.run(None, f), n, 3)))  # a roof is the best the kernel reaches
         out[f"{name}_gflops"] = round(2.0 * size**3 / t / 1e9, 1)
     return out
 
@@ -160,7 +160,8 @@ def bench_e2e(family: str, tmp: Path, *, threads: int, n: int, seconds: float = 
     samples = int(16000 * seconds)
     graph, example = _build_e2e(family, source, head, samples)  # built once; the TorchScript export reuses it
     model, enc = graph.model, graph.model.encoder
-    wave, lengths = torch.randn(1, samples) * 0.1, torch.tensor([samples])
+    # A fixed input, so that runs compare (the int8 difference of a random head on noise depends on it).
+    wave, lengths = torch.randn(1, samples, generator=torch.Generator().manual_seed(0)) * 0.1, torch.tensor([samples])
     res: dict = {"source": source, "weights": "random (speed does not depend on weights)" if enc.weights == "random" else enc.weights,
                  "audio_seconds": seconds, "encoder_params": sum(p.numel() for p in enc.parameters())}
     with torch.no_grad():
@@ -231,7 +232,7 @@ def run_benchmark(*, threads: int | None = None, n: int = 300, frames: int = 100
     res: dict = {"threads": threads, "cpu": _cpu_name(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
                  "input": [1, frames, dim], "classes": classes, "heads": {}, "e2e": {}}
     log.info("measuring the roof (fp32 MatMul, int8 MatMulInteger) on %d threads", threads)
-    res["roof"] = measure_roof(threads)
+    first = measure_roof(threads)
     with private_tmpdir("phonemekit-bench-") as tmp:
         unknown = [h for h in heads if h not in HEADS]
         if unknown:
@@ -248,6 +249,10 @@ def run_benchmark(*, threads: int | None = None, n: int = 300, frames: int = 100
     rss = [v["inference_process"].get("peak_rss_mb") for v in res["e2e"].values() if "inference_process" in v]
     rss = [r for r in rss if r is not None]
     res["peak_rss_mb"] = max(rss) if rss else None
+    # Measured before and after the graphs (this machine is shared; its speed drifts); the higher is the roof.
+    last = measure_roof(threads)
+    res["roof"] = {**first, **{k: max(first[k], last[k]) for k in ("fp32_gflops", "int8_gflops")},
+                   "measured": [{k: r[k] for k in ("fp32_gflops", "int8_gflops")} for r in (first, last)]}
     _against_roof(res)
     res["verdicts"] = verdicts(res)
     return res
@@ -324,7 +329,8 @@ def markdown(res: dict) -> str:
     roof = res.get("roof")
     if roof:
         lines += ["", f"The roof, measured here on {roof['threads']} threads: one {roof['size']}x{roof['size']} fp32 MatMul "
-                  f"{roof['fp32_gflops']:.0f} GFLOP/s, one int8 MatMulInteger {roof['int8_gflops']:.0f} GOP/s (ONNX Runtime, median of 20)."]
+                  f"{roof['fp32_gflops']:.0f} GFLOP/s, one int8 MatMulInteger {roof['int8_gflops']:.0f} GOP/s (ONNX Runtime, best of 20, "
+                  "the higher of a measurement before and one after the graphs)."]
     lines += ["", "Where the network's batch-64 time goes (ONNX Runtime profiler): achieved GFLOP/s of the whole network, of its "
               f"matrix kernels ({', '.join(MATRIX_OPS)}) alone and that as a share of the fp32 roof, and the largest shares of kernel time:", "",
               "| head | network GFLOP/s | matrix kernels GFLOP/s | of roof | kernel time by op |", "|---|---|---|---|---|"]

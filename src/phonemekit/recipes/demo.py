@@ -216,8 +216,8 @@ def _ensemble(runs: list[Run], out: Path) -> dict:
 
 def _live(runs: list[Run], out: Path, data: Path, clips: int = 100) -> dict:
     """Replay a file of held-out speakers' clips: every model with the default
-    preset; the best model through every preset, with noise mixed in at 20
-    and 10 dB SNR, and on noise alone."""
+    preset; the best model through every preset, with the default one also
+    with noise mixed in at 20 and 10 dB SNR, and on noise alone."""
     m = load_manifest(data)
     report = Report.load(out)
     wave, truth = build_replay(m, clips=clips, gap_s=0.6, rows=held_out_rows(m, report["train"]))
