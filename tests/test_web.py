@@ -153,3 +153,29 @@ def test_collection_mode_saves_a_valid_clip_and_refuses_a_silent_one(web_server,
     saved = web_server.collect / results["replay"]["path"]
     assert saved.is_file() and sf.info(saved).duration > 1.0 and "Ada" not in str(saved)
     assert not results["silent"]["ok"] and results["silent"]["status"] == 422 and results["silent"]["error"] == "silent", results
+
+
+def test_page_endpoints_serve_the_files_live_uses_and_guard_recording(web_server, served_model):  # noqa: F811
+    import httpx
+
+    from phonemekit.serve.app import ServeConfig, create_app
+    from phonemekit.serve.web import resolved_presets
+
+    from .test_serve import wav_bytes
+
+    url = web_server.url
+    assert httpx.get(f"{url}/model.onnx").content == served_model["model"].read_bytes()
+    assert httpx.get(f"{url}/presets/balanced.json").json() == resolved_presets()["balanced"]
+    assert httpx.get(f"{url}/presets/jumpy.json").status_code == 404
+    assert "phonemekit" in httpx.get(f"{url}/").text and httpx.get(f"{url}/api/page").json()["collect"] is True
+    clip = wav_bytes(served_model["clips"][0])
+    rec = f"{url}/api/recordings"
+    assert httpx.post(f"{rec}?speaker=a&label=aa", content=clip).json()["error"] == "no_consent"
+    assert httpx.post(f"{rec}?speaker=a&label=zz&consent=true", content=clip).status_code == 400
+    assert httpx.post(f"{rec}?speaker=a&label=aa&consent=true", content=b"RIFF....").status_code == 422
+    assert httpx.post(f"{rec}?label=aa&consent=true", content=clip).status_code == 400  # no speaker
+    ok = httpx.post(f"{rec}?speaker=a&label=aa&consent=true", content=clip)
+    assert ok.status_code == 200 and (web_server.collect / ok.json()["path"]).is_file()
+    with Server(create_app(served_model["model"], ServeConfig(web_dir=DIST))) as s:  # no --collect: nothing is kept
+        r = httpx.post(f"{s.url}/api/recordings?speaker=a&label=aa&consent=true", content=clip)
+        assert r.status_code == 403 and r.json()["error"] == "collection_off"
