@@ -117,7 +117,11 @@ def _verdicts(report: dict) -> list[str]:
         worst = sorted(v["test"]["per_sound"].items(), key=lambda kv: -(kv[1]["frr"] + (kv[1]["far"] or 0)))[:8]
         lines += [f"Hardest sounds for **{best}** at its operating point: " + ", ".join(
             f"{lab} (FA {_pct(r['far'])}, FR {_pct(r['frr'])})" for lab, r in worst), "",
-            f"![reliability {best}](figures/reliability-{best}.png)", ""]
+            f"![reliability {best}](figures/reliability-{best}.png)", "",
+            f"Per sound, **{best}** on the held-out speakers (every model's are in report.json):", "",
+            "| sound | threshold | false accepts | false rejects | clips |", "|---|---|---|---|---|"]
+        lines += [f"| {lab} | {r['threshold']:.4f} | {_pct(r['far'])} | {_pct(r['frr'])} | {r['clips']} |" for lab, r in v["test"]["per_sound"].items()]
+        lines.append("")
     return lines
 
 
