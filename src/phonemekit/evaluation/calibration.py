@@ -5,8 +5,10 @@ are fitted on the validation speakers (never test):
 
 - a temperature for the class probabilities (`p ∝ p_model^(1/T)`, the
   temperature scaling of Guo et al. 2017), chosen by minimising the
-  validation negative log-likelihood, so a reported 0.8 means right about
-  80% of the time;
+  validation negative log-likelihood, so that on voices like the
+  validation ones a reported 0.8 is right about 80% of the time (with few
+  validation speakers that can miss the test speakers: the report shows
+  ECE on both);
 - per-sound acceptance thresholds on the calibrated probability of the
   expected sound, each chosen so that at most `target_far` of the
   validation clips of *other* sounds would be accepted (the false-accept
