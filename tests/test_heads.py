@@ -20,16 +20,33 @@ def test_head_shapes(kind):
         assert torch.allclose(out.exp().sum(-1), torch.ones(3, 11), atol=1e-5)
 
 
-@pytest.mark.parametrize("kind,options", [("mlp", None), ("ctc", None), ("conv-ctc", None), ("conv-ctc", {"attention_heads": 0})])
+@pytest.mark.parametrize("kind,options", [("mlp", None), ("ctc", None), ("conv-ctc", None), ("conv-ctc", {"attention_heads": 0}),
+                                          ("conv-ctc", {"stride": 2}), ("conv-ctc", {"stride": 3})])
 def test_heads_ignore_padding(kind, options):
     head = build_head(kind, 16, 5, options).eval()
-    x = torch.randn(1, 6, 16)
-    padded = torch.cat([x, torch.randn(1, 4, 16) * 10], 1)
-    a = head(x, torch.tensor([6]))
-    b = head(padded, torch.tensor([6]))
-    if head.output == "ctc":
-        b = b[:, :6]
-    assert torch.allclose(a, b, atol=1e-5)
+    for n in (6, 7):  # a stride that divides the length, and one that leaves a partial last window
+        x = torch.randn(1, n, 16)
+        padded = torch.cat([x, torch.randn(1, 4, 16) * 10], 1)
+        a = head(x, torch.tensor([n]))
+        b = head(padded, torch.tensor([n]))
+        if head.output == "ctc":
+            frames = int(head.out_lengths(torch.tensor([n]))[0])
+            assert a.shape[1] == frames
+            b = b[:, :frames]
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_a_strided_head_scores_fewer_frames_and_trains():
+    import torch.nn.functional as F
+
+    head = build_head("conv-ctc", 16, 5, {"stride": 2})
+    x, lengths = torch.randn(3, 11, 16), torch.tensor([11, 6, 1])
+    out = head(x, lengths)
+    out_len = head.out_lengths(lengths)
+    assert out.shape == (3, 6, 6) and out_len.tolist() == [6, 3, 1]
+    loss = F.ctc_loss(out.transpose(0, 1), torch.tensor([[1], [2], [3]]), out_len, torch.ones(3, dtype=torch.long), blank=head.blank)
+    loss.backward()
+    assert torch.isfinite(loss) and head.proj[1].weight.grad is not None
 
 
 def test_reverse_within_length():
@@ -58,6 +75,7 @@ def test_registry_and_bad_options():
     ("mlp", {"hidden": 64}, "head.options.hidden"),
     ("mlp", {"pooling": "max"}, "head.options.pooling"),
     ("conv-ctc", {"kernel": 4}, "head.options.kernel"),
+    ("conv-ctc", {"stride": 5}, "head.options.stride"),
 ])
 def test_head_options_are_typed_and_bounded(kind, options, key):
     from phonemekit.config import HeadConfig
@@ -74,3 +92,24 @@ def test_head_options_from_a_config_file_become_the_typed_dataclass():
     opts = head_options("mlp", {"hidden": [32, 16], "pooling": "mean"})
     assert opts == MLPOptions(hidden=(32, 16), pooling="mean")
     assert build_head("mlp", 8, 3, {"hidden": [32, 16]}).opts.hidden == (32, 16)
+
+
+def test_a_strided_head_exports_to_onnx_with_parity(tmp_path):
+    """AveragePool with ceil_mode and the shorter output lengths survive the export, at lengths other than the example's."""
+    from phonemekit.config import ModelConfig
+    from phonemekit.deploy import onnx as ox
+    from phonemekit.deploy.benchmark import _spec_for
+    from phonemekit.deploy.export import HeadGraph, max_frames
+    from phonemekit.models.model import PhonemeModel
+    from phonemekit.models.presets import HEADS
+
+    model = PhonemeModel(ModelConfig(name="s2", head=HEADS["conv-ctc-s2"]), ["a", "b", "c"], _spec_for(32)).eval()
+    graph = HeadGraph(model)
+    example = (torch.randn(2, 20, 32), torch.tensor([20, 13]))
+    ox.export_torchscript(graph, example, tmp_path / "s2.onnx", ox.GraphIO.of("head", True), max_frames(model))
+    sess = ox.session(tmp_path / "s2.onnx")
+    x, n = torch.randn(3, 17, 32), torch.tensor([17, 9, 4])
+    with torch.no_grad():
+        ref = graph(x, n)[0].numpy()
+    got = sess.run(["probs"], {"features": x.numpy(), "lengths": n.numpy()})[0]
+    assert abs(got - ref).max() < 1e-5

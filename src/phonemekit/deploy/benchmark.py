@@ -37,7 +37,7 @@ from phonemekit.runs import Run
 log = logging.getLogger(__name__)
 
 TARGETS = {"head_mean_ms": 1.0, "head_max_ms": 2.0, "head_batch64_seq_per_s": 2000.0, "peak_rss_mb": 2048.0}
-BENCH_HEADS = ("ctc", "ctc-thin", "conv-ctc", "conv-ctc-64")  # the first is the seed's head, the reference for the targets
+BENCH_HEADS = ("ctc", "ctc-thin", "conv-ctc", "conv-ctc-64", "conv-ctc-s2")  # the first is the seed's head, the reference for the targets
 MATRIX_OPS = ("MatMul", "FusedMatMul", "Gemm", "Conv", "LSTM")
 
 
@@ -136,15 +136,18 @@ def _graph_flops(fn) -> float:
 def _head_flops(model: PhonemeModel, frames: int, dim: int) -> float:
     """Multiply-adds x 2 of the matrix work (projection, LSTM/conv/attention, output)."""
     macs = 0
-    for mod in model.modules():
+    stride = getattr(model.head.opts, "stride", 1)
+    for name, mod in model.named_modules():
+        # A strided head runs everything after its projection on every `stride`-th frame.
+        frames_here = frames if stride == 1 or name.startswith("head.proj") else -(-frames // stride)
         if isinstance(mod, torch.nn.Linear):
-            macs += frames * mod.in_features * mod.out_features
+            macs += frames_here * mod.in_features * mod.out_features
         elif isinstance(mod, torch.nn.LSTM):
-            macs += frames * 4 * mod.hidden_size * (mod.input_size + mod.hidden_size)
+            macs += frames_here * 4 * mod.hidden_size * (mod.input_size + mod.hidden_size)
         elif isinstance(mod, SelfAttention):  # q.k and attention.v; its projections count as Linear
-            macs += 2 * frames * frames * mod.qkv.in_features
+            macs += 2 * frames_here * frames_here * mod.qkv.in_features
         elif isinstance(mod, torch.nn.Conv1d):
-            macs += frames * mod.in_channels * mod.out_channels * mod.kernel_size[0] // mod.groups
+            macs += frames_here * mod.in_channels * mod.out_channels * mod.kernel_size[0] // mod.groups
     return 2.0 * macs
 
 

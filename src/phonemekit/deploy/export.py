@@ -51,7 +51,7 @@ class HeadGraph(nn.Module):
         self.model = model
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor):
-        return _outputs(self.model, self.model.head_outputs(features, lengths), lengths)
+        return _outputs(self.model, self.model.head_outputs(features, lengths), self.model.out_lengths(lengths))
 
 
 class EndToEndGraph(nn.Module):
@@ -63,7 +63,7 @@ class EndToEndGraph(nn.Module):
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor):
         feats, flen = self.model.encode(waveform, lengths)
-        return _outputs(self.model, self.model.head_outputs(feats, flen), flen)
+        return _outputs(self.model, self.model.head_outputs(feats, flen), self.model.out_lengths(flen))
 
 
 class NetworkGraph(nn.Module):

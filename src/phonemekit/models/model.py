@@ -47,8 +47,12 @@ class PhonemeModel(nn.Module):
         """Class log-probabilities (B, C)."""
         return class_log_probs(outputs, lengths, self.output_kind, self.blank)
 
+    def out_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Valid frames of the head's output (fewer than the features' when the head strides)."""
+        return self.head.out_lengths(lengths)
+
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.scores(self.head_outputs(feats, lengths), lengths)
+        return self.scores(self.head_outputs(feats, lengths), self.out_lengths(lengths))
 
     def classify_waves(self, wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         feats, flen = self.encode(wave, lengths)

@@ -117,7 +117,7 @@ class Trainer:
         x, lengths = batch.x.to(self.device), batch.lengths.to(self.device)
         if self.end_to_end:
             x, lengths = self.model.encode(x, lengths)
-        return self.model.head_outputs(x, lengths), lengths
+        return self.model.head_outputs(x, lengths), self.model.out_lengths(lengths)
 
     def _loss(self, outputs: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         y = y.to(self.device)

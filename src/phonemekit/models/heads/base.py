@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import torch
 from torch import nn
 
 from phonemekit.config import HeadConfig, from_dict
@@ -58,6 +59,10 @@ class Head(nn.Module):
     def __init__(self, in_dim: int, num_classes: int, opts: Any) -> None:
         super().__init__()
         self.in_dim, self.num_classes, self.opts = in_dim, num_classes, opts
+
+    def out_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Valid output frames per clip; a head that strides its frames says so here."""
+        return lengths
 
 
 _REGISTRY: dict[str, type[Head]] = {}

@@ -124,6 +124,7 @@ class ConvCTCOptions:
     layers: int = 2  # separable blocks, dilations 1, 2, 4, ...
     attention_heads: int = 4  # 0: no attention layer
     dropout: float = 0.2
+    stride: int = 1  # frames averaged into one after the projection: less work for the blocks, attention and CTC scoring
 
     def __post_init__(self) -> None:
         check_width(self.channels, "channels")
@@ -133,6 +134,7 @@ class ConvCTCOptions:
         check_size(not self.attention_heads or self.channels % self.attention_heads == 0, "channels",
                    f"a multiple of attention_heads ({self.attention_heads})")
         check_dropout(self.dropout, "dropout")
+        check_size(1 <= self.stride <= 4, "stride", "an integer in [1, 4]")
 
 
 @register_head("conv-ctc")
@@ -154,10 +156,21 @@ class ConvCTCHead(Head):
         self.attention = SelfAttention(c, opts.attention_heads, opts.dropout) if opts.attention_heads else None
         self.out = nn.Linear(c, num_classes + 1)
 
+    def out_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        s = self.opts.stride
+        return lengths if s == 1 else torch.div(lengths + s - 1, s, rounding_mode="floor")
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         valid = lengths_mask(lengths, x.shape[1])
         mask = valid.unsqueeze(1).to(x.dtype)
         h = self.proj(x).transpose(1, 2) * mask  # zero padding so it never bleeds into valid frames
+        if self.opts.stride > 1:
+            # Mean over the valid frames of each window of `stride` (a partial last window is not diluted by padding).
+            s = self.opts.stride
+            h = F.avg_pool1d(h, s, s, ceil_mode=True) / F.avg_pool1d(mask, s, s, ceil_mode=True).clamp_min(1e-6)
+            valid = lengths_mask(self.out_lengths(lengths), h.shape[-1])
+            mask = valid.unsqueeze(1).to(x.dtype)
+            h = h * mask
         for block in self.blocks:
             h = block(h, mask)
         h = h.transpose(1, 2)
