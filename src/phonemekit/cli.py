@@ -469,13 +469,14 @@ def benchmark(
     threads: Annotated[Optional[int], typer.Option(min=1, help="Threads for torch and ONNX Runtime; default: all cores.")] = None,
     runs: Annotated[int, typer.Option(min=10, help="Timed batch-1 head runs.")] = 300,
     encoders: Annotated[str, typer.Option(help="Encoders for the end-to-end figures, FAMILY or FAMILY=SOURCE ('' to skip).")] = "wav2vec2,wavlm,whisper",
-    heads: Annotated[str, typer.Option(help="Heads to time (the first is the reference for the targets).")] = "ctc,ctc-thin,conv-ctc,conv-ctc-64",
+    heads: Annotated[Optional[str], typer.Option(help="Heads to time, comma-separated (the first is the reference for the targets); "
+                                                       "default: the seed's head and the alternatives.")] = None,
 ) -> None:
     """Measure head latency/throughput, end-to-end real-time factor and memory against the targets."""
-    from phonemekit.deploy.benchmark import markdown, run_benchmark, write_results
+    from phonemekit.deploy.benchmark import BENCH_HEADS, markdown, run_benchmark, write_results
 
     res = run_benchmark(threads=threads, n=runs, encoders=tuple(e for e in encoders.split(",") if e),
-                        heads=tuple(h for h in heads.split(",") if h))
+                        heads=tuple(h for h in heads.split(",") if h) if heads else BENCH_HEADS)
     md = write_results(res, json_out)
     typer.echo(markdown(res))
     log.info("benchmark -> %s, %s", json_out, md)
