@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import threading
 import time
 
 import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+
+from phonemekit.serve.loadtest import LoopbackServer
 
 websockets_sync = pytest.importorskip("websockets.sync.client")
 
@@ -53,31 +54,8 @@ def served_model(tmp_path_factory):
     return {"model": run / "onnx" / "toy.e2e.onnx", "clips": clips, "replay": base / "replay.wav", "truth": truth, "base": base}
 
 
-class Server:
-    """uvicorn in a thread on 127.0.0.1 and a free port."""
-
-    def __init__(self, app) -> None:
-        import uvicorn
-
-        from phonemekit.serve.loadtest import free_port
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", ws_max_size=1 << 21))
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=lambda: self.loop.run_until_complete(self.server.serve()), daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.time() + 20
-        while not self.server.started:
-            assert time.time() < deadline, "server did not start"
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+class Server(LoopbackServer):
+    """The server on loopback, with a WebSocket client for its stream."""
 
     def ws(self, query: str = "", **kw):
         return websockets_sync.connect(f"ws://127.0.0.1:{self.port}/stream{query}", **kw)

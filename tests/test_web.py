@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from phonemekit.serve import browserbench
+
 from .test_serve import Server, served_model  # noqa: F401  (the module fixture)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DIST = Path(__file__).resolve().parents[1] / "web" / "dist"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--use-fake-device-for-media-stream",
-         "--use-fake-ui-for-media-stream", "--autoplay-policy=no-user-gesture-required"]
+FLAGS = [*browserbench.FLAGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream", "--autoplay-policy=no-user-gesture-required"]
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)")
 

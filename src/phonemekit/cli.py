@@ -615,13 +615,15 @@ def live(
     from phonemekit.live.bench import live_table, parse_noise, table_markdown
     from phonemekit.live.engine import LiveEngine, load_live_config, run_stream, summary
     from phonemekit.live.replay import replay_metrics
-    from phonemekit.live.sources import file_blocks, mic_blocks
+    from phonemekit.live.sources import array_blocks, mic_blocks
     from phonemekit.live.view import LiveView
 
     cfg = load_live_config(preset, config, vad=vad, hysteresis=hysteresis, min_confidence=min_confidence, ema=ema)
     clf = Classifier.load(model, threads=threads)
     engine = LiveEngine(clf, cfg, expect=expect)
-    blocks = file_blocks(file, realtime=realtime) if file else mic_blocks(int(input_device) if input_device and input_device.isdigit() else input_device)
+    # A replayed file is read once: the session and --report's table both use its samples.
+    replay = load_audio(file, AudioConfig(max_seconds=3600, max_bytes=2_000_000_000)).samples if file else None
+    blocks = array_blocks(replay, realtime=realtime) if file else mic_blocks(int(input_device) if input_device and input_device.isdigit() else input_device)
     view = LiveView(clf.name, expect)
     sink = open(events, "w", encoding="utf-8") if events and str(events) != "-" else None  # noqa: SIM115
     show = console.is_terminal and (file is None or realtime)
@@ -652,8 +654,7 @@ def live(
             noises = [parse_noise(n) for n in noise or []]
         except ValueError as e:
             raise typer.BadParameter(str(e)) from e
-        table = live_table(clf, load_audio(file, AudioConfig(max_seconds=3600, max_bytes=2_000_000_000)).samples, truth, noises=noises,
-                           noise_presets=(preset,))
+        table = live_table(clf, replay, truth, noises=noises, noise_presets=(preset,))
         typer.echo("\n".join(table_markdown(table, f"{clf.name}: every preset")))
 
 

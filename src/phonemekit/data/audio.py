@@ -100,11 +100,15 @@ def read_bytes(path: Path, cfg: AudioConfig) -> bytes:
         raise bad("unreadable", e.strerror or "permission denied") from e
     except OSError as e:
         raise bad("unreadable", e.strerror or str(e)) from e
-    if not data:
-        raise bad("empty", "0 bytes")
-    if len(data) > cfg.max_bytes:
-        raise bad("too_large", f"more than {cfg.max_bytes} bytes")
+    _check_size(data, path, cfg)
     return data
+
+
+def _check_size(data: bytes, name: object, cfg: AudioConfig) -> None:
+    if not data:
+        raise AudioValidationError(name, "empty", "0 bytes")
+    if len(data) > cfg.max_bytes:
+        raise AudioValidationError(name, "too_large", f"more than {cfg.max_bytes} bytes")
 
 
 def load_audio(path: str | os.PathLike, cfg: AudioConfig | None = None) -> Clip:
@@ -174,10 +178,7 @@ def decode(data: bytes, path: Path, cfg: AudioConfig) -> Clip:
 def decode_bytes(data: bytes, cfg: AudioConfig, name: str = "request") -> Clip:
     """A clip received as bytes (an upload): its container is sniffed, then
     every check of `decode` applies. `name` appears in errors."""
-    if not data:
-        raise AudioValidationError(name, "empty", "0 bytes")
-    if len(data) > cfg.max_bytes:
-        raise AudioValidationError(name, "too_large", f"more than {cfg.max_bytes} bytes")
+    _check_size(data, name, cfg)
     fmt = _sniff(data[:12])
     if fmt is None:
         raise AudioValidationError(name, "not_audio")

@@ -159,14 +159,16 @@ def reliability(probs: np.ndarray, y: np.ndarray, bins: int = 10) -> dict:
             "count": [int((idx == b).sum()) for b in keep]}
 
 
-def verdict_rates(cal: Calibration, log_probs: np.ndarray, y: np.ndarray, labels: list[str], mask: np.ndarray | None = None) -> dict:
+def verdict_rates(cal: Calibration, log_probs: np.ndarray, y: np.ndarray, labels: list[str]) -> dict:
     """False-accept and false-reject rates at the operating point, over every
     (clip, expected sound) pair: a clip of sound k asked as k is a genuine
     attempt (rejecting it is a false reject); asked as any other sound it is
     an impostor (accepting it is a false accept). Also per sound."""
-    p = calibrate(log_probs, cal.temperature)
-    if mask is not None:
-        p, y = p[mask], y[mask]
+    return verdict_rates_of(cal, calibrate(log_probs, cal.temperature), y, labels)
+
+
+def verdict_rates_of(cal: Calibration, p: np.ndarray, y: np.ndarray, labels: list[str]) -> dict:
+    """`verdict_rates` on calibrated probabilities."""
     thr = np.array([cal.threshold_of(lab) for lab in labels])
     accept = p >= thr[None, :]
     genuine = np.zeros_like(accept)
@@ -181,12 +183,11 @@ def verdict_rates(cal: Calibration, log_probs: np.ndarray, y: np.ndarray, labels
             "clips": int(len(y)), "per_sound": per}
 
 
-def det_points(cal: Calibration, log_probs: np.ndarray, y: np.ndarray) -> dict:
+def det_points(p: np.ndarray, y: np.ndarray) -> dict:
     """The DET curve (false-accept vs false-reject over all thresholds) of
-    the expected sound's calibrated probability, by scikit-learn."""
+    the expected sound's calibrated probability `p` (N, C), by scikit-learn."""
     import sklearn.metrics
 
-    p = calibrate(log_probs, cal.temperature)
     genuine = np.zeros_like(p, dtype=bool)
     genuine[np.arange(len(y)), y] = True
     fpr, fnr, _ = sklearn.metrics.det_curve(genuine.ravel(), p.ravel())
@@ -198,7 +199,7 @@ def summary(cal: Calibration, val_log_probs: np.ndarray, val_y: np.ndarray, test
             labels: list[str], groups: np.ndarray | None = None) -> dict:
     """What the report shows for one model: ECE before and after on test,
     FAR/FRR on held-out speakers (all, and per group), reliability and DET data."""
-    raw, cal_p = calibrate(test_log_probs, 1.0), calibrate(test_log_probs, cal.temperature)
+    raw, cal_p = calibrate(test_log_probs, 1.0), calibrate(test_log_probs, cal.temperature)  # each once; the figures below share them
     out = {
         "temperature": cal.temperature,
         "target_far": cal.target_far,
@@ -206,13 +207,13 @@ def summary(cal: Calibration, val_log_probs: np.ndarray, val_y: np.ndarray, test
         "own_thresholds": len(cal.thresholds),
         "ece_val": {"before": ece(calibrate(val_log_probs, 1.0), val_y), "after": ece(calibrate(val_log_probs, cal.temperature), val_y)},
         "ece_test": {"before": ece(raw, test_y), "after": ece(cal_p, test_y)},
-        "test": verdict_rates(cal, test_log_probs, test_y, labels),
+        "test": verdict_rates_of(cal, cal_p, test_y, labels),
         "reliability": {"before": reliability(raw, test_y), "after": reliability(cal_p, test_y)},
-        "det": det_points(cal, test_log_probs, test_y),
+        "det": det_points(cal_p, test_y),
     }
     if groups is not None:
         out["per_group"] = {}
         for g in sorted(set(groups)):
-            r = verdict_rates(cal, test_log_probs, test_y, labels, mask=groups == g)
+            r = verdict_rates_of(cal, cal_p[groups == g], test_y[groups == g], labels)
             out["per_group"][str(g)] = {"far": r["far"], "frr": r["frr"], "clips": r["clips"]}
     return out

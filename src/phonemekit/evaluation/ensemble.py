@@ -17,7 +17,7 @@ from scipy.optimize import minimize
 from sklearn.linear_model import LogisticRegression
 
 from phonemekit.errors import DataError
-from phonemekit.evaluation.calibration import calibrate, ece, fit_calibration, verdict_rates
+from phonemekit.evaluation.calibration import calibrate, ece, fit_calibration, verdict_rates_of
 from phonemekit.evaluation.metrics import align, metrics
 from phonemekit.evaluation.predict import Predictions
 from phonemekit.runs import Run
@@ -135,8 +135,9 @@ def fit_ensembles(runs: list[Run], *, groups: dict | None = None) -> tuple[dict,
     val_p = np.log(fitted[chosen].probs(val_lp) + 1e-12)
     cal = fit_calibration(val_p, val_y, val[0].labels)
     test_p = np.log(fitted[chosen].probs([t.scores for t in test]) + 1e-12)
-    rates = verdict_rates(cal, test_p, test[0].y, test[0].labels)
+    test_cal = calibrate(test_p, cal.temperature)
+    rates = verdict_rates_of(cal, test_cal, test[0].y, test[0].labels)
     record["calibration"] = cal.to_dict()
     record["verdict"] = {"far": rates["far"], "frr": rates["frr"], "ece_test_before": ece(calibrate(test_p, 1.0), test[0].y),
-                         "ece_test_after": ece(calibrate(test_p, cal.temperature), test[0].y)}
+                         "ece_test_after": ece(test_cal, test[0].y)}
     return record, fitted[chosen]

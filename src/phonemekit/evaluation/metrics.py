@@ -71,6 +71,12 @@ def confused_pairs(cm: np.ndarray, labels: list[str], top: int = 10) -> list[dic
     return [{"true": labels[i], "predicted": labels[j], "count": int(off[i, j])} for i, j in idx[:top] if off[i, j] > 0]
 
 
+def groups_of(rows: list[dict], groups: dict[str, str] | None) -> np.ndarray:
+    """Each row's speaker group: the manifest's map, else the row's own tag."""
+    groups = groups or {}
+    return np.array([groups.get(r["speaker"], r.get("group", "unknown")) for r in rows])
+
+
 def metrics(p: Predictions, groups: dict[str, str] | None = None) -> dict:
     if len(p.y) == 0:
         raise DataError("no clips to evaluate")
@@ -80,8 +86,7 @@ def metrics(p: Predictions, groups: dict[str, str] | None = None) -> dict:
     correct = (pred == p.y).astype(float)
     cm = confusion_matrix(p.y, pred, c)
     speakers = np.array([r["speaker"] for r in p.rows])
-    groups = groups or {}
-    group_of = np.array([groups.get(s, r.get("group", "unknown")) for s, r in zip(speakers, p.rows)])
+    group_of = groups_of(p.rows, groups)
     per_class = {p.labels[k]: float(correct[p.y == k].mean()) for k in range(c) if (p.y == k).any()}
     return {
         "n": int(len(p.y)),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from phonemekit.live.engine import PRESETS, LiveEngine, load_live_config, run_stream
-from phonemekit.live.replay import NOISES, make_noise, mix_noise, replay_metrics
+from phonemekit.live.replay import NOISES, make_noise, mix_noise, replay_metrics, sounds_rms
 from phonemekit.live.sources import array_blocks
 from phonemekit.live.vad import SR
 
@@ -36,7 +36,7 @@ def verdicts(row: dict) -> dict[str, bool]:
 
 
 def live_table(classifier, wave: np.ndarray, truth: list[dict], *, presets=PRESETS, noises: list[tuple[str, float]] = (),
-               noise_presets=("balanced",), noise_only_s: float = 30.0, progress=None) -> dict:
+               noise_presets=("balanced",), noise_only_s: float = 30.0) -> dict:
     """Replay metrics of every preset on the clean replay and of `noise_presets`
     (the default one) with each noise mixed in, and segments opened by noise alone."""
     rows = []
@@ -46,12 +46,9 @@ def live_table(classifier, wave: np.ndarray, truth: list[dict], *, presets=PRESE
             events = run_stream(LiveEngine(classifier, load_live_config(preset)), array_blocks(x))
             row = {"preset": preset, "noise": kind or "none", "snr_db": snr, **replay_metrics(events, truth)}
             rows.append({**row, "meets": verdicts(row)})
-            if progress:
-                progress()
     noise_only = {}
     if noise_only_s > 0:
-        spans = np.concatenate([wave[int(t["start"] * SR) : int(t["end"] * SR)] for t in truth])
-        level = np.sqrt(np.mean(spans**2)) * 10 ** (-10 / 20)  # noise 10 dB below the replay's sounds
+        level = sounds_rms(wave, truth) * 10 ** (-10 / 20)  # noise 10 dB below the replay's sounds
         for i, kind in enumerate(NOISES):
             x = make_noise(kind, int(noise_only_s * SR), seed=100 + i) * level
             events = run_stream(LiveEngine(classifier, load_live_config(noise_presets[0])), array_blocks(x))

@@ -74,7 +74,7 @@ PRESETS = ("responsive", "balanced", "stable")
 def load_live_config(preset: str = "balanced", path: str | Path | None = None, **overrides) -> LiveConfig:
     """A preset, optionally a JSON file on top, then explicit overrides."""
     if preset not in PRESETS:
-        raise ConfigError(f"unknown live preset '{preset}' (available: {', '.join(PRESETS)})")
+        raise ConfigError(f"unknown live preset {preset[:40]!r} (available: {', '.join(PRESETS)})")  # bounded: it may come from a request
     data = json.loads(resources.files("phonemekit.live.presets").joinpath(f"{preset}.json").read_text())
     if path:
         try:

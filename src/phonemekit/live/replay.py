@@ -53,11 +53,15 @@ def make_noise(kind: str, n: int, seed: int = 0) -> np.ndarray:
     return (x / (np.sqrt(np.mean(x**2)) + 1e-12)).astype(np.float32)
 
 
+def sounds_rms(wave: np.ndarray, truth: list[dict]) -> float:
+    """RMS level of a replay's sounds (the truth's spans; the whole wave without truth)."""
+    spans = np.concatenate([wave[int(t["start"] * SR) : int(t["end"] * SR)] for t in truth]) if truth else wave
+    return float(np.sqrt(np.mean(spans**2)))
+
+
 def mix_noise(wave: np.ndarray, truth: list[dict], kind: str, snr_db: float, seed: int = 0) -> np.ndarray:
     """`wave` with noise added at `snr_db` below the level of its sounds (RMS over the truth's spans)."""
-    spans = np.concatenate([wave[int(t["start"] * SR) : int(t["end"] * SR)] for t in truth]) if truth else wave
-    speech_rms = np.sqrt(np.mean(spans**2))
-    out = wave + make_noise(kind, len(wave), seed) * speech_rms * 10 ** (-snr_db / 20)
+    out = wave + make_noise(kind, len(wave), seed) * sounds_rms(wave, truth) * 10 ** (-snr_db / 20)
     return np.clip(out, -1, 1).astype(np.float32)
 
 

@@ -43,7 +43,7 @@ from phonemekit.data.inventory import SOUNDS
 from phonemekit.deploy.runtime import Classifier
 from phonemekit.errors import AudioValidationError, ConfigError, PhonemekitError
 from phonemekit.evaluation.calibration import check_expect
-from phonemekit.live.engine import PRESETS, LiveEngine, load_live_config
+from phonemekit.live.engine import LiveEngine, load_live_config
 from phonemekit.live.vad import SR
 
 log = logging.getLogger(__name__)
@@ -233,8 +233,6 @@ def create_app(model_path: str | Path, cfg: ServeConfig | None = None, *, classi
             rate = int(sample_rate) if sample_rate.isdigit() else 0
             if not 8000 <= rate <= 48000:
                 raise ConfigError(f"sample_rate {sample_rate[:20]!r} (expected 8000-48000 Hz)")
-            if preset not in PRESETS:
-                raise ConfigError(f"unknown live preset {preset[:40]!r} (available: {', '.join(PRESETS)})")
             engine = LiveEngine(state.classifier, load_live_config(preset), expect=expect)
         except ConfigError as e:
             await _send(ws, {"type": "error", "error": "bad_request", "detail": str(e)})

@@ -6,49 +6,22 @@ chromium and the built page (`make web`)."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 
 from phonemekit.errors import ConfigError
 
+# What headless Chromium needs on a machine without a display, GPU or network.
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
-def _chromium() -> str:
+def chromium_path() -> str:
     path = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(path).exists():
         raise ConfigError("browser timings need Debian's chromium (apt-get install chromium)")
     return path
-
-
-class _Server:
-    def __init__(self, app) -> None:
-        import uvicorn
-
-        from phonemekit.serve.loadtest import free_port
-
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=lambda: self.loop.run_until_complete(self.server.serve()), daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started:
-            if time.time() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.05)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 def browser_timings(model: Path, web_dir: Path, clip_seconds: float = 1.0, clips: int = 10) -> dict:
@@ -56,13 +29,14 @@ def browser_timings(model: Path, web_dir: Path, clip_seconds: float = 1.0, clips
     from playwright.sync_api import sync_playwright
 
     from phonemekit.serve.app import ServeConfig, create_app
+    from phonemekit.serve.loadtest import LoopbackServer
 
     rng = np.random.default_rng(0)
     wave = (0.1 * rng.standard_normal(int(clip_seconds * 16000))).astype(np.float32).tolist()
-    with _Server(create_app(model, ServeConfig(web_dir=web_dir))) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=FLAGS)
+    with LoopbackServer(create_app(model, ServeConfig(web_dir=web_dir))) as server, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=FLAGS)
         page = browser.new_page()
-        page.goto(url + "/")
+        page.goto(server.url + "/")
         page.wait_for_function("document.getElementById('status').dataset.ready === 'true' || document.getElementById('status').dataset.error",
                                timeout=300_000)
         error = page.evaluate("document.getElementById('status').dataset.error")

@@ -19,7 +19,7 @@ from phonemekit.errors import DataError
 from phonemekit.evaluation import calibration
 from phonemekit.evaluation.baseline import baseline_name, fit_baseline
 from phonemekit.evaluation.calibration import Calibration, fit_calibration
-from phonemekit.evaluation.metrics import metrics, versus
+from phonemekit.evaluation.metrics import groups_of, metrics, versus
 from phonemekit.evaluation.predict import Predictions, predict
 from phonemekit.fileio import folder_lock
 from phonemekit.models.heads import check_head_options
@@ -253,8 +253,7 @@ def build_report(manifest: Manifest, split: Split, runs: list[ModelRun], leaky_t
 
 
 def _verdict(r: ModelRun, manifest: Manifest) -> dict:
-    groups = np.array([manifest.groups.get(row["speaker"], row.get("group", "unknown")) for row in r.test.rows])
-    return calibration.summary(r.calibration, r.val.scores, r.val.y, r.test.scores, r.test.y, r.test.labels, groups)
+    return calibration.summary(r.calibration, r.val.scores, r.val.y, r.test.scores, r.test.y, r.test.labels, groups_of(r.test.rows, manifest.groups))
 
 
 def draw_figures(section: dict, runs: list[ModelRun], manifest: Manifest, out: Path) -> None:
