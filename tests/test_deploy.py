@@ -298,7 +298,7 @@ def test_benchmark_json_has_the_documented_keys(tmp_path):
     # Tiny sizes here; the command measures the real ones.
     # One end-to-end family (the dynamo export of a transformers encoder is covered by the export tests).
     res = run_benchmark(threads=1, n=10, frames=20, dim=32, classes=5, batch=4, encoders=("whisper=random:tiny",),
-                        heads=("ctc-thin", "conv-ctc"), e2e_runs=2)
+                        heads=("ctc-thin", "conv-ctc", "conv-pool"), e2e_runs=2)
     md = write_results(res, tmp_path / "bench.json")
     flat = json.loads((tmp_path / "bench.json").read_text())["flat"]
     keys = ["head.torch.batch1_mean_ms", "head.onnx.batch1_mean_ms", "head.onnx.batch1_max_ms", "head.onnx.batch64_seq_per_s", "threads",
@@ -309,7 +309,8 @@ def test_benchmark_json_has_the_documented_keys(tmp_path):
     assert flat["e2e.whisper.source"] == "whisper=random:tiny".split("=")[1] and flat["e2e.whisper.weights"].startswith("random")
     text = md.read_text()
     verdict_row = next(line for line in text.splitlines() if line.startswith("| ctc-thin |"))
-    assert verdict_row.count("PASS") + verdict_row.count("FAIL") == 3  # one verdict per head target
+    assert verdict_row.count("PASS") + verdict_row.count("FAIL") == 4  # one verdict per head target, and the 2x goal
+    assert "onnx_network_only" not in res["heads"]["conv-pool"]  # a pooled read-out has no CTC scoring to separate
     for h in res["heads"].values():  # the profiler's shares cover the kernels and name the matrix work
         assert abs(sum(h["batch64_op_shares"].values()) - 1.0) < 1e-6 and any(op in MATRIX_OPS for op in h["batch64_op_shares"])
         assert h["batch64_network_gflops"] > 0 and h["batch64_matrix_gflops"] >= h["batch64_network_gflops"]
@@ -318,4 +319,9 @@ def test_benchmark_json_has_the_documented_keys(tmp_path):
     assert res["roof"]["fp32_gflops"] > 0 and res["roof"]["int8_gflops"] > 0
     e = res["e2e"]["whisper"]
     assert e["gflop_per_call"] > 0 and 0 < e["onnx_fp32"]["roof_fraction"] and 0 < e["onnx_int8"]["roof_fraction"]
+    # Whisper's conv stem is counted apart: int8 leaves it in fp32, so the int8 floor charges it at the fp32 roof.
+    r, conv = res["roof"], e["conv_gflop_per_call"]
+    assert 0 < conv < e["gflop_per_call"]
+    floor = (e["gflop_per_call"] - conv) / r["int8_gflops"] + conv / r["fp32_gflops"]
+    assert abs(e["onnx_int8"]["rtf_at_roof"] - floor) < 1e-9 and abs(e["onnx_fp32"]["rtf_at_roof"] - e["gflop_per_call"] / r["fp32_gflops"]) < 1e-9
     assert "Against the roof" in text and "The roof, measured here" in text
