@@ -273,6 +273,28 @@ def test_pipeline_skips_done_steps_and_force_redoes(tmp_path):
         Pipeline(tmp_path, force={"b"} - {"b"}).run([Step("b", lambda: None, outputs=[tmp_path / "never.json"])])
 
 
+def test_step_times_keep_the_latest_run_of_each_step_and_render(tmp_path):
+    from phonemekit.recipes.pipeline import Pipeline, Step
+    from phonemekit.report.report import render
+
+    def write(name: str) -> dict:
+        (tmp_path / f"{name}.json").write_text("{}")
+        return {}
+
+    steps = [Step(name, lambda n=name: write(n), outputs=[tmp_path / f"{name}.json"]) for name in ("a", "b")]
+    Pipeline(tmp_path).run(steps)
+    Pipeline(tmp_path, force={"b"}).run(steps)
+    with open(tmp_path / "steps.jsonl", "a") as f:
+        f.write('{"step": "a", "status": "do')  # a line cut short by a crash is passed over
+    times = Pipeline(tmp_path).step_times(list(reversed(steps)))
+    log = [json.loads(x) for x in (tmp_path / "steps.jsonl").read_text().splitlines()[:3]]
+    assert [t["step"] for t in times] == ["b", "a"] and times[0] == log[2] and times[1] == log[0]  # pipeline order, latest record
+    rows = [{"step": t["step"], "seconds": t["seconds"], "peak_rss_mb": t["peak_rss_mb"], "finished": t["finished"], "this_run": t["step"] == "b"}
+            for t in times]
+    md = render("pipeline", {"steps": rows, "total_seconds": 90.0})
+    assert "| b |" in md and "| yes |" in md and "| no |" in md and "(1.5 min)" in md
+
+
 def test_audit_log_and_purge(tmp_path, monkeypatch):
     from phonemekit import privacy
     from phonemekit.data.manifest import prepare

@@ -209,6 +209,7 @@ def bench_e2e(family: str, tmp: Path, *, threads: int, n: int, seconds: float = 
 
 
 def _build_e2e(family: str, source: str, head: HeadConfig, samples: int):
+    torch.manual_seed(0)  # the same random weights in every run and in the exporter's own process
     enc = build_encoder(EncoderConfig(family=family, source=source))
     cfg = ModelConfig(name=f"{family}-bench", encoder=EncoderConfig(family=family, source=source), head=head)
     model = PhonemeModel(cfg, [f"c{i}" for i in range(39)], enc.spec, enc).eval()

@@ -237,4 +237,10 @@ def _live(runs: list[Run], out: Path, data: Path, clips: int = 100) -> dict:
 
 
 def run_demo(out: Path, *, force: set[str] | None = None, **kw) -> list[dict]:
-    return Pipeline(out, force=force).run(demo_steps(out, **kw))
+    pipeline, steps = Pipeline(out, force=force), demo_steps(out, **kw)
+    records = pipeline.run(steps)
+    ran = {r["step"] for r in records}
+    times = [{k: r[k] for k in ("step", "seconds", "peak_rss_mb", "finished")} | {"this_run": r["step"] in ran}
+             for r in pipeline.step_times(steps)]
+    Report.open(out).set("pipeline", {"steps": times, "total_seconds": round(sum(t["seconds"] for t in times), 1)}).save()
+    return records

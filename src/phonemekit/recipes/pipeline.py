@@ -111,6 +111,21 @@ class Pipeline:
         self.state_path = self.out / "state.json"
         self.state: dict = read_json(self.state_path) if self.state_path.exists() else {}
 
+    def step_times(self, steps: list[Step]) -> list[dict]:
+        """The latest completed record of each step, in pipeline order, from
+        `steps.jsonl` (a step skipped this time keeps its earlier figures)."""
+        latest: dict[str, dict] = {}
+        log_path = self.out / "steps.jsonl"
+        if log_path.exists():
+            for line in log_path.read_text(encoding="utf-8").splitlines():
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a crash
+                if isinstance(rec, dict) and rec.get("status") == "done" and "step" in rec:
+                    latest[rec["step"]] = rec
+        return [latest[s.name] for s in steps if s.name in latest]
+
     def done(self, step: Step) -> bool:
         rec = self.state.get(step.name)
         if step.name in self.force or not rec or rec.get("fingerprint") != step.fingerprint():

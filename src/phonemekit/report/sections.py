@@ -225,3 +225,16 @@ def live(data: dict, out: Path) -> str:
     for name, t in data["tables"].items():
         lines += table_markdown(t, f"### {name}" + (" (best model)" if name == best else "")) + [""]
     return "\n".join(lines)
+
+
+@renderer("pipeline")
+def pipeline(data: dict, out: Path) -> str:
+    """Wall time and peak memory of each step, as last run (`steps.jsonl` keeps every run)."""
+    lines = ["## Pipeline time", "", "Each step's latest run on this machine; a step skipped this time (done earlier, inputs unchanged) "
+             "shows the figures of the run that did it, and a step that resumed (models already trained are reused) shows that "
+             "shorter run. The total adds these figures: a run from scratch when every step ran this time.", "",
+             "| step | seconds | peak RSS MB | finished | ran this time |", "|---|---|---|---|---|"]
+    for t in data["steps"]:
+        lines.append(f"| {t['step']} | {t['seconds']:.0f} | {t['peak_rss_mb']:.0f} | {t['finished']} | {'yes' if t['this_run'] else 'no'} |")
+    lines += [f"| **total** | **{data['total_seconds']:.0f}** ({data['total_seconds'] / 60:.1f} min) | | | |"]
+    return "\n".join(lines) + "\n"
