@@ -2,8 +2,8 @@
 (local context) and one self-attention layer (the whole clip, as a BiLSTM
 would see it), with no step that runs frame by frame. Two read-outs share
 that trunk: `conv-ctc` (labels + blank per frame, scored by CTC) and
-`conv-pool` (masked mean and max over frames -> class logits), which needs
-no CTC class scoring at inference.
+`conv-pool` (attention pooling, or mean and max, over the valid frames ->
+class logits), which needs no CTC class scoring at inference.
 """
 
 from __future__ import annotations
