@@ -91,11 +91,6 @@ def max_frames(model: PhonemeModel) -> int:
     return math.ceil(model.cfg.audio.max_seconds * model.spec.frame_rate) + 1
 
 
-def _build_form(run_dir: str, form: str, waves: list[np.ndarray]):
-    """(graph, example) for a run's form, in a fresh process (dynamo export)."""
-    return _graph(Run(run_dir).load(with_encoder=True), form, waves)
-
-
 def _graph(model: PhonemeModel, form: str, waves: list[np.ndarray]):
     wave, lengths = collate_waves(waves[:2] if len(waves) >= 2 else waves * 2)
     if form == "head":
@@ -156,13 +151,9 @@ def onnx_probs(sess, form: str, waves: list[np.ndarray], model: PhonemeModel | N
 def export_form(model: PhonemeModel, form: str, path: Path, waves: list[np.ndarray], run: Run) -> Exported:
     """Export one form to `path` after checking parity on `waves`."""
     io = GraphIO.of(form, model.output_kind == "ctc")
-    use_dynamo = form == "e2e" and model.encoder is not None and model.encoder.exporter == "dynamo"
     with atomic_path(path) as tmp:
         t0 = time.perf_counter()
-        if use_dynamo:
-            ox.export_dynamo(_build_form, (str(run.path), form, waves[:2]), tmp, io, max_frames(model))
-        else:
-            ox.export_torchscript(*_graph(model, form, waves), tmp, io, max_frames(model))
+        ox.export_torchscript(*_graph(model, form, waves), tmp, io, max_frames(model))
         ox.finish(tmp, metadata(model, form, run.sha256, "fp32", run.sidecar.get("calibration")), io)
         parity = ox.agreement(onnx_probs(ox.session(tmp), form, waves, model), torch_probs(model, waves))
         parity["export_seconds"] = round(time.perf_counter() - t0, 1)

@@ -53,9 +53,6 @@ class Encoder(nn.Module):
     dim: int = 0
     num_layers: int = 1  # number of hidden states returned
     weights: str = "none"
-    # How an end-to-end ONNX graph is traced: "torchscript" (fast, plain
-    # modules) or "dynamo" (transformers' models, which the old tracer mangles).
-    exporter: str = "torchscript"
     # Name and version of a front end computed by code rather than weights
     # (a filterbank). It enters the fingerprint, so changing that code never
     # reuses features cached by the old one; bump it with any such change.

@@ -115,8 +115,6 @@ def load_hf_model(family: Family, source: str, revision: str | None = None):
 
 
 class HFEncoder(Encoder):
-    exporter = "dynamo"
-
     def __init__(self, cfg: EncoderConfig, family: Family) -> None:
         super().__init__(cfg)
         self.family = family.name
