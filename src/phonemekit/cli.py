@@ -258,12 +258,14 @@ def train_all_cmd(
     engine: Annotated[str, typer.Option(help="Where features are extracted: local | ray (needs phonemekit[ray]).")] = "local",
     address: Annotated[Optional[str], typer.Option(help="Ray cluster: auto, ray://host:10001; default: a local Ray runtime.")] = None,
     target_far: Annotated[float, typer.Option(min=0.001, max=0.5, help="Verdict calibration: false-accept rate the per-sound thresholds aim at.")] = 0.05,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Trainings side by side, in this many processes; default: 2 on 2+ cores.")] = None,
 ) -> None:
     """Train the seed models (or any presets) on one split and write the report."""
     from phonemekit.models.presets import get_preset
     from phonemekit.scale.engines import make_engine
     from phonemekit.torchutil import resolve_device
     from phonemekit.training.experiment import train_all
+    from phonemekit.training.workers import default_workers
 
     sources = {"wav2vec2": wav2vec2, "wavlm": wavlm}
     cfgs = []
@@ -273,7 +275,8 @@ def train_all_cmd(
     m = _load_data(data, out)
     with progress_bar() as p:
         train_all(m, cfgs, out, split_kind=split, leaky=leaky, cache_root=cache, device=resolve_device(device),
-                  show_speakers=show_speakers, progress=p, engine=make_engine(engine, address=address), target_far=target_far)
+                  show_speakers=show_speakers, progress=p, engine=make_engine(engine, address=address), target_far=target_far,
+                  workers=workers or default_workers())
     _print_report(out)
     log.info("report -> %s", out / "report.md")
 
@@ -382,17 +385,20 @@ def demo(
     device: Annotated[str, typer.Option(help="auto|cpu|cuda")] = "auto",
     engine: Annotated[str, typer.Option(help="Where features are extracted: local | ray (needs phonemekit[ray]).")] = "local",
     address: Annotated[Optional[str], typer.Option(help="Ray cluster: auto, ray://host:10001; default: a local Ray runtime.")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Trainings side by side, in this many processes; default: 2 on 2+ cores.")] = None,
 ) -> None:
     """Run the whole pipeline on the built-in demo corpus (resumable)."""
     from phonemekit.recipes.demo import run_demo
     from phonemekit.scale.engines import make_engine
     from phonemekit.torchutil import resolve_device
+    from phonemekit.training.workers import default_workers
 
     t0 = time.perf_counter()
     with progress_bar() as p:
         run_demo(out, force=set(force or []), speakers=speakers, takes=takes, seed=seed, channel=channel, wav2vec2=wav2vec2, wavlm=wavlm,
                  e2e_epochs=e2e_epochs, models=tuple(m.strip() for m in models.split(",") if m.strip()), epochs=epochs,
-                 cache=cache or out / "cache", device=resolve_device(device), progress=p, engine=make_engine(engine, address=address))
+                 cache=cache or out / "cache", device=resolve_device(device), progress=p, engine=make_engine(engine, address=address),
+                 workers=workers or default_workers())
     _print_report(out)
     log.info("demo finished in %.0f s; report: %s, figures: %s, step log: %s", time.perf_counter() - t0,
              out / "report.md", out / "figures", out / "steps.jsonl")

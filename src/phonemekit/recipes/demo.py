@@ -77,7 +77,7 @@ def demo_models(wav2vec2: str | None, wavlm: str | None, e2e_epochs: int, names=
 
 def demo_steps(out: Path, *, speakers: int, takes: int, seed: int, channel: str = "room", wav2vec2: str | None, wavlm: str | None, e2e_epochs: int,
                cache: Path, device: str, models: tuple[str, ...] = DEMO_MODELS, epochs: int | None = None, progress=None,
-               engine=None) -> list[Step]:
+               engine=None, workers: int = 1) -> list[Step]:
     corpus, data = out / "corpus", out / "data"
     models = demo_models(wav2vec2, wavlm, e2e_epochs, models, epochs)
     loso_cfgs = loso_models(models, epochs)
@@ -108,10 +108,10 @@ def demo_steps(out: Path, *, speakers: int, takes: int, seed: int, channel: str 
              outputs=[corpus / "speakers.json", corpus / "recordings"], config={"speakers": speakers, "takes": takes, "seed": seed, "channel": channel}),
         Step("prepare", lambda: _prepare(corpus / "recordings", data, progress),
              inputs=[corpus / "recordings"], outputs=[data / MANIFEST, data / LABELS]),
-        Step("train", lambda: _train(data, out, models, leaky, cache, device, notes, progress, engine),
+        Step("train", lambda: _train(data, out, models, leaky, cache, device, notes, progress, engine, workers),
              inputs=[data / MANIFEST], outputs=[out / REPORT_JSON, out / REPORT_MD],
              config={"models": [m.to_dict() for m in models], "leaky": sorted(leaky)}, check=check_report),
-        Step("loso", lambda: _loso(out, data, loso_cfgs, cache, device, progress, engine), inputs=[data / MANIFEST],
+        Step("loso", lambda: _loso(out, data, loso_cfgs, cache, device, progress, engine, workers), inputs=[data / MANIFEST],
              outputs=[out / "loso" / REPORT_JSON], config={"models": [c.to_dict() for c in loso_cfgs], "folds": "child"}),
         Step("unseen", lambda: _unseen(out, data, runs, cache, device, progress), inputs=weights, outputs=[out / "unseen.json"]),
         Step("maps", lambda: _maps(out, data, runs, cache, device), inputs=weights,
@@ -129,9 +129,9 @@ def _prepare(root: Path, data: Path, progress) -> dict:
     return {"clips": s["clips"], "rejected": s["rejected"]}
 
 
-def _train(data: Path, out: Path, models, leaky, cache, device, notes, progress, engine) -> dict:
+def _train(data: Path, out: Path, models, leaky, cache, device, notes, progress, engine, workers) -> dict:
     section = train_all(load_manifest(data), models, out, leaky=leaky, cache_root=cache, device=device, progress=progress, notes=notes,
-                        engine=engine)
+                        engine=engine, workers=workers)
     return {"best_model": section["best_model"]}
 
 
@@ -144,14 +144,14 @@ def loso_models(models: list[ModelConfig], epochs: int | None = None) -> list[Mo
     return [m.replace(train=dataclasses.replace(m.train, epochs=epochs, patience=min(m.train.patience, epochs))) for m in chosen]
 
 
-def _loso(out: Path, data: Path, cfgs: list[ModelConfig], cache: Path, device: str, progress, engine) -> dict:
+def _loso(out: Path, data: Path, cfgs: list[ModelConfig], cache: Path, device: str, progress, engine, workers) -> dict:
     """Leave-one-speaker-out over the child-like speakers, one model per
     held-out child, for one model of each family; the two are compared on
     the same clips (all speakers and all models would take hours here)."""
     m_ = load_manifest(data)
     group = "child" if "child" in m_.groups.values() else None
     rep = train_all(m_, cfgs, out / "loso", split_kind="loso", leaky=False, cache_root=cache, device=device, progress=progress, loso_group=group,
-                    engine=engine)
+                    engine=engine, workers=workers)
     section: dict = {"group": group, "models": {}}
     for cfg in cfgs:
         m = rep["models"][cfg.name]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from phonemekit.config import ModelConfig
+from phonemekit.config import EncoderConfig, ModelConfig
 from phonemekit.data.manifest import Manifest
 from phonemekit.data.splits import Split, leaky_split, loso_folds, speaker_disjoint
 from phonemekit.errors import DataError
@@ -22,12 +22,16 @@ from phonemekit.evaluation.calibration import Calibration, fit_calibration
 from phonemekit.evaluation.metrics import groups_of, metrics, versus
 from phonemekit.evaluation.predict import Predictions, predict
 from phonemekit.fileio import folder_lock
+from phonemekit.models.encoders import build_encoder
+from phonemekit.models.encoders.base import EncoderSpec
 from phonemekit.models.heads import check_head_options
 from phonemekit.privacy import Namer
 from phonemekit.report import plots
 from phonemekit.report.report import Report
 from phonemekit.runs import Run
+from phonemekit.scale.engines import LocalEngine
 from phonemekit.training.loop import train_model
+from phonemekit.training.workers import Jobs
 
 log = logging.getLogger(__name__)
 
@@ -80,23 +84,19 @@ def run_leaky(cfg: ModelConfig, manifest: Manifest, run_dir: Path, *, cache_root
     return float(metrics(predict(res.model, manifest, pick("test"), cache_root=cache_root, device=device))["top1"])
 
 
-def run_loso(cfg: ModelConfig, manifest: Manifest, run_dir: Path, *, cache_root, device, resume, progress, namer: Namer | None = None,
-             held_out: list[str] | None = None, engine=None) -> ModelRun:
-    """Leave one speaker out: one model per fold; every clip is predicted by
-    the model that never heard its speaker. `held_out` limits the folds
-    (e.g. to the target group)."""
-    namer = namer or Namer.of(manifest)
-    tests, vals, seconds, history = [], [], 0.0, []
-    for fold in loso_folds(manifest.speakers, held_out=held_out):
-        # Fold folders (and the records in them) carry the held-out speaker's
-        # pseudonym, never the name, even when reports show names.
-        fold_name = namer.pseudonym(fold.test[0])
-        r = run_one(cfg, manifest, fold, run_dir / f"fold-{fold_name}", cache_root=cache_root, device=device, resume=resume, progress=progress,
-                    namer=Namer(show=False, salt=namer.salt), engine=engine)
-        tests.append(r.test)
-        vals.append(r.val)
-        seconds += r.train_seconds
-        history += [{"fold": fold_name, **h} for h in r.history]
+def loso_fold_dirs(manifest: Manifest, run_dir: Path, namer: Namer, held_out: list[str] | None) -> list[tuple[Split, Path]]:
+    """Leave one speaker out: one fold per speaker (or per `held_out`
+    speaker), each with its own run folder. Folders (and the records in
+    them) carry the held-out speaker's pseudonym, never the name, even when
+    reports show names."""
+    return [(fold, run_dir / f"fold-{namer.pseudonym(fold.test[0])}") for fold in loso_folds(manifest.speakers, held_out=held_out)]
+
+
+def combine_loso(cfg: ModelConfig, manifest: Manifest, run_dir: Path, folds: list[ModelRun], namer: Namer) -> ModelRun:
+    """The folds as one model run: every clip predicted by the fold model
+    that never heard its speaker."""
+    tests, vals = [r.test for r in folds], [r.val for r in folds]
+    history = [{"fold": Path(r.run_dir).name.removeprefix("fold-"), **h} for r in folds for h in r.history]
     cat = lambda ps: Predictions(np.concatenate([p.scores for p in ps]), np.concatenate([p.y for p in ps]), sum((p.rows for p in ps), []), ps[0].labels)  # noqa: E731
     test = cat(tests)
     m = metrics(test, manifest.groups)
@@ -104,7 +104,7 @@ def run_loso(cfg: ModelConfig, manifest: Manifest, run_dir: Path, *, cache_root,
     run = Run(run_dir)
     run.write_metrics(_named(m, namer))
     run.save_predictions({"test": test, "val": cat(vals)}, namer)
-    return ModelRun(cfg.name, cfg, run_dir, test, cat(vals), m, seconds, history, r.weights)
+    return ModelRun(cfg.name, cfg, run_dir, test, cat(vals), m, sum(r.train_seconds for r in folds), history, folds[0].weights)
 
 
 def make_split(manifest: Manifest, kind: str, held_out: list[str] | None = None) -> Split:
@@ -119,19 +119,21 @@ def make_split(manifest: Manifest, kind: str, held_out: list[str] | None = None)
 def train_all(manifest: Manifest, models: list[ModelConfig], out: str | Path, *, split_kind: str = "speaker-disjoint",
               leaky: bool | set[str] = True, cache_root: str | Path = "cache", device: str = "cpu", resume: bool = True,
               target_group: str | None = None, show_speakers: bool = False, progress=None, notes: list[str] | None = None,
-              loso_group: str | None = None, engine=None, target_far: float = 0.05) -> dict:
+              loso_group: str | None = None, engine=None, target_far: float = 0.05, workers: int = 1) -> dict:
     """`loso_group` limits leave-one-speaker-out folds to that group's speakers;
     `engine` extracts the frozen encoders' features (`phonemekit.scale`);
-    `target_far` is the false-accept rate the verdict thresholds aim at.
+    `target_far` is the false-accept rate the verdict thresholds aim at;
+    `workers` > 1 trains models, twins, folds and baselines side by side
+    in that many processes (`phonemekit.training.workers`).
     OUT is locked for the run: a second training into it is refused."""
     with folder_lock(out, "train"):
         return _train_all(manifest, models, Path(out), split_kind=split_kind, leaky=leaky, cache_root=cache_root, device=device, resume=resume,
                           target_group=target_group, show_speakers=show_speakers, progress=progress, notes=notes, loso_group=loso_group,
-                          engine=engine, target_far=target_far)
+                          engine=engine, target_far=target_far, workers=workers)
 
 
 def _train_all(manifest: Manifest, models: list[ModelConfig], out: Path, *, split_kind, leaky, cache_root, device, resume, target_group,
-               show_speakers, progress, notes, loso_group, engine, target_far) -> dict:
+               show_speakers, progress, notes, loso_group, engine, target_far, workers) -> dict:
     for cfg in models:  # every model's head builds, before the first one trains
         check_head_options(cfg.head)
     namer = Namer.of(manifest, show_speakers)
@@ -139,47 +141,78 @@ def _train_all(manifest: Manifest, models: list[ModelConfig], out: Path, *, spli
     if loso_group and not held_out:
         raise DataError(f"no speakers in group {loso_group!r}")
     split = make_split(manifest, split_kind, held_out)
-    runs: list[ModelRun] = []
-    leaky_top1: dict[str, float | None] = {}
-    for cfg in models:
-        t0 = time.perf_counter()
-        run_dir = out / "models" / cfg.name
-        log.info("training %s (%s %s + %s head, %s split)", cfg.name, cfg.encoder.family, cfg.encoder.source, cfg.head.kind, split_kind)
-        kw = dict(cache_root=cache_root, device=device, resume=resume, progress=progress, engine=engine)
-        run = (run_loso(cfg, manifest, run_dir, **kw, namer=namer, held_out=held_out) if split_kind == "loso"
-               else run_one(cfg, manifest, split, run_dir, **kw, namer=namer, target_far=target_far))
-        runs.append(run)
-        if leaky is True or (isinstance(leaky, set) and cfg.name in leaky):
-            leaky_top1[cfg.name] = run_leaky(cfg, manifest, out / "models" / f"{cfg.name}-leaky", **kw)
-        else:
-            leaky_top1[cfg.name] = None
-        log.info("%s: held-out top-1 %.3f (95%% CI %.3f-%.3f)%s in %.0f s", cfg.name, run.metrics["top1"], *run.metrics["top1_ci95"],
-                 "" if leaky_top1[cfg.name] is None else f", leaky split would claim {leaky_top1[cfg.name]:.3f}", time.perf_counter() - t0)
-    baselines = fit_baselines(manifest, split, runs, cache_root) if split_kind != "loso" else {}
+    # Each frozen encoder's features, once, before any worker reads them
+    # (workers then only read the cache; none extracts beside another).
+    specs = extract_features(manifest, models, cache_root, device=device, progress=progress, engine=engine)
+    with Jobs(workers) as jobs:
+        inline = jobs.workers == 1
+        kw = dict(cache_root=cache_root, device=device, resume=resume, progress=progress if inline else None, engine=engine if inline else None)
+        main, twins = {}, {}
+        for cfg in models:
+            run_dir = out / "models" / cfg.name
+            log.info("training %s (%s %s + %s head, %s split)", cfg.name, cfg.encoder.family, cfg.encoder.source, cfg.head.kind, split_kind)
+            if split_kind == "loso":
+                fold_namer = Namer(show=False, salt=namer.salt)
+                main[cfg.name] = [jobs.submit(run_one, cfg, manifest, fold, d, **kw, namer=fold_namer)
+                                  for fold, d in loso_fold_dirs(manifest, run_dir, namer, held_out)]
+            else:
+                main[cfg.name] = [jobs.submit(run_one, cfg, manifest, split, run_dir, **kw, namer=namer, target_far=target_far)]
+            if leaky is True or (isinstance(leaky, set) and cfg.name in leaky):
+                twins[cfg.name] = jobs.submit(run_leaky, cfg, manifest, out / "models" / f"{cfg.name}-leaky", **kw)
+        base_jobs = {name: jobs.submit(fit_baseline_on, manifest, name, enc, spec, cache_root, split) for name, (enc, spec) in specs.items()} \
+            if split_kind != "loso" else {}
+        task = progress.add_task("training (workers)", total=sum(map(len, main.values())) + len(twins) + len(base_jobs)) \
+            if progress and not inline else None
+        runs: list[ModelRun] = []
+        leaky_top1: dict[str, float | None] = {}
+        for cfg in models:
+            done = [_result(f, progress, task) for f in main[cfg.name]]
+            run = combine_loso(cfg, manifest, out / "models" / cfg.name, done, namer) if split_kind == "loso" else done[0]
+            runs.append(run)
+            leaky_top1[cfg.name] = _result(twins[cfg.name], progress, task) if cfg.name in twins else None
+            log.info("%s: held-out top-1 %.3f (95%% CI %.3f-%.3f)%s, %.0f s of training", cfg.name, run.metrics["top1"], *run.metrics["top1_ci95"],
+                     "" if leaky_top1[cfg.name] is None else f", leaky split would claim {leaky_top1[cfg.name]:.3f}", run.train_seconds)
+        baselines = {name: _result(f, progress, task) for name, f in base_jobs.items()}
+        if task is not None:
+            progress.remove_task(task)
     section = build_report(manifest, split, runs, leaky_top1, target_group=target_group, namer=namer, notes=notes, baselines=baselines)
     draw_figures(section, runs, manifest, out)
     Report.open(out).set("train", section).save()
     return section
 
 
-def fit_baselines(manifest: Manifest, split: Split, runs: list[ModelRun], cache_root) -> dict[str, tuple[dict, Predictions]]:
-    """One logistic-regression baseline per frozen encoder among the runs,
-    on the same split and the same cached features."""
-    out: dict[str, tuple[dict, Predictions]] = {}
-    for r in runs:
-        name = baseline_name(r.cfg.encoder)
-        if r.cfg.train.finetune_layers or name in out:
+def _result(fut, progress, task):
+    res = fut.result()
+    if task is not None:
+        progress.advance(task)
+    return res
+
+
+def extract_features(manifest: Manifest, models: list[ModelConfig], cache_root, *, device: str = "cpu", progress=None, engine=None) -> dict:
+    """Cache every clip's features for each frozen encoder among `models`;
+    returns {baseline name: (encoder config, spec)} for the baselines."""
+    specs = {}
+    for cfg in models:
+        name = baseline_name(cfg.encoder)
+        if cfg.train.finetune_layers or name in specs:
             continue
-        spec = Run(r.run_dir).encoder_spec
-        t0 = time.perf_counter()
-        base = fit_baseline(manifest, spec, cache_root, manifest.rows_of(split.train), manifest.rows_of(split.val))
-        preds = base.predict(cache_root, manifest.rows_of(split.test))
-        m = metrics(preds, manifest.groups)
-        log.info("%s: held-out top-1 %.3f (C=%g, %.0f s)", name, m["top1"], base.C, time.perf_counter() - t0)
-        out[name] = ({"encoder": {"family": r.cfg.encoder.family, "source": r.cfg.encoder.source, "layer": r.cfg.encoder.layer},
-                      "weights": spec.weights, "C": base.C, **{k: m[k] for k in ("top1", "top3", "macro_f1", "top1_ci95", "top1_ci95_speakers", "per_group")}},
-                     preds)
-    return out
+        encoder = build_encoder(cfg.encoder)
+        (engine or LocalEngine()).extract(manifest, encoder, cache_root, audio_cfg=cfg.audio, progress=progress, device=device)
+        specs[name] = (cfg.encoder, encoder.spec)
+        del encoder
+    return specs
+
+
+def fit_baseline_on(manifest: Manifest, name: str, encoder: EncoderConfig, spec: EncoderSpec, cache_root, split: Split) -> tuple[dict, Predictions]:
+    """A logistic-regression baseline on one frozen encoder's cached
+    features, on the models' split: (report entry, test predictions)."""
+    t0 = time.perf_counter()
+    base = fit_baseline(manifest, spec, cache_root, manifest.rows_of(split.train), manifest.rows_of(split.val))
+    preds = base.predict(cache_root, manifest.rows_of(split.test))
+    m = metrics(preds, manifest.groups)
+    log.info("%s: held-out top-1 %.3f (C=%g, %.0f s)", name, m["top1"], base.C, time.perf_counter() - t0)
+    return ({"encoder": {"family": encoder.family, "source": encoder.source, "layer": encoder.layer}, "weights": spec.weights, "C": base.C,
+             **{k: m[k] for k in ("top1", "top3", "macro_f1", "top1_ci95", "top1_ci95_speakers", "per_group")}}, preds)
 
 
 def build_report(manifest: Manifest, split: Split, runs: list[ModelRun], leaky_top1: dict, *, target_group: str | None,
