@@ -73,3 +73,25 @@ def test_held_out_voice_family_is_deterministic_and_covers_every_sound(tmp_path)
     adult, _ = sf.read(tmp_path / "a" / "recordings" / "piper-joe" / "a_ae" / "take0.flac")
     child, _ = sf.read(tmp_path / "a" / "recordings" / "piper-joe-child" / "a_ae" / "take0.flac")
     assert len(child) < len(adult) and 0.05 < len(adult) / 16000 < 1.5 and np.abs(adult).max() > 0.2
+
+
+def test_varied_voices_scale_a_speakers_spectrum_and_keep_the_length(tmp_path):
+    from phonemekit.data.demo import ESpeak, render_take
+    from phonemekit.errors import DataError
+
+    engine = ESpeak()
+    sound = next(s for s in SOUNDS if s.label == "a_ae")
+    voice = next(v for v in VOICES if v.tract >= 1.25)
+
+    def centroid(x):
+        p = np.abs(np.fft.rfft(x)) ** 2
+        return float((np.fft.rfftfreq(len(x), 1 / 16000) * p).sum() / p.sum())
+
+    plain = [render_take(engine, sound, voice, t, 0, voices="espeak") for t in (0, 4)]  # takes 0 and 4: no noise, telephone or speed take
+    varied = [render_take(engine, sound, voice, t, 0, voices="varied") for t in (0, 4)]
+    ratio = np.mean([centroid(v) for v in varied]) / np.mean([centroid(p) for p in plain])
+    assert 1.1 < ratio < 1.45, ratio
+    for p, v in zip(plain, varied):
+        assert 0.75 < len(v) / len(p) < 1.3
+    with pytest.raises(DataError, match="unknown demo voices"):
+        build_demo_corpus(tmp_path / "x", voices="robots", speakers=1, takes=1, labels=["s"])

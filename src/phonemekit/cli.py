@@ -66,13 +66,14 @@ def demo_data(
     takes: Annotated[int, typer.Option(min=1, max=12, help="Takes per speaker and sound.")] = 3,
     seed: Annotated[int, typer.Option(help="Seed for prosody jitter and augmentation.")] = 0,
     channel: Annotated[str, typer.Option(help="room: simulated rooms and microphones on top of noise/telephone/speed; plain: those three only.")] = "room",
+    voices: Annotated[str, typer.Option(help="varied: each speaker's own vocal-tract scale, jittered per take; espeak: eSpeak's variants as rendered.")] = "varied",
 ) -> None:
     """Synthesise the built-in demo corpus with eSpeak NG (offline)."""
     from phonemekit.data.demo import build_demo_corpus
 
     t0 = time.perf_counter()
     with progress_bar() as p:
-        summary = build_demo_corpus(out, speakers=speakers, takes=takes, seed=seed, channel=channel, progress=p)
+        summary = build_demo_corpus(out, speakers=speakers, takes=takes, seed=seed, channel=channel, voices=voices, progress=p)
     log.info(
         "demo corpus: %d clips, %d speakers x %d sounds, %.0f s of audio in %.1f s -> %s",
         summary["clips"], summary["speakers"], summary["labels"], summary["audio_seconds"], time.perf_counter() - t0, summary["root"],
@@ -374,9 +375,10 @@ def demo(
     wav2vec2: Annotated[Optional[str], typer.Option(help="Pretrained wav2vec2 (hub id or folder); default: a pipeline check on random:tiny.")] = None,
     wavlm: Annotated[Optional[str], typer.Option(help="Pretrained WavLM (hub id or folder); default: a pipeline check on random:tiny.")] = None,
     speakers: Annotated[int, typer.Option(min=3, max=18)] = 18,
-    takes: Annotated[int, typer.Option(min=1, max=12)] = 3,
+    takes: Annotated[int, typer.Option(min=1, max=12, help="Takes per speaker and sound (2: the demo's 10-minute budget).")] = 2,
     seed: Annotated[int, typer.Option()] = 0,
     channel: Annotated[str, typer.Option(help="Demo corpus channel: room | plain (see demo-data).")] = "room",
+    voices: Annotated[str, typer.Option(help="Demo corpus voices: varied | espeak (see demo-data).")] = "varied",
     e2e_epochs: Annotated[int, typer.Option(min=1, help="Epochs for the seed models' pipeline check (random encoders, end to end).")] = 1,
     models: Annotated[str, typer.Option(help="Comma-separated presets to train.")] = ",".join(DEMO_MODELS),
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Override the epochs of every model (quick runs).")] = None,
@@ -395,7 +397,7 @@ def demo(
 
     t0 = time.perf_counter()
     with progress_bar() as p:
-        run_demo(out, force=set(force or []), speakers=speakers, takes=takes, seed=seed, channel=channel, wav2vec2=wav2vec2, wavlm=wavlm,
+        run_demo(out, force=set(force or []), speakers=speakers, takes=takes, seed=seed, channel=channel, voices=voices, wav2vec2=wav2vec2, wavlm=wavlm,
                  e2e_epochs=e2e_epochs, models=tuple(m.strip() for m in models.split(",") if m.strip()), epochs=epochs,
                  cache=cache or out / "cache", device=resolve_device(device), progress=p, engine=make_engine(engine, address=address),
                  workers=workers or default_workers())

@@ -43,33 +43,41 @@ class Voice:
     rate: int  # words per minute
     group: str  # "child" or "adult"
     pitch_range: int = 50
+    # Vocal-tract scale for `voices="varied"`: every frequency (formants and
+    # pitch) times this factor. eSpeak's variants span a narrow band of
+    # tract lengths; children's tracts are 15-40% shorter than adults'.
+    tract: float = 1.0
 
 
 # Each speaker differs in voice variant, pitch and rate, so a held-out
 # speaker is unseen in all three.
 VOICES: tuple[Voice, ...] = (
-    Voice("spk01", "m1", 40, 150, "adult"),
-    Voice("spk02", "m2", 35, 165, "adult"),
-    Voice("spk03", "m3", 48, 140, "adult"),
-    Voice("spk04", "m4", 30, 175, "adult"),
-    Voice("spk05", "m5", 45, 155, "adult"),
-    Voice("spk06", "m6", 52, 145, "adult"),
-    Voice("spk07", "f1", 60, 160, "adult"),
-    Voice("spk08", "f2", 65, 150, "adult"),
-    Voice("spk09", "f3", 70, 170, "adult"),
-    Voice("spk10", "f4", 62, 145, "adult"),
-    Voice("spk11", "klatt", 50, 160, "adult"),
-    Voice("spk12", "klatt3", 58, 150, "adult"),
-    Voice("spk13", "Annie", 88, 150, "child", 70),
-    Voice("spk14", "f5", 95, 165, "child", 70),
-    Voice("spk15", "anika", 85, 140, "child", 70),
-    Voice("spk16", "Alicia", 92, 155, "child", 70),
-    Voice("spk17", "m7", 38, 185, "adult"),
-    Voice("spk18", "Annie", 99, 130, "child", 80),
+    Voice("spk01", "m1", 40, 150, "adult", tract=1.0),
+    Voice("spk02", "m2", 35, 165, "adult", tract=0.92),
+    Voice("spk03", "m3", 48, 140, "adult", tract=1.05),
+    Voice("spk04", "m4", 30, 175, "adult", tract=0.9),
+    Voice("spk05", "m5", 45, 155, "adult", tract=0.97),
+    Voice("spk06", "m6", 52, 145, "adult", tract=1.08),
+    Voice("spk07", "f1", 60, 160, "adult", tract=1.0),
+    Voice("spk08", "f2", 65, 150, "adult", tract=0.94),
+    Voice("spk09", "f3", 70, 170, "adult", tract=1.06),
+    Voice("spk10", "f4", 62, 145, "adult", tract=1.1),
+    Voice("spk11", "klatt", 50, 160, "adult", tract=0.95),
+    Voice("spk12", "klatt3", 58, 150, "adult", tract=1.03),
+    Voice("spk13", "Annie", 88, 150, "child", 70, tract=1.2),
+    Voice("spk14", "f5", 95, 165, "child", 70, tract=1.15),
+    Voice("spk15", "anika", 85, 140, "child", 70, tract=1.25),
+    Voice("spk16", "Alicia", 92, 155, "child", 70, tract=1.18),
+    Voice("spk17", "m7", 38, 185, "adult", tract=1.12),
+    Voice("spk18", "Annie", 99, 130, "child", 80, tract=1.3),
 )
 
 
 CHANNELS = ("room", "plain")
+# "varied": each speaker's vocal-tract scale (Voice.tract), jittered by up
+# to 4% per take (vocal-tract length perturbation); "espeak": the variants as
+# eSpeak renders them.
+VOICE_MODES = ("varied", "espeak")
 
 
 class ESpeak:
@@ -126,21 +134,25 @@ def _seed(*parts: object) -> int:
 
 
 def render_take(engine: ESpeak, sound: Sound, voice: Voice, take: int, seed: int, sr: int = 16_000,
-                rooms: list[np.ndarray] | None = None) -> np.ndarray:
-    """One clip: jittered prosody, then a light channel/noise augmentation;
-    with `rooms`, half the takes are heard in one of those rooms and half
-    through a coloured microphone."""
+                rooms: list[np.ndarray] | None = None, voices: str = "varied") -> np.ndarray:
+    """One clip: jittered prosody, the speaker's vocal-tract scale (`voices`
+    "varied"), then a light channel/noise augmentation; with `rooms`, half
+    the takes are heard in one of those rooms and half through a coloured
+    microphone."""
     rng = np.random.default_rng(_seed(seed, voice.speaker, sound.label, take))
-    base = voice.variant
+    tract = 1.0
+    if voices == "varied":  # a generator of its own: the other draws stay those of the "espeak" corpus
+        tract = voice.tract * float(np.random.default_rng(_seed(seed, voice.speaker, sound.label, take, "tract")).uniform(0.96, 1.04))
     x = engine.synth(
         sound.espeak,
-        f"en-us+{base}",
+        f"en-us+{voice.variant}",
         pitch=int(np.clip(voice.pitch + rng.integers(-4, 5), 0, 99)),
-        rate=int(voice.rate * rng.uniform(0.9, 1.1)),
+        rate=int(voice.rate * rng.uniform(0.9, 1.1) / tract),  # slower by the factor the scaling speeds it up
         pitch_range=voice.pitch_range,
         seed=int(rng.integers(1, 2**31 - 1)),
     )
-    x = audio.resample(_trim(x), engine.sample_rate, sr)
+    # Played `tract` times faster: every frequency scales by it (resampled once, with the rate change).
+    x = audio.resample(_trim(x), round(engine.sample_rate * tract), sr)
     if rooms:  # a generator of its own, so a take that meets neither is the plain corpus's take
         crng = np.random.default_rng(_seed(seed, voice.speaker, sound.label, take, "channel"))
         if crng.random() < 0.5:
@@ -161,7 +173,7 @@ def render_take(engine: ESpeak, sound: Sound, voice: Voice, take: int, seed: int
     return (y + rng.standard_normal(len(y)).astype(np.float32) * 3e-4).astype(np.float32)
 
 
-def _render_speaker(voice: Voice, labels: list[str], takes: int, seed: int, root: str, channel: str) -> tuple[int, float]:
+def _render_speaker(voice: Voice, labels: list[str], takes: int, seed: int, root: str, channel: str, voices: str) -> tuple[int, float]:
     # eSpeak NG keeps hidden state across utterances (a slow pitch flutter
     # whose phase carries over, even through re-initialisation), so a clip
     # depends on everything synthesised before it in the process. Each
@@ -172,7 +184,7 @@ def _render_speaker(voice: Voice, labels: list[str], takes: int, seed: int, root
     for label in labels:
         sound = next(s for s in SOUNDS if s.label == label)
         for take in range(takes):
-            x = render_take(engine, sound, voice, take, seed, rooms=rooms)
+            x = render_take(engine, sound, voice, take, seed, rooms=rooms, voices=voices)
             audio.write_audio(Path(root) / voice.speaker / sound.label / f"take{take}.flac", x, 16_000)
             n, seconds = n + 1, seconds + len(x) / 16_000
     return n, seconds
@@ -187,35 +199,40 @@ def build_demo_corpus(
     labels: list[str] | None = None,
     workers: int = 2,
     channel: str = "room",
+    voices: str = "varied",
     progress=None,
 ) -> dict:
     """Write `out/recordings/<speaker>/<label>/take<k>.flac` and `speakers.json`.
 
     `channel`: "room" (rooms and microphone colouring on top of the noise,
-    telephone and speed takes) or "plain" (those three only). Returns a
+    telephone and speed takes) or "plain" (those three only); `voices`: see
+    VOICE_MODES. Returns a
     summary dict. Deterministic for a given seed.
     """
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     out = Path(out)
-    voices = VOICES[:speakers]
+    cast = VOICES[:speakers]
     known = [s.label for s in SOUNDS]
     if labels is not None and not set(labels) <= set(known):
         raise DataError(f"unknown demo labels: {', '.join(sorted(set(labels) - set(known)))}")
     chosen = [lab for lab in known if labels is None or lab in labels]
     if channel not in CHANNELS:
         raise DataError(f"unknown demo channel {channel!r} (use {' or '.join(CHANNELS)})")
+    if voices not in VOICE_MODES:
+        raise DataError(f"unknown demo voices {voices!r} (use {' or '.join(VOICE_MODES)})")
     root = out / "recordings"
-    task = progress.add_task("synthesising demo corpus", total=len(voices)) if progress else None
+    task = progress.add_task("synthesising demo corpus", total=len(cast)) if progress else None
     n_done, seconds = 0, 0.0
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1) as pool:
-        futures = [pool.submit(_render_speaker, v, chosen, takes, seed, str(root), channel) for v in voices]
+        futures = [pool.submit(_render_speaker, v, chosen, takes, seed, str(root), channel, voices) for v in cast]
         for f in futures:
             n, sec = f.result()
             n_done, seconds = n_done + n, seconds + sec
             if progress:
                 progress.advance(task)
-    write_json(out / "speakers.json", {v.speaker: {"group": v.group} for v in voices})
-    return {"root": str(root), "clips": n_done, "audio_seconds": round(seconds, 1), "speakers": len(voices), "labels": len(chosen)}
+    write_json(out / "speakers.json", {v.speaker: {"group": v.group} for v in cast})
+    return {"root": str(root), "clips": n_done, "audio_seconds": round(seconds, 1), "speakers": len(cast), "labels": len(chosen),
+            "voices": voices}

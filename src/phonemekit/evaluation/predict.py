@@ -14,7 +14,7 @@ from phonemekit.data.cache import FeatureCache, extract
 from phonemekit.data.features import ClipData, load_clips
 from phonemekit.data.manifest import Manifest
 from phonemekit.errors import DataError, IntegrityError
-from phonemekit.models.encoders import build_encoder
+from phonemekit.models.encoders import frozen_encoder
 from phonemekit.models.heads.mlp import masked_pool
 from phonemekit.models.model import PhonemeModel
 
@@ -35,7 +35,7 @@ def clip_data(model: PhonemeModel, manifest: Manifest, rows: list[dict], *, cach
     """The clips of `rows` in the form this model consumes."""
     if model.encoder is not None:
         return load_clips(manifest, rows, audio_cfg=model.cfg.audio)
-    encoder = build_encoder(model.cfg.encoder)
+    encoder = frozen_encoder(model.cfg.encoder)
     if encoder.spec != model.spec:
         raise IntegrityError(f"the encoder at {model.cfg.encoder.source} is not the one this model was trained on (spec differs)")
     res = extract(Manifest(manifest.root, rows, manifest.labels), encoder, cache_root, audio_cfg=model.cfg.audio, progress=progress, device=device)

@@ -18,7 +18,7 @@ from phonemekit.data.splits import speaker_disjoint
 from phonemekit.evaluation.baseline import baseline_name, fit_baseline
 from phonemekit.evaluation.metrics import metrics
 from phonemekit.evaluation.predict import predict
-from phonemekit.models.encoders import build_encoder
+from phonemekit.models.encoders import frozen_encoder
 from phonemekit.runs import Run
 from phonemekit.runs import runs as as_runs
 
@@ -42,7 +42,7 @@ def evaluate_family(run_dirs: list[Path], train: Manifest, family: Manifest, *, 
             frozen.setdefault(baseline_name(run.config.encoder), run)
     for name, run in frozen.items():
         cfg = run.config
-        extract(family, build_encoder(cfg.encoder), cache_root, audio_cfg=cfg.audio, device=device)
+        extract(family, frozen_encoder(cfg.encoder), cache_root, audio_cfg=cfg.audio, device=device)
         base = fit_baseline(train, run.encoder_spec, cache_root, train.rows_of(split.train), train.rows_of(split.val))
         out["baselines"][name] = {"weights": run.weights, "C": base.C, **_summary(metrics(base.predict(cache_root, family.rows), family.groups))}
         log.info("%s on the held-out family: top-1 %.3f", name, out["baselines"][name]["top1"])

@@ -217,7 +217,8 @@ def live(data: dict, out: Path) -> str:
 
     if "tables" not in data:  # written by an older phonemekit: shown once the live step runs again
         return "## Live replay\n\nRecorded in an older format; `phonemekit demo --force live` measures it again.\n"
-    lines = [f"## Live replay ({data['clips']} held-out clips)", "",
+    excerpt = f"; the other models on its first {data['others_clips']}" if data.get("others_clips", data["clips"]) < data["clips"] else ""
+    lines = [f"## Live replay ({data['clips']} held-out clips{excerpt})", "",
              "Detected: sounds a final label segment overlaps. False triggers: segments overlapping no sound. Latency: from the end "
              "of each sound to its final label (VAD hangover plus compute). Flicker: segments whose shown label changed after it "
              "first appeared. Noise is generated (pink, mains hum, knocks) and mixed at the SNR shown, relative to the sounds' level.", ""]
@@ -232,7 +233,8 @@ def pipeline(data: dict, out: Path) -> str:
     """Wall time and peak memory of each step, as last run (`steps.jsonl` keeps every run)."""
     lines = ["## Pipeline time", "", "Each step's latest run on this machine; a step skipped this time (done earlier, inputs unchanged) "
              "shows the figures of the run that did it, and a step that resumed (models already trained are reused) shows that "
-             "shorter run. The total adds these figures: a run from scratch when every step ran this time.", "",
+             "shorter run. The total adds these figures: a run from scratch when every step ran this time. Peak RSS is the main "
+             "process's; training workers (`--workers`) hold their own features and models beside it.", "",
              "| step | seconds | peak RSS MB | finished | ran this time |", "|---|---|---|---|---|"]
     for t in data["steps"]:
         lines.append(f"| {t['step']} | {t['seconds']:.0f} | {t['peak_rss_mb']:.0f} | {t['finished']} | {'yes' if t['this_run'] else 'no'} |")

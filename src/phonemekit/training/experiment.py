@@ -22,7 +22,7 @@ from phonemekit.evaluation.calibration import Calibration, fit_calibration
 from phonemekit.evaluation.metrics import groups_of, metrics, versus
 from phonemekit.evaluation.predict import Predictions, predict
 from phonemekit.fileio import folder_lock
-from phonemekit.models.encoders import build_encoder
+from phonemekit.models.encoders import frozen_encoder
 from phonemekit.models.encoders.base import EncoderSpec
 from phonemekit.models.heads import check_head_options
 from phonemekit.privacy import Namer
@@ -196,7 +196,7 @@ def extract_features(manifest: Manifest, models: list[ModelConfig], cache_root, 
         name = baseline_name(cfg.encoder)
         if cfg.train.finetune_layers or name in specs:
             continue
-        encoder = build_encoder(cfg.encoder)
+        encoder = frozen_encoder(cfg.encoder)
         (engine or LocalEngine()).extract(manifest, encoder, cache_root, audio_cfg=cfg.audio, progress=progress, device=device)
         specs[name] = (cfg.encoder, encoder.spec)
         del encoder

@@ -25,7 +25,7 @@ from phonemekit.data.features import Batch, ClipData, load_clips
 from phonemekit.data.manifest import Manifest
 from phonemekit.errors import ConfigError
 from phonemekit.fileio import write_bytes
-from phonemekit.models.encoders import build_encoder
+from phonemekit.models.encoders import build_encoder, frozen_encoder
 from phonemekit.models.heads import check_head_options
 from phonemekit.models.model import PhonemeModel
 from phonemekit.privacy import audit
@@ -62,8 +62,8 @@ class Trainer:
         if tc.num_threads:
             torch.set_num_threads(tc.num_threads)
         torch.manual_seed(tc.seed)
-        encoder = build_encoder(cfg.encoder)
         self.end_to_end = tc.finetune_layers != 0
+        encoder = build_encoder(cfg.encoder) if self.end_to_end else frozen_encoder(cfg.encoder)
         if self.end_to_end:
             if encoder.weights == "none":
                 raise ConfigError("invalid value for 'train.finetune_layers': the fbank encoder has no weights to fine-tune")

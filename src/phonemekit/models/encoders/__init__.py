@@ -3,9 +3,18 @@
 
 from __future__ import annotations
 
-from phonemekit.models.encoders.base import Encoder, EncoderOutput, EncoderSpec, available_encoders, build_encoder, default_source, register_encoder
+from phonemekit.models.encoders.base import (
+    Encoder,
+    EncoderOutput,
+    EncoderSpec,
+    available_encoders,
+    build_encoder,
+    default_source,
+    frozen_encoder,
+    register_encoder,
+)
 
 # Importing the modules registers the families.
 from phonemekit.models.encoders import fbank, hf, whisper  # noqa: E402,F401  isort:skip
 
-__all__ = ["Encoder", "EncoderOutput", "EncoderSpec", "available_encoders", "build_encoder", "default_source", "register_encoder"]
+__all__ = ["Encoder", "EncoderOutput", "EncoderSpec", "available_encoders", "build_encoder", "default_source", "frozen_encoder", "register_encoder"]
