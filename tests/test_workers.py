@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,3 +70,35 @@ def test_workers_fit_the_baselines_and_the_leaky_twin(tmp_path, prepared):
     section = train_all(m, [cfg], tmp_path / "out", leaky=True, cache_root=tmp_path / "c", workers=2)
     assert section["models"]["t"]["leaky_top1"] is not None
     assert list(section["baselines"]) == ["logreg [fbank fbank]"] and 0 <= section["baselines"]["logreg [fbank fbank]"]["top1"] <= 1
+
+
+_ORPHANS = """
+import os, sys, time
+from phonemekit.training.workers import Jobs
+with Jobs(2) as jobs:
+    pids = {jobs.submit(os.getpid).result() for _ in range(8)}
+    print(" ".join(map(str, pids)), flush=True)
+    time.sleep(60)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_workers_end_when_their_parent_is_killed():
+    proc = subprocess.Popen([sys.executable, "-c", _ORPHANS], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert pids and all(_alive(p) for p in pids)
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in pids)

@@ -66,7 +66,7 @@ def demo_data(
     takes: Annotated[int, typer.Option(min=1, max=12, help="Takes per speaker and sound.")] = 3,
     seed: Annotated[int, typer.Option(help="Seed for prosody jitter and augmentation.")] = 0,
     channel: Annotated[str, typer.Option(help="room: simulated rooms and microphones on top of noise/telephone/speed; plain: those three only.")] = "room",
-    voices: Annotated[str, typer.Option(help="varied: each speaker's own vocal-tract scale, jittered per take; espeak: eSpeak's variants as rendered.")] = "varied",
+    voices: Annotated[str, typer.Option(help="espeak: eSpeak's variants as rendered; varied: each speaker's own vocal-tract scale, jittered per take.")] = "espeak",
 ) -> None:
     """Synthesise the built-in demo corpus with eSpeak NG (offline)."""
     from phonemekit.data.demo import build_demo_corpus
@@ -378,7 +378,7 @@ def demo(
     takes: Annotated[int, typer.Option(min=1, max=12, help="Takes per speaker and sound (2: the demo's 10-minute budget).")] = 2,
     seed: Annotated[int, typer.Option()] = 0,
     channel: Annotated[str, typer.Option(help="Demo corpus channel: room | plain (see demo-data).")] = "room",
-    voices: Annotated[str, typer.Option(help="Demo corpus voices: varied | espeak (see demo-data).")] = "varied",
+    voices: Annotated[str, typer.Option(help="Demo corpus voices: espeak | varied (see demo-data).")] = "espeak",
     e2e_epochs: Annotated[int, typer.Option(min=1, help="Epochs for the seed models' pipeline check (random encoders, end to end).")] = 1,
     models: Annotated[str, typer.Option(help="Comma-separated presets to train.")] = ",".join(DEMO_MODELS),
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Override the epochs of every model (quick runs).")] = None,

@@ -126,36 +126,38 @@ class Exported:
     parity: dict
 
 
-def torch_probs(model: PhonemeModel, waves: list[np.ndarray]) -> np.ndarray:
+def encode_each(model: PhonemeModel, waves: list[np.ndarray]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(features, lengths) of each clip alone: computed once per export, since
+    the head form's parity and int8 checks all feed the same features."""
+    with torch.no_grad():
+        return [model.encode(*collate_waves([w])) for w in waves]
+
+
+def torch_probs(model: PhonemeModel, waves: list[np.ndarray], feats: list | None = None) -> np.ndarray:
     """Class probabilities from torch, one clip at a time: the reference."""
     with torch.no_grad():
-        return np.stack([model.classify_waves(*collate_waves([w]))[0].exp().numpy() for w in waves])
+        return np.stack([model(f, n)[0].exp().numpy() for f, n in (feats or encode_each(model, waves))])
 
 
-def onnx_probs(sess, form: str, waves: list[np.ndarray], model: PhonemeModel | None = None) -> np.ndarray:
+def onnx_probs(sess, form: str, waves: list[np.ndarray], model: PhonemeModel | None = None, feats: list | None = None) -> np.ndarray:
     """Run an exported file one clip at a time (batch 1, as a game does);
-    the head form takes features that `model`'s encoder computes."""
-    out = []
-    for w in waves:
-        wave, lengths = collate_waves([w])
-        if form == "head":
-            with torch.no_grad():
-                feats, flen = model.encode(wave, lengths)
-            feed = {"features": feats.numpy(), "lengths": flen.numpy()}
-        else:
-            feed = {"waveform": wave.numpy(), "lengths": lengths.numpy()}
-        out.append(sess.run(["probs"], feed)[0][0])
-    return np.stack(out)
+    the head form takes features that `model`'s encoder computes (or `feats`)."""
+    if form == "head":
+        feeds = [{"features": f.numpy(), "lengths": n.numpy()} for f, n in (feats or encode_each(model, waves))]
+    else:
+        feeds = [{"waveform": x.numpy(), "lengths": n.numpy()} for x, n in map(collate_waves, ([w] for w in waves))]
+    return np.stack([sess.run(["probs"], feed)[0][0] for feed in feeds])
 
 
-def export_form(model: PhonemeModel, form: str, path: Path, waves: list[np.ndarray], run: Run) -> Exported:
+def export_form(model: PhonemeModel, form: str, path: Path, waves: list[np.ndarray], run: Run, feats: list | None = None) -> Exported:
     """Export one form to `path` after checking parity on `waves`."""
     io = GraphIO.of(form, model.output_kind == "ctc")
     with atomic_path(path) as tmp:
         t0 = time.perf_counter()
         ox.export_torchscript(*_graph(model, form, waves), tmp, io, max_frames(model))
         ox.finish(tmp, metadata(model, form, run.sha256, "fp32", run.sidecar.get("calibration")), io)
-        parity = ox.agreement(onnx_probs(ox.session(tmp), form, waves, model), torch_probs(model, waves))
+        feats = feats or encode_each(model, waves)
+        parity = ox.agreement(onnx_probs(ox.session(tmp), form, waves, model, feats), torch_probs(model, waves, feats))
         parity["export_seconds"] = round(time.perf_counter() - t0, 1)
         if parity["top1_agreement"] < 1.0:
             raise ExportError(f"{form} export of {model.cfg.name}: top-1 agreement with torch is {parity['top1_agreement']:.3f} < 1.0 "
@@ -164,18 +166,19 @@ def export_form(model: PhonemeModel, form: str, path: Path, waves: list[np.ndarr
 
 
 def quantize_form(src: Path, dst: Path, form: str, waves: list[np.ndarray], model: PhonemeModel,
-                  min_agreement: float = 0.98, min_speedup: float = 1.05) -> dict:
+                  min_agreement: float = 0.98, min_speedup: float = 1.05, feats: list | None = None) -> dict:
     """An int8 copy of an exported file, kept only when faster and accurate
     enough; the returned record says which and why."""
     with atomic_path(dst) as tmp:
         ox.quantize_int8(src, tmp)
         sess32, sess8 = ox.session(src), ox.session(tmp)
-        p32 = onnx_probs(sess32, form, waves, model)
+        feats = feats or (encode_each(model, waves) if form == "head" else None)
+        p32 = onnx_probs(sess32, form, waves, model, feats)
         t0 = time.perf_counter()
-        p8 = onnx_probs(sess8, form, waves, model)
+        p8 = onnx_probs(sess8, form, waves, model, feats)
         t8 = time.perf_counter() - t0
         t0 = time.perf_counter()
-        onnx_probs(sess32, form, waves, model)
+        onnx_probs(sess32, form, waves, model, feats)
         t32 = time.perf_counter() - t0
         rec = {
             "top1_agreement_vs_fp32": float(np.mean(p8.argmax(1) == p32.argmax(1))),
@@ -217,15 +220,16 @@ def export_run(run: str | Path | Run, waves: list[np.ndarray], out_dir: str | Pa
     model = run.load(with_encoder=True, trusted=trusted)
     name = model.cfg.name
     record: dict = {"model": name, "checkpoint_sha256": run.sha256, "files": {}}
+    feats = encode_each(model, waves)
     for form in forms:
         path = out_dir / run.onnx(form).name
-        exp = export_form(model, form, path, waves, run)
+        exp = export_form(model, form, path, waves, run, feats)
         entry = {"path": str(path), "bytes": path.stat().st_size, "parity": exp.parity}
         log.info("exported %s (%s form, %.1f MB): top-1 agreement %.3f, max |dp| %.1e", path, form, entry["bytes"] / 1e6,
                  exp.parity["top1_agreement"], exp.parity["max_abs_diff"])
         if int8:
             try:
-                q = quantize_form(path, out_dir / run.onnx(form, "int8").name, form, waves, model)
+                q = quantize_form(path, out_dir / run.onnx(form, "int8").name, form, waves, model, feats=feats)
             except _Dropped as d:
                 q = d.rec
                 run.onnx(form, "int8").unlink(missing_ok=True)  # an int8 file of an earlier export no longer matches
