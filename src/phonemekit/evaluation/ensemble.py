@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import minimize
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 from phonemekit.errors import DataError
 from phonemekit.evaluation.calibration import calibrate, ece, fit_calibration, verdict_rates_of
@@ -78,7 +79,8 @@ def fit(method: str, members: list[str], val_log_probs: list[np.ndarray], val_y:
         return Ensemble(method, members, list(w / w.sum()))
     if method == "stacking":
         x = np.concatenate(val_log_probs, axis=1)
-        clf = LogisticRegression(C=1.0, max_iter=2000, random_state=seed).fit(x, val_y)
+        with threadpool_limits(1):  # a small problem: BLAS threads cost more than they give (see evaluation.baseline)
+            clf = LogisticRegression(C=1.0, max_iter=2000, random_state=seed).fit(x, val_y)
         num_classes = val_log_probs[0].shape[1]
         coef = np.zeros((num_classes, x.shape[1]))
         bias = np.full(num_classes, -1e4)  # classes unseen in validation are never predicted

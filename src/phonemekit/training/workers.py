@@ -52,9 +52,11 @@ def _die_with_parent(parent: int) -> None:
 
 def _init_worker(queue, level: int, threads: int, parent: int) -> None:
     import torch
+    from threadpoolctl import threadpool_limits
 
     _die_with_parent(parent)
     torch.set_num_threads(threads)
+    threadpool_limits(threads)  # BLAS and OpenMP pools too (scikit-learn's baselines), not only torch's
     root = logging.getLogger()
     root.handlers[:] = [logging.handlers.QueueHandler(queue)]
     root.setLevel(level)
