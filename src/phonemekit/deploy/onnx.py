@@ -1,4 +1,4 @@
-"""ONNX plumbing, in one place: the two exporters, finishing a file
+"""ONNX plumbing, in one place: the exporter, finishing a file
 (metadata, graph hash, checks), the session options every
 caller uses, dynamic int8 quantisation, parity figures, timing, and
 composing graphs. `export`, `benchmark`, `compare` and the ensemble export
@@ -120,7 +120,7 @@ def finish(path: Path, meta: dict, io: GraphIO | None = None) -> None:
     """Name the dynamic output axes, drop intermediate shape annotations,
     check the model and write its metadata, in place."""
     m = onnx.load(str(path))
-    # The dynamo exporter can declare an output axis that follows no input
+    # An exporter can declare an output axis that follows no input
     # axis (CTC frames) with the example's size; name it, so ONNX Runtime
     # does not warn on every call that the real size differs.
     for out in m.graph.output:
@@ -128,7 +128,7 @@ def finish(path: Path, meta: dict, io: GraphIO | None = None) -> None:
             dim = out.type.tensor_type.shape.dim[axis]
             dim.ClearField("dim_value")
             dim.dim_param = label
-    # Intermediate shape annotations are optional; the dynamo exporter can
+    # Intermediate shape annotations are optional; an exporter can
     # give two different frame axes (e.g. fbank and wav2vec2 members of an
     # ensemble) one symbolic name, which ONNX Runtime then trusts when it
     # plans buffers. Without them it infers shapes itself.

@@ -36,7 +36,7 @@ class SeparableBlock(nn.Module):
 
 class SelfAttention(nn.Module):
     """One pre-norm multi-head self-attention layer over the valid frames,
-    written out in plain ops so both ONNX exporters handle it."""
+    written out in plain ops so the ONNX export is exact."""
 
     def __init__(self, channels: int, heads: int, dropout: float) -> None:
         super().__init__()
