@@ -199,7 +199,6 @@ def extract_features(manifest: Manifest, models: list[ModelConfig], cache_root, 
         encoder = frozen_encoder(cfg.encoder)
         (engine or LocalEngine()).extract(manifest, encoder, cache_root, audio_cfg=cfg.audio, progress=progress, device=device)
         specs[name] = (cfg.encoder, encoder.spec)
-        del encoder
     return specs
 
 

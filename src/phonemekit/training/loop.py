@@ -89,7 +89,6 @@ class Trainer:
                     with torch.no_grad():
                         items = [self.model.layer_mix(torch.from_numpy(f)[None])[0].numpy() for f in items]
                 self.model.head.fit_statistics(items)
-            del encoder
         self.model.to(device)
         head_params = [p for n, p in self.model.named_parameters() if not n.startswith("encoder.")]
         enc_params = [p for n, p in self.model.named_parameters() if n.startswith("encoder.") and p.requires_grad]
