@@ -93,3 +93,47 @@ def test_cache_holds_features_not_audio(tmp_path, prepared):
     extract(prepared, enc, tmp_path / "cache")
     for p in (tmp_path / "cache").rglob("*.npy"):
         assert np.load(p).shape[1] == 160
+
+
+def _entries(cache_dir):
+    return sorted(cache_dir.rglob("*.npy"))
+
+
+def test_a_truncated_entry_is_recomputed_not_counted_cached(tmp_path, prepared):
+    enc = build_encoder(EncoderConfig(family="fbank", source="fbank"))
+    first = extract(prepared, enc, tmp_path / "cache")
+    entry = _entries(tmp_path / "cache")[3]
+    whole = entry.read_bytes()
+    entry.write_bytes(whole[: len(whole) // 3])
+    again = extract(prepared, enc, tmp_path / "cache")
+    assert (again.computed, again.cached) == (1, first.computed - 1) and entry.read_bytes() == whole
+
+
+@pytest.mark.parametrize("poison", ["nan", "wrong_width", "int_dtype"])
+def test_a_poisoned_cache_is_repaired_before_training(tmp_path, prepared, poison):
+    """Well-formed .npy entries that are not this encoder's features: training
+    recomputes them (its extraction checks every entry) and trains on the
+    real features; a reader that does not extract gets one error naming the entry."""
+    from phonemekit.config import HeadConfig, ModelConfig, TrainConfig
+    from phonemekit.errors import DataError
+    from phonemekit.training.experiment import train_all
+
+    enc = build_encoder(EncoderConfig(family="fbank", source="fbank"))
+    extract(prepared, enc, tmp_path / "cache")
+    good = {p: p.read_bytes() for p in _entries(tmp_path / "cache")}
+    width = np.load(next(iter(good))).shape[1]
+    bad = {"nan": np.full((20, width), np.nan, np.float32), "wrong_width": np.ones((20, 7), np.float32),
+           "int_dtype": np.ones((20, width), np.int64)}[poison]
+    for p in good:
+        np.save(p, bad)
+    cache = FeatureCache(tmp_path / "cache", enc.spec)
+    with pytest.raises(DataError, match=f"cached features .*{next(iter(good)).name}"):
+        cache.get(next(iter(good)).stem)
+    cfg = ModelConfig(name="toy", encoder=EncoderConfig(family="fbank", source="fbank"), head=HeadConfig("mlp", {"hidden": [16]}),
+                      train=TrainConfig(epochs=2, batch_size=8))
+    train_all(prepared, [cfg], tmp_path / "out", leaky=False, cache_root=tmp_path / "cache")
+    assert {p: p.read_bytes() for p in good} == good  # every entry recomputed, byte for byte
+    import json
+
+    metrics = json.loads((tmp_path / "out" / "models" / "toy" / "metrics.json").read_text())
+    assert 0 <= metrics["top1"] <= 1

@@ -19,11 +19,13 @@ from phonemekit.errors import DataError, LockedError, OutputError
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, exclusive: bool = False) -> Iterator[Path]:
     """A temp file beside `path` for the block to write (by name, for writers
     such as exporters that take a path); renamed over `path` when the block
     succeeds, removed when it fails. A write that fails (read-only or full
-    disk) is one `OutputError` naming the file; the old file, if any, stays."""
+    disk) is one `OutputError` naming the file; the old file, if any, stays.
+    `exclusive`: never replace an existing file (`FileExistsError`); the
+    new file appears whole, by a hard link, or not at all."""
     path = Path(path)
     try:
         ensure_folder(path.parent)
@@ -34,7 +36,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)
+        else:
+            os.replace(tmp, path)
+    except FileExistsError:
+        raise
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
     finally:
@@ -42,9 +49,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
+def atomic_open(path: str | os.PathLike, mode: str = "w", *, exclusive: bool = False) -> Iterator[IO[Any]]:
     """`atomic_path`, opened: the data is fsynced before the rename."""
-    with atomic_path(path) as tmp, open(tmp, mode) as f:
+    with atomic_path(path, exclusive=exclusive) as tmp, open(tmp, mode) as f:
         yield f
         f.flush()
         os.fsync(f.fileno())

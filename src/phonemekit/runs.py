@@ -30,6 +30,7 @@ from safetensors.torch import save
 
 from phonemekit import __version__
 from phonemekit.config import ModelConfig, from_dict, is_name
+from phonemekit.data.inventory import label_problem
 from phonemekit.errors import DataError, IntegrityError, OutputError
 from phonemekit.evaluation.calibration import Calibration
 from phonemekit.evaluation.predict import Predictions
@@ -334,7 +335,7 @@ class Run:
 
 
 def _is_label_list(x: object) -> bool:
-    return isinstance(x, list) and bool(x) and all(isinstance(v, str) and v for v in x) and len(set(x)) == len(x)
+    return isinstance(x, list) and bool(x) and not any(map(label_problem, x)) and len(set(x)) == len(x)
 
 
 def runs(paths: list[str | Path]) -> list[Run]:

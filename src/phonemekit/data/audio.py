@@ -36,6 +36,7 @@ REASONS = {
     "wrong_extension": "content is a different audio format than the extension says",
     "not_audio": "content is not a recognised audio format",
     "corrupt": "audio header or data cannot be decoded",
+    "truncated": "the file ends before the audio its header declares (cut off while copying or uploading?)",
     "bad_header": "header claims an implausible sample rate or channel count",
     "too_long": "longer than the duration limit",
     "too_short": "shorter than the minimum duration",
@@ -71,17 +72,23 @@ def _sniff(head: bytes) -> str | None:
     return fmt
 
 
-def _wav_bits(data: bytes) -> int | None:
-    """Bits per sample that a RIFF WAV's fmt chunk declares (None if there is
-    no fmt chunk among the first chunks). libsndfile decodes an odd width
-    (7 bits, say) as 8-bit noise instead of refusing it."""
+def _wav_header(data: bytes) -> tuple[int | None, tuple[int, int] | None]:
+    """What a WAV's chunks declare: bits per sample (fmt) and the data chunk's
+    (declared, present) byte counts; None where the first chunks lack one.
+    libsndfile decodes an odd width (7 bits, say) as 8-bit noise, and reads a
+    cut-off data chunk as a shorter clip without a word: both are refused here."""
+    end = "<" if data[:4] == b"RIFF" else ">"
+    bits = chunk = None
     pos = 12
     while pos + 8 <= min(len(data), 1 << 16):
-        cid, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
-        if cid == b"fmt " and size >= 16:
-            return struct.unpack("<H", data[pos + 22 : pos + 24])[0]
+        cid, size = data[pos : pos + 4], struct.unpack(end + "I", data[pos + 4 : pos + 8])[0]
+        if cid == b"fmt " and size >= 16 and pos + 24 <= len(data):
+            bits = struct.unpack(end + "H", data[pos + 22 : pos + 24])[0]
+        elif cid == b"data":
+            chunk = (size, len(data) - pos - 8)
+            break
         pos += 8 + size + (size & 1)
-    return None
+    return bits, chunk
 
 
 def read_bytes(path: Path, cfg: AudioConfig) -> bytes:
@@ -128,9 +135,11 @@ def decode(data: bytes, path: Path, cfg: AudioConfig) -> Clip:
     if fmt != _CONTAINER_OF[path.suffix.lower()]:
         raise bad("wrong_extension", f"{fmt[1:]} content named {path.suffix}")
     if fmt == ".wav":
-        bits = _wav_bits(data)
+        bits, chunk = _wav_header(data)
         if bits is not None and bits not in _WAV_BITS:
             raise bad("bad_header", f"{bits} bits per sample")
+        if chunk is not None and chunk[0] > chunk[1]:
+            raise bad("truncated", f"the data chunk declares {chunk[0]} bytes but {chunk[1]} are present")
     try:
         info = sf.info(io.BytesIO(data))
     except Exception as e:  # libsndfile raises LibsndfileError/RuntimeError
@@ -215,15 +224,16 @@ def resample(x: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
     return soxr.resample(x, source_rate, target_rate, quality="HQ").astype(np.float32, copy=False)
 
 
-def write_audio(path: str | os.PathLike, samples: np.ndarray, sample_rate: int = 16_000) -> None:
-    """Write a clip atomically: 16-bit PCM WAV or FLAC, or Ogg Vorbis, by extension."""
+def write_audio(path: str | os.PathLike, samples: np.ndarray, sample_rate: int = 16_000, *, exclusive: bool = False) -> None:
+    """Write a clip atomically: 16-bit PCM WAV or FLAC, or Ogg Vorbis, by extension.
+    `exclusive`: an existing file is never replaced (`FileExistsError`)."""
     path = Path(path)
     formats = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
     if path.suffix.lower() not in formats:
         raise DataError(f"cannot write {path}: the extension must be one of {', '.join(formats)}")
     fmt, subtype = formats[path.suffix.lower()]
     clipped = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
-    with atomic_open(path, "wb") as f:
+    with atomic_open(path, "wb", exclusive=exclusive) as f:
         sf.write(f, clipped, sample_rate, subtype=subtype, format=fmt)
 
 

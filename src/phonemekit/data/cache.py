@@ -3,7 +3,11 @@
 Features live at `CACHE/<spec key>/<sha[:2]>/<audio sha256>.npy`, where the
 spec key hashes the full `EncoderSpec` (weights fingerprint included). A
 renamed file is not recomputed; a changed encoder never reuses stale
-features. Only features are stored, never audio. CACHE is a folder or an
+features. Only features are stored, never audio. An entry is checked
+whenever it is read (float32, the encoder's frame shape kept in
+`layout.json`, finite values): extraction recomputes a truncated or poisoned
+entry instead of counting it cached, and a reader gets one `DataError` that
+names it instead of NaNs or a shape error deep in training. CACHE is a folder or an
 fsspec URL (`data.store`). Writes are atomic, and batches are formed from
 the whole manifest before anything is skipped, so an interrupted run that
 resumes, or a cluster of workers that finish in any order
@@ -30,6 +34,9 @@ from phonemekit.models.encoders import Encoder, EncoderSpec
 log = logging.getLogger(__name__)
 
 
+LAYOUT = "layout.json"  # the shape of an entry after its time axis: [D], or [L, D] for every layer
+
+
 class FeatureCache:
     def __init__(self, root, spec: EncoderSpec) -> None:
         self.spec = spec
@@ -40,6 +47,15 @@ class FeatureCache:
                 raise DataError(f"cache folder {self.dir} holds features of a different encoder spec")
         else:
             self.store.write_json("spec.json", spec.to_dict())
+        self.layout: tuple[int, ...] | None = None
+        if self.store.exists(LAYOUT):
+            try:
+                layout = self.store.read_json(LAYOUT)
+                self.layout = tuple(int(x) for x in layout) if isinstance(layout, list) else None
+            except (OSError, ValueError, TypeError):
+                self.layout = None  # re-learned from the next features the encoder computes
+            if self.layout is None:
+                log.warning("%s/%s is malformed; the frame shape is learned again from the encoder", self.dir, LAYOUT)
 
     def sweep(self) -> None:
         """Drop the temp files of writers on this host that were killed mid-write."""
@@ -50,19 +66,52 @@ class FeatureCache:
     def key(sha: str) -> str:
         return f"{sha[:2]}/{sha}.npy"
 
+    def problem(self, feats: object) -> str | None:
+        """Why an entry cannot be features of this encoder, or None."""
+        if not isinstance(feats, np.ndarray) or feats.dtype != np.float32:
+            return f"dtype {getattr(feats, 'dtype', type(feats).__name__)}, not float32"
+        if feats.ndim < 2 or feats.shape[0] == 0:
+            return f"shape {feats.shape}, expected (frames, ...)"
+        if self.layout is not None and tuple(feats.shape[1:]) != self.layout:
+            return f"frame shape {tuple(feats.shape[1:])}, the encoder's is {self.layout}"
+        if not np.isfinite(feats).all():
+            return "values that are NaN or infinite"
+        return None
+
+    def _read(self, sha: str) -> tuple[np.ndarray | None, str | None]:
+        try:
+            feats = np.load(io.BytesIO(self.store.read(self.key(sha))), allow_pickle=False)
+        except FileNotFoundError:
+            return None, "missing"
+        except (OSError, ValueError, EOFError) as e:  # truncated, not .npy, or an object array
+            return None, f"unreadable ({str(e)[:80]})"
+        return feats, self.problem(feats)
+
     def has(self, sha: str) -> bool:
-        return self.store.exists(self.key(sha))
+        """True when an intact entry is cached; a broken one counts as absent, so it is recomputed."""
+        if not self.store.exists(self.key(sha)):
+            return False
+        _, why = self._read(sha)
+        if why:
+            log.warning("cached features %s are broken (%s); recomputing", self.store.join(self.key(sha)), why)
+        return why is None
 
     def put(self, sha: str, feats: np.ndarray) -> None:
+        feats = np.ascontiguousarray(feats, dtype=np.float32)
+        if self.layout is None:
+            self.layout = tuple(feats.shape[1:])
+            self.store.write_json(LAYOUT, list(self.layout))
+        if why := self.problem(feats):
+            raise DataError(f"the encoder produced features with {why}; not caching them")
         buf = io.BytesIO()
-        np.save(buf, np.ascontiguousarray(feats, dtype=np.float32), allow_pickle=False)
+        np.save(buf, feats, allow_pickle=False)
         self.store.write(self.key(sha), buf.getvalue())
 
     def get(self, sha: str) -> np.ndarray:
-        try:
-            return np.load(io.BytesIO(self.store.read(self.key(sha))), allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise DataError(f"cached features {self.store.join(self.key(sha))} are missing or unreadable; re-run extract") from e
+        feats, why = self._read(sha)
+        if why:
+            raise DataError(f"cached features {self.store.join(self.key(sha))}: {why}; run `phonemekit extract` to recompute them")
+        return feats
 
 
 @dataclass
@@ -88,7 +137,8 @@ def encode_batch(batch: list[dict], manifest: Manifest, encoder: Encoder, cache:
     """Encode one planned batch and cache its missing clips: (computed,
     cached, failed). The whole batch is encoded even when part of it is
     cached, so the features never depend on what an earlier run wrote."""
-    todo = [r for r in batch if not cache.has(r["sha256"])]
+    # A cache that does not know its frame shape yet learns it from this batch, encoded afresh.
+    todo = list(batch) if cache.layout is None else [r for r in batch if not cache.has(r["sha256"])]
     if not todo:
         return 0, len(batch), []
     waves, keep, failed = [], [], []

@@ -2,7 +2,26 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
+
+MAX_LABEL_CHARS = 32
+LABEL_RULE = f"a label is 1-{MAX_LABEL_CHARS} letters, digits, '_', '-' or IPA symbols"
+
+
+def label_problem(label: object) -> str | None:
+    """Why `label` cannot be a sound's name, or None when it can. Labels come
+    from folders, model files and requests (untrusted), and become folder
+    names and page text: a short identifier (letters, digits and combining
+    marks of any script, so IPA; '_' and '-') cannot traverse a path or carry
+    markup. web/src/labels.js applies the same rule in the browser."""
+    if not isinstance(label, str):
+        return f"{label!r:.40} is not text; {LABEL_RULE}"
+    if not 1 <= len(label) <= MAX_LABEL_CHARS or label.startswith("-") or not all(
+        c in "_-" or unicodedata.category(c)[0] in "LNM" for c in label
+    ):
+        return f"{label!r:.60} is refused: {LABEL_RULE}"
+    return None
 
 
 @dataclass(frozen=True)

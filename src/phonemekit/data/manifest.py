@@ -28,6 +28,7 @@ from pathlib import Path
 
 from phonemekit.config import AudioConfig
 from phonemekit.data import audio
+from phonemekit.data.inventory import label_problem
 from phonemekit.errors import AudioValidationError, DataError
 from phonemekit.fileio import folder_lock, inside, read_json, read_jsonl, sha256_file, walk_files, write_json, write_jsonl
 from phonemekit.privacy import audit
@@ -133,6 +134,11 @@ def _scan(root: Path, allowed_labels: set[str] | None) -> tuple[list[tuple[Path,
                 reject(path, "bad_layout", "expected ROOT/<speaker>/<label>/<file>")
             continue
         speaker, label = nfc(parts[0]), nfc(parts[1])
+        if why := label_problem(label):
+            if (where := path.parent) not in bad_folders:
+                bad_folders.add(where)
+                reject(where, "bad_label", why)
+            continue
         if allowed_labels is not None and label not in allowed_labels:
             reject(path, "unknown_label", f"label folder {label!r} is not in the label list")
             continue
@@ -231,9 +237,9 @@ def read_label_list(path: str | Path) -> list[str]:
         raise DataError(f"the labels file {path} is not JSON: {e}") from e
     if not isinstance(data, list) or not data or not all(isinstance(x, str) and x.strip() for x in data):
         raise DataError(f"the labels file {path} must hold a non-empty JSON list of label names, e.g. [\"a_ae\", \"sh\"]")
-    bad = [x for x in data if _bad_name(x)]
+    bad = [why for x in data if (why := label_problem(nfc(x)))]
     if bad:
-        raise DataError(f"the labels file {path} has a label that cannot be a folder name: {bad[0]!r}")
+        raise DataError(f"the labels file {path}: {bad[0]}")
     return sorted({nfc(x) for x in data})
 
 

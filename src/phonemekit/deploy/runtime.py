@@ -23,6 +23,7 @@ import onnx
 
 from phonemekit.config import AudioConfig
 from phonemekit.data.audio import load_audio
+from phonemekit.data.inventory import label_problem
 from phonemekit.deploy import onnx as ox
 from phonemekit.errors import DataError, IntegrityError
 from phonemekit.evaluation.calibration import Calibration, check_expect, uncalibrated_verdict
@@ -128,7 +129,7 @@ def _parse_metadata(raw: dict[str, str], path: Path) -> dict:
     except json.JSONDecodeError as e:
         raise IntegrityError(f"{path} has malformed metadata ({e}); refusing to load") from e
     checks = {
-        "labels": lambda v: isinstance(v, list) and bool(v) and all(isinstance(x, str) and x for x in v) and len(set(v)) == len(v),
+        "labels": lambda v: isinstance(v, list) and bool(v) and not any(map(label_problem, v)) and len(set(v)) == len(v),
         "blank": lambda v: isinstance(v, int) and not isinstance(v, bool) and (v == -1 or v == len(meta.get("labels") or [])),
         "sample_rate": lambda v: isinstance(v, int) and 8000 <= v <= 48000,
         "frame_rate": lambda v: isinstance(v, (int, float)) and 0 < v <= 1000,
@@ -136,6 +137,8 @@ def _parse_metadata(raw: dict[str, str], path: Path) -> dict:
         "form": lambda v: v in ("head", "e2e"),
     }
     for key, ok in checks.items():
+        if key == "labels" and isinstance(meta.get(key), list) and (why := next(filter(None, map(label_problem, meta[key])), None)):
+            raise IntegrityError(f"{path} has a label that is not a sound's name ({why}); refusing to load")
         if key not in meta or not ok(meta[key]):
             raise IntegrityError(f"{path} has malformed metadata ({key} is {'missing' if key not in meta else repr(meta[key])[:60]}); "
                                  "refusing to load")

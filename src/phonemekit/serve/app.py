@@ -8,7 +8,8 @@ WebSocket, on FastAPI/uvicorn.
     WS   /stream              PCM16 frames in (?sample_rate= at open), the events of
                               `phonemekit live` out (one engine, `live.engine`)
 
-Hostile input is answered, never fatal: every malformed request gets a JSON
+Host names, browser origins and the token are checked before any route
+(`serve.guard`). Hostile input is answered, never fatal: every malformed request gets a JSON
 error with a 4xx status; a body or clip over its limit is refused while it
 is read; concurrent requests and streams are capped (503 / close 1013: try
 again later) so a burst queues or is turned away instead of exhausting the
@@ -19,10 +20,10 @@ answering. Audio is kept in memory only, unless `record_dir` is set.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import time
+import uuid
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ from phonemekit.errors import AudioValidationError, ConfigError, PhonemekitError
 from phonemekit.evaluation.calibration import check_expect
 from phonemekit.live.engine import LiveEngine, load_live_config
 from phonemekit.live.vad import SR
+from phonemekit.serve.guard import LOOPBACK_HOSTS, SUBPROTOCOL, TOKEN_PREFIX, Guard, strip_queries_from_logs
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,8 @@ _STATUS = {"too_large": 413, "too_long": 413, "not_audio": 415, "wrong_extension
 @dataclass(frozen=True)
 class ServeConfig:
     token: str | None = None  # bearer token; None: no auth
-    cors_origins: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed besides the server's own
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS  # Host header names answered ("*": any); refuses DNS rebinding
     max_body_bytes: int = 5_000_000
     max_clip_seconds: float = 10.0
     max_requests: int = 8  # classifications in flight; more wait up to queue_timeout_s, then 503
@@ -64,7 +67,10 @@ class ServeConfig:
     workers: int = 2  # inference threads
     read_timeout_s: float = 10.0  # a request body must arrive within this
     idle_timeout_s: float = 30.0  # a stream with no frame for this long is closed
-    max_stream_seconds: float = 1800.0
+    max_stream_seconds: float = 1800.0  # audio a stream may deliver
+    max_stream_wall_s: float = 1800.0  # wall-clock time a stream may stay open
+    min_audio_rate: float = 0.5  # seconds of audio per wall-clock second a stream must keep up (after the grace)
+    starve_grace_s: float = 5.0
     max_frame_bytes: int = 1 << 20
     max_bad_frames: int = 20  # then the stream is closed (1003)
     record_dir: Path | None = None  # audio is written only when this is set
@@ -78,6 +84,10 @@ class ServeConfig:
                 raise ConfigError(f"invalid value for {name!r}: expected >= 1")
         if not 0 < self.max_clip_seconds <= 600:
             raise ConfigError("invalid value for 'max_clip_seconds': expected (0, 600]")
+        if self.token is not None and (not self.token or not all(c.isascii() and (c.isalnum() or c in "-._~") for c in self.token)):
+            raise ConfigError("a token is letters, digits and -._~ (it travels in a header and a WebSocket subprotocol)")
+        if not 0 <= self.min_audio_rate <= 1:
+            raise ConfigError("invalid value for 'min_audio_rate': expected [0, 1]")
 
 
 class ApiError(Exception):
@@ -144,7 +154,9 @@ def create_app(model_path: str | Path, cfg: ServeConfig | None = None, *, classi
     app = FastAPI(title="phonemekit", version=__version__, lifespan=lifespan,
                   description="Classify single speech sounds, and answer \"did the child say it?\" with a calibrated verdict.")
     app.state.phonemekit = state
-    if cfg.cors_origins:
+    strip_queries_from_logs()
+    app.add_middleware(Guard, token=cfg.token, allowed_hosts=cfg.allowed_hosts, cors_origins=cfg.cors_origins)
+    if cfg.cors_origins:  # outside the guard: preflights are answered here, and refusals carry CORS headers
         app.add_middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
 
@@ -161,21 +173,13 @@ def create_app(model_path: str | Path, cfg: ServeConfig | None = None, *, classi
     async def _http(request, e: StarletteHTTPException):
         return JSONResponse({"error": "http_error", "detail": str(e.detail)}, status_code=e.status_code)
 
-    def authorise(header: str | None, query_token: str | None = None) -> None:
-        if cfg.token is None:
-            return
-        given = query_token or (header[7:] if header and header.startswith("Bearer ") else None)
-        if not given or not hmac.compare_digest(given.encode(), cfg.token.encode()):
-            raise ApiError(401, "unauthorised", "a valid bearer token is required", {"WWW-Authenticate": "Bearer"})
-
     @app.get("/health", summary="Liveness")
     async def health() -> dict:
         return {"status": "ok", "model": state.classifier.name, "uptime_s": round(time.time() - state.started, 1),
                 "streams": len(state.engines), "served": state.served, "reloads": state.reloads}
 
     @app.get("/model", summary="What the loaded model recognises and where it came from")
-    async def model(request: Request) -> dict:
-        authorise(request.headers.get("authorization"))
+    async def model() -> dict:
         return model_info(state.classifier)
 
     @app.post("/classify", summary="Classify one clip", openapi_extra={"requestBody": {"required": True, "content": {
@@ -187,7 +191,6 @@ def create_app(model_path: str | Path, cfg: ServeConfig | None = None, *, classi
     async def classify(request: Request, expect: str | None = Query(None, description="the sound the game asked for: adds the verdict"),
                        top_k: int = Query(3, ge=1, le=100), sample_rate: int | None = Query(None, description="raw PCM16 input: its sample rate"),
                        ) -> dict:
-        authorise(request.headers.get("authorization"))
         clf = state.classifier
         if expect is not None:
             _check_expect(expect, clf)
@@ -208,7 +211,7 @@ def create_app(model_path: str | Path, cfg: ServeConfig | None = None, *, classi
             state.requests.release()
         state.served += 1
         if cfg.record_dir:
-            write_audio(cfg.record_dir / f"clip-{time.strftime('%Y%m%dT%H%M%S')}-{clip.sha256[:12]}.wav", clip.samples)
+            write_audio(cfg.record_dir / unique_name("clip"), clip.samples, exclusive=True)
         top = np.argsort(-p)[: min(top_k, len(p))]
         out = {"model": clf.name, "duration_s": round(clip.duration, 3), "warnings": clip.warnings,
                "top_k": [{"label": clf.labels[i], "probability": round(float(p[i]), 6)} for i in top]}
@@ -217,14 +220,11 @@ def create_app(model_path: str | Path, cfg: ServeConfig | None = None, *, classi
         return out
 
     @app.websocket("/stream")
-    async def stream(ws: WebSocket, sample_rate: str = str(SR), preset: str = "balanced", expect: str | None = None, token: str | None = None):
+    async def stream(ws: WebSocket, sample_rate: str = str(SR), preset: str = "balanced", expect: str | None = None):
         # Query values arrive as text and are checked here, so that a bad one gets an error event, not a bare close.
-        try:
-            authorise(ws.headers.get("authorization"), token)
-        except ApiError:
-            await ws.close(code=1008, reason="unauthorised")
-            return
-        await ws.accept()
+        # A browser that sent its token as a subprotocol must be answered with one it offered.
+        offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",")]
+        await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else next((p for p in offered if p.startswith(TOKEN_PREFIX)), None))
         if len(state.engines) >= cfg.max_streams:
             await _send(ws, {"type": "error", "error": "busy", "detail": f"{cfg.max_streams} streams open; try again later"})
             await ws.close(code=1013, reason="busy")
@@ -249,6 +249,11 @@ def create_app(model_path: str | Path, cfg: ServeConfig | None = None, *, classi
 
         mount_web(app, state, cfg.web_dir, cfg.collect_dir)
     return app
+
+
+def unique_name(kind: str) -> str:
+    """A recording's file name: time for the reader, a random part so that two never collide."""
+    return f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:16]}.wav"
 
 
 def _check_expect(expect: str, clf: Classifier) -> None:
@@ -287,7 +292,7 @@ async def _run_stream(ws: WebSocket, engine: LiveEngine, sample_rate: int, state
     """Frames in, events out, until the client ends it ({"type": "end"}), goes quiet, or breaks the rules."""
     cfg = state.cfg
     resampler = soxr.ResampleStream(sample_rate, SR, 1, dtype="float32") if sample_rate != SR else None
-    bad, received = 0, 0.0
+    bad, received, opened = 0, 0.0, time.monotonic()
     recorded: list[np.ndarray] = []
 
     async def run(fn) -> None:
@@ -296,13 +301,25 @@ async def _run_stream(ws: WebSocket, engine: LiveEngine, sample_rate: int, state
 
     try:
         while True:
+            left = cfg.max_stream_wall_s - (time.monotonic() - opened)
             try:
-                msg = await asyncio.wait_for(ws.receive(), cfg.idle_timeout_s)
+                msg = await asyncio.wait_for(ws.receive(), max(0.0, min(cfg.idle_timeout_s, left)))
             except TimeoutError:
-                await run(engine.flush)
-                await ws.close(code=1000, reason="idle")
+                msg = None
+                if left > cfg.idle_timeout_s:
+                    await run(engine.flush)
+                    await ws.close(code=1000, reason="idle")
+                    return
+            if msg is not None and msg["type"] == "websocket.disconnect":
                 return
-            if msg["type"] == "websocket.disconnect":
+            # A stream holds a slot: one open for ever, or trickling audio slower than it could be spoken, keeps it from a real child.
+            elapsed = time.monotonic() - opened
+            if elapsed >= cfg.max_stream_wall_s or (elapsed > cfg.starve_grace_s and received < cfg.min_audio_rate * elapsed):
+                why = f"open longer than {cfg.max_stream_wall_s:g} s" if elapsed >= cfg.max_stream_wall_s else \
+                    f"{received:.2f} s of audio in {elapsed:.1f} s (a stream must keep up {cfg.min_audio_rate:g}x real time)"
+                await _send(ws, {"type": "error", "error": "starved", "detail": f"stream closed: {why}"})
+                await run(engine.flush)
+                await ws.close(code=1008, reason="starved")
                 return
             error = None
             if msg.get("bytes") is not None:
@@ -357,7 +374,7 @@ async def _run_stream(ws: WebSocket, engine: LiveEngine, sample_rate: int, state
         return
     finally:
         if cfg.record_dir and recorded:
-            write_audio(cfg.record_dir / f"stream-{time.strftime('%Y%m%dT%H%M%S')}-{id(engine):x}.wav", np.concatenate(recorded))
+            write_audio(cfg.record_dir / unique_name("stream"), np.concatenate(recorded), exclusive=True)
 
 
 async def _watch(state: State) -> None:

@@ -33,12 +33,12 @@ class LoopbackServer:
     """An app served by uvicorn on 127.0.0.1 and a free port, in a thread of
     this process, for as long as the `with` block lasts (tests, browser timings)."""
 
-    def __init__(self, app, start_timeout_s: float = 30.0) -> None:
+    def __init__(self, app, start_timeout_s: float = 30.0, log_level: str = "warning") -> None:
         import uvicorn
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", ws_max_size=1 << 21))
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level=log_level, ws_max_size=1 << 21))
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=lambda: self.loop.run_until_complete(self.server.serve()), daemon=True)
         self.start_timeout_s = start_timeout_s
@@ -90,11 +90,12 @@ async def _http_client(url: str, clips: list[bytes], until: float, lat: list[flo
 async def _stream_client(url: str, pcm: bytes, until: float, finals: list[int], errors: list[str], token: str | None) -> None:
     import websockets
 
-    ws_url = url.replace("http://", "ws://") + "/stream?sample_rate=16000" + (f"&token={token}" if token else "")
+    ws_url = url.replace("http://", "ws://") + "/stream?sample_rate=16000"
+    headers = {"Authorization": f"Bearer {token}"} if token else None
     block = 512 * 2  # 32 ms of PCM16
     n = 0
     try:
-        async with websockets.connect(ws_url, max_size=1 << 22) as ws:
+        async with websockets.connect(ws_url, max_size=1 << 22, additional_headers=headers) as ws:
             reader = asyncio.create_task(_read_events(ws, finals, errors))
             start = time.perf_counter()
             i = 0
