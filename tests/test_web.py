@@ -163,6 +163,7 @@ def test_page_endpoints_serve_the_files_live_uses_and_guard_recording(web_server
     from phonemekit.serve.web import resolved_presets
 
     from .test_serve import wav_bytes
+    from .test_serve_security import _recording
 
     url = web_server.url
     assert httpx.get(f"{url}/model.onnx").content == served_model["model"].read_bytes()
@@ -171,12 +172,91 @@ def test_page_endpoints_serve_the_files_live_uses_and_guard_recording(web_server
     assert "phonemekit" in httpx.get(f"{url}/").text and httpx.get(f"{url}/api/page").json()["collect"] is True
     clip = wav_bytes(served_model["clips"][0])
     rec = f"{url}/api/recordings"
-    assert httpx.post(f"{rec}?speaker=a&label=aa", content=clip).json()["error"] == "no_consent"
-    assert httpx.post(f"{rec}?speaker=a&label=zz&consent=true", content=clip).status_code == 400
-    assert httpx.post(f"{rec}?speaker=a&label=aa&consent=true", content=b"RIFF....").status_code == 422
-    assert httpx.post(f"{rec}?label=aa&consent=true", content=clip).status_code == 400  # no speaker
-    ok = httpx.post(f"{rec}?speaker=a&label=aa&consent=true", content=clip)
+    post = lambda **kw: httpx.post(rec, content=_recording(clip, **kw), headers={"content-type": "application/json"})  # noqa: E731
+    assert post(consent=False).json()["error"] == "no_consent"
+    assert post(label="zz").status_code == 400
+    assert post(speaker=" ").status_code == 400  # no speaker
+    ok = post(speaker="a")
     assert ok.status_code == 200 and (web_server.collect / ok.json()["path"]).is_file()
     with Server(create_app(served_model["model"], ServeConfig(web_dir=DIST))) as s:  # no --collect: nothing is kept
-        r = httpx.post(f"{s.url}/api/recordings?speaker=a&label=aa&consent=true", content=clip)
+        r = httpx.post(f"{s.url}/api/recordings", content=_recording(clip), headers={"content-type": "application/json"})
         assert r.status_code == 403 and r.json()["error"] == "collection_off"
+
+
+def test_page_with_a_token_takes_it_from_the_fragment_and_sends_it(served_model, tmp_path):  # noqa: F811
+    from playwright.sync_api import sync_playwright
+
+    from phonemekit.serve.app import ServeConfig, create_app
+
+    collect = tmp_path / "collect"
+    with Server(create_app(served_model["model"], ServeConfig(token="T0k3n", web_dir=DIST, collect_dir=collect))) as s, \
+            sync_playwright() as p:
+        browser = _browser(p, served_model["replay"])
+        page = _open(browser, s.url + "/#token=T0k3n")
+        assert "token" not in page.url  # out of the address bar (and of the history)
+        page.click("#mode-collect")
+        page.check("#consent")
+        page.fill("#speaker", "Ada Example")
+        page.click("#record")
+        page.wait_for_function("window.phonemekitEvents.some(e => e.type === 'recording')", timeout=30_000)
+        saved = next(e for e in page.evaluate("window.phonemekitEvents") if e["type"] == "recording")
+        fresh = browser.new_page()  # another tab, no token: the page asks for it and gets nothing
+        fresh.goto(s.url + "/")
+        fresh.wait_for_function("document.getElementById('status').dataset.error", timeout=30_000)
+        asks = fresh.is_visible("#token-form") and "token" in fresh.evaluate("document.getElementById('status').dataset.error")
+        browser.close()
+    assert saved["ok"] and (collect / saved["path"]).is_file(), saved
+    assert asks
+
+
+def _dist_with(tmp_path, files: dict) -> Path:
+    dist = tmp_path / "dist"
+    shutil.copytree(DIST, dist)
+    for name, src in files.items():
+        shutil.copy(src, dist / name)
+    return dist
+
+
+def test_a_model_with_markup_in_a_label_is_refused_and_runs_nothing(served_model, tmp_path):  # noqa: F811
+    from playwright.sync_api import sync_playwright
+
+    from phonemekit.serve.app import ServeConfig, create_app
+
+    from .test_serve_security import _with_labels
+
+    evil = tmp_path / "evil.onnx"
+    _with_labels(served_model["model"], evil, ['<img src=x onerror="window.pwned=1">', "ee", "sh"])
+    dist = _dist_with(tmp_path, {"evil.onnx": evil})
+    wave = sf.read(served_model["replay"], dtype="float32")[0]
+    with Server(create_app(served_model["model"], ServeConfig(web_dir=dist))) as s, sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_page()
+        page.goto(s.url + "/?model=evil.onnx")
+        page.wait_for_function("document.getElementById('status').dataset.ready === 'true' || document.getElementById('status').dataset.error",
+                               timeout=60_000)
+        error = page.evaluate("document.getElementById('status').dataset.error")
+        if error is None:  # loaded: let it show its labels (the bars of each sound heard)
+            page.evaluate("async (w) => { const k = window.phonemekit; for (let i = 0; i < w.length; i += 512) k.feed(Float32Array.from(w.slice(i, i + 512)));"
+                          " await k.flush(); }", wave.tolist())
+            page.wait_for_timeout(500)
+        pwned = page.evaluate("window.pwned")
+        browser.close()
+    assert pwned is None
+    assert error and "not a sound's name" in error, error
+
+
+def test_the_page_refuses_a_model_from_another_origin(served_model, tmp_path, web_server):  # noqa: F811
+    from playwright.sync_api import sync_playwright
+
+    from phonemekit.serve.app import ServeConfig, create_app
+
+    other = create_app(served_model["model"], ServeConfig(web_dir=DIST, cors_origins=(web_server.url,)))
+    with Server(other) as o, sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_page()
+        page.goto(f"{web_server.url}/?model={o.url}/model.onnx")
+        page.wait_for_function("document.getElementById('status').dataset.ready === 'true' || document.getElementById('status').dataset.error",
+                               timeout=60_000)
+        error = page.evaluate("document.getElementById('status').dataset.error")
+        browser.close()
+    assert error and "another origin" in error, error

@@ -1,5 +1,10 @@
 // The practise and recording page. For tests, every event is appended as
 // a JSON line to window.phonemekitEvents and to the element #events.
+//
+// Everything a model or a server says (labels, words, errors) is shown as
+// text, never as HTML. A server started with --token gets it from the
+// page's address fragment (/#token=T: a fragment is never sent to a server
+// nor logged), kept in this tab's sessionStorage and sent as a header.
 
 import { PhonemeKit } from "./phonemekit.js";
 
@@ -7,15 +12,48 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 window.phonemekitEvents = [];
 
+const TOKEN_KEY = "phonemekit-token";
+
+function takeToken() {
+  const m = /(?:^#|&)token=([^&]*)/.exec(location.hash);
+  if (m) {
+    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+    history.replaceState(null, "", location.pathname + location.search); // out of the address bar and history
+  }
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+const token = takeToken();
+const auth = token ? { authorization: `Bearer ${token}` } : {};
+
+// The model the page runs: its own server's, or a file beside a static copy; never one from another origin,
+// whose labels and metadata would then be trusted in this page's origin.
+function modelUrl() {
+  const url = new URL(params.get("model") ?? "model.onnx", location.href);
+  if (url.origin !== location.origin) throw new Error(`refusing a model from another origin (${url.origin}): this page runs models of its own server only`);
+  return url.href;
+}
+
+async function pageInfo() {
+  const r = await fetch("api/page", { headers: auth }).catch(() => null);
+  if (r?.status === 401) {
+    $("token-form").hidden = false;
+    $("token-form").onsubmit = (e) => { e.preventDefault(); sessionStorage.setItem(TOKEN_KEY, $("token").value.trim()); location.reload(); };
+    throw new Error(token ? "the server refused this token; enter it again" : "this server needs its token: open the page as /#token=YOUR_TOKEN or enter it");
+  }
+  return r?.ok ? r.json() : null; // null: a static copy, no server
+}
+
 function log(ev) {
   window.phonemekitEvents.push(ev);
   $("events").textContent += JSON.stringify(ev) + "\n";
 }
 
 async function main() {
-  const info = await fetch("api/page").then((r) => (r.ok ? r.json() : null)).catch(() => null); // null: a static copy, no server
+  const model = modelUrl();
+  const info = await pageInfo();
   const t0 = performance.now();
-  const kit = await PhonemeKit.load({ model: params.get("model") ?? "model.onnx", preset: params.get("preset") ?? "balanced" });
+  const kit = await PhonemeKit.load({ model, preset: params.get("preset") ?? "balanced", headers: auth });
   window.phonemekit = kit;
   window.phonemekitLoadMs = performance.now() - t0;
   const words = Object.fromEntries((info?.labels ?? kit.labels.map((label) => ({ label }))).map((l) => [l.label, l]));
@@ -60,8 +98,9 @@ async function main() {
     const wav = toWav(clip);
     const label = $("rec-label").value;
     if (!info) { download(wav, `${label}.wav`); saved(`${label}: downloaded (no server to save to)`, true); return; }
-    const q = new URLSearchParams({ speaker: $("speaker").value.trim(), label, consent: "true" });
-    const r = await fetch(`api/recordings?${q}`, { method: "POST", body: wav, headers: { "content-type": "audio/wav" } });
+    // The name travels in the body only (never in a URL, which logs and proxies keep); the server keeps a pseudonym.
+    const request = { speaker: $("speaker").value.trim(), label, consent: true, audio: base64(new Uint8Array(await wav.arrayBuffer())) };
+    const r = await fetch("api/recordings", { method: "POST", body: JSON.stringify(request), headers: { ...auth, "content-type": "application/json" } });
     const body = await r.json();
     saved(r.ok ? `${label}: saved as ${body.path}` : `${label}: not kept (${body.error}: ${body.detail})`, r.ok);
     log({ type: "recording", ok: r.ok, status: r.status, ...body });
@@ -69,14 +108,26 @@ async function main() {
   $("status").dataset.ready = "true";
 }
 
+function el(tag, text = "") {
+  const e = document.createElement(tag);
+  e.textContent = text;
+  return e;
+}
+
 function bars(top) {
-  $("bars").innerHTML = "";
-  for (const [label, p] of top) {
-    const row = document.createElement("div");
+  $("bars").replaceChildren(...top.map(([label, p]) => {
+    const row = el("div"), bar = el("div");
     row.className = "bar";
-    row.innerHTML = `<span>${label}</span><div style="width:${Math.round(p * 100) * 3}px"></div><small>${(p * 100).toFixed(0)}%</small>`;
-    $("bars").append(row);
-  }
+    bar.style.width = `${Math.round(p * 100) * 3}px`;
+    row.append(el("span", label), bar, el("small", `${(p * 100).toFixed(0)}%`));
+    return row;
+  }));
+}
+
+function base64(bytes) {
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(s);
 }
 
 function saved(text, ok) {

@@ -11,8 +11,9 @@ export class Classifier {
     this.calibration = meta.calibration ?? null;
   }
 
+  // options.headers: sent with the model's request (a server's token, say).
   static async load(ort, source, options = {}) {
-    const bytes = source instanceof Uint8Array ? source : new Uint8Array(await (await fetch(source)).arrayBuffer());
+    const bytes = source instanceof Uint8Array ? source : new Uint8Array(await fetchBytes(source, options.headers));
     const meta = await readVerifiedMetadata(bytes);
     const session = await ort.InferenceSession.create(bytes, { executionProviders: options.executionProviders ?? ["wasm"] });
     return new Classifier(ort, session, meta);
@@ -46,3 +47,9 @@ export class Classifier {
 }
 
 const round4 = (x) => Math.round(x * 1e4) / 1e4;
+
+export async function fetchBytes(url, headers = {}) {
+  const r = await fetch(url, { headers });
+  if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
+  return r.arrayBuffer();
+}

@@ -4,6 +4,8 @@
 // labels here as there. Settings come from the same preset files, resolved
 // by the Python package (presets/NAME.json).
 
+import { fetchBytes } from "./classifier.js";
+
 export const SR = 16000;
 export const FRAME = 512;
 
@@ -37,8 +39,9 @@ export class NoiseFloorVAD {
 export class SileroVAD {
   static CONTEXT = 64;
   constructor(ort, session) { this.ort = ort; this.session = session; this.reset(); }
-  static async create(ort, url) {
-    return new SileroVAD(ort, await ort.InferenceSession.create(url, { executionProviders: ["wasm"] }));
+  static async create(ort, url, headers = {}) {
+    const bytes = new Uint8Array(await fetchBytes(url, headers));
+    return new SileroVAD(ort, await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"] }));
   }
   reset() { this.state = new Float32Array(2 * 128); this.context = new Float32Array(SileroVAD.CONTEXT); }
   async prob(frame) {
@@ -65,9 +68,9 @@ export class HybridVAD {
   }
 }
 
-export async function makeVAD(cfg, ort, sileroUrl) {
+export async function makeVAD(cfg, ort, sileroUrl, headers = {}) {
   if (cfg.vad === "energy") return new EnergyVAD(cfg.energy_threshold_db);
-  const silero = await SileroVAD.create(ort, sileroUrl);
+  const silero = await SileroVAD.create(ort, sileroUrl, headers);
   if (cfg.vad === "silero") return silero;
   return new HybridVAD(silero, cfg.floor_margin_db, cfg.floor_min_db, cfg.hybrid_silero_threshold);
 }

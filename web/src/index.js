@@ -10,6 +10,12 @@
 
 const here = new URL(".", import.meta.url);
 
+async function fetchJson(url, headers) {
+  const r = await fetch(url, { headers });
+  if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
+  return r.json();
+}
+
 export class PhonemeKit {
   constructor(worker, meta, base) {
     this.worker = worker; this.meta = meta; this.labels = meta.labels; this.base = base;
@@ -17,14 +23,15 @@ export class PhonemeKit {
     worker.onmessage = (e) => this.#receive(e.data);
   }
 
-  static async load({ model, silero, preset = "balanced", config = null, expect = null, base = here.href } = {}) {
+  // headers: sent with every file this fetches (model, preset, VAD), e.g. {authorization: "Bearer T"} for a server with a token.
+  static async load({ model, silero, preset = "balanced", config = null, expect = null, base = here.href, headers = {} } = {}) {
     const worker = new Worker(new URL("worker.js", base), { type: "module" });
-    const cfg = config ?? await (await fetch(new URL(`presets/${preset}.json`, base))).json();
+    const cfg = config ?? await fetchJson(new URL(`presets/${preset}.json`, base), headers);
     const meta = await new Promise((resolve, reject) => {
       worker.onmessage = (e) => (e.data.type === "ready" ? resolve(e.data.meta) : e.data.type === "error" && reject(new Error(e.data.error)));
       worker.onerror = (e) => reject(new Error(e.message));
       worker.postMessage({ type: "init", model: new URL(model, location.href).href, silero: new URL(silero ?? "silero_vad.onnx", base).href,
-        wasmBase: base, config: cfg, expect });
+        wasmBase: base, config: cfg, expect, headers });
     });
     const kit = new PhonemeKit(worker, meta, base);
     kit.expected = expect;

@@ -7,6 +7,8 @@
 
 // Entries phonemekit stores as JSON; every other one is a plain string
 // (ours, or one a tool added, e.g. the quantizer's "onnx.infer").
+import { labelProblem } from "./labels.js";
+
 const JSON_KEYS = new Set(["labels", "blank", "sample_rate", "frame_rate", "max_frames", "encoder_spec", "calibration", "ensemble"]);
 
 function varint(buf, pos) {
@@ -90,6 +92,8 @@ function parse(buf) {
   const meta = {};
   for (const [k, v] of Object.entries(raw)) meta[k] = JSON_KEYS.has(k) ? JSON.parse(v) : v;
   if (!Array.isArray(meta.labels) || !meta.labels.length) throw new Error("malformed metadata: labels");
+  const bad = meta.labels.map(labelProblem).find((why) => why !== null);
+  if (bad) throw new Error(`the model has a label that is not a sound's name (${bad}); refusing to load`);
   if (meta.form !== "e2e") throw new Error("the browser runs end-to-end models (NAME.e2e.onnx), not head-only ones");
   return { meta, raw, graph };
 }

@@ -14,8 +14,8 @@ async function handle(msg) {
     case "init": {
       ort.env.wasm.wasmPaths = msg.wasmBase;
       ort.env.wasm.numThreads = 1; // no cross-origin isolation assumed: one WASM thread
-      classifier = await Classifier.load(ort, msg.model);
-      engine = new LiveEngine(classifier, msg.config, await makeVAD(msg.config, ort, msg.silero), msg.expect ?? null);
+      classifier = await Classifier.load(ort, msg.model, { headers: msg.headers });
+      engine = new LiveEngine(classifier, msg.config, await makeVAD(msg.config, ort, msg.silero, msg.headers), msg.expect ?? null);
       const m = classifier.meta;
       post({ type: "ready", meta: { name: classifier.name, labels: classifier.labels, sample_rate: classifier.sampleRate,
         calibration: classifier.calibration, weights: m.weights, precision: m.precision, integrity_sha256: m.integrity_sha256 } });
