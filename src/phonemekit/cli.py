@@ -676,6 +676,8 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     token: Annotated[Optional[str], typer.Option(envvar="PHONEMEKIT_TOKEN", help="Require this bearer token (or env PHONEMEKIT_TOKEN).")] = None,
     cors: Annotated[Optional[list[str]], typer.Option(help="Allow browser requests from this origin (repeatable).")] = None,
+    allowed_host: Annotated[Optional[list[str]], typer.Option(help="Answer this Host name too (repeatable; '*': any).")] = None,
+    stream_minutes: Annotated[float, typer.Option(min=0.1, help="Close a stream open this long.")] = 30.0,
     watch: Annotated[bool, typer.Option(help="Reload the model when its file changes, keeping open streams.")] = False,
     record: Annotated[Optional[Path], typer.Option(help="Write received audio to this folder (off by default: audio stays in memory).")] = None,
     max_body_mb: Annotated[float, typer.Option(min=0.01, max=100)] = 5.0,
@@ -691,14 +693,19 @@ def serve(
     """Serve a model to games: HTTP /classify, WebSocket /stream, /model, /health (OpenAPI at /docs)."""
     from phonemekit.serve.app import ServeConfig
     from phonemekit.serve.app import serve as run_server
+    from phonemekit.serve.guard import LOOPBACK_HOSTS
     from phonemekit.serve.web import DEFAULT_DIST
 
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if host not in LOOPBACK_HOSTS:
         log.warning("binding %s: the server is reachable from other machines%s", host, "" if token else " and has no --token")
     if record:
         record.mkdir(parents=True, exist_ok=True)
         log.warning("recording every received clip and stream to %s", record)
-    cfg = ServeConfig(token=token, cors_origins=tuple(cors or ()), max_body_bytes=int(max_body_mb * 1e6), max_clip_seconds=max_clip_seconds,
+    hosts = (*LOOPBACK_HOSTS, *(allowed_host or ()))
+    if host not in LOOPBACK_HOSTS and not allowed_host:
+        log.warning("only loopback host names are answered; pass --allowed-host NAME for the name clients use to reach %s", host)
+    cfg = ServeConfig(token=token, cors_origins=tuple(cors or ()), allowed_hosts=hosts, max_stream_wall_s=stream_minutes * 60,
+                      max_body_bytes=int(max_body_mb * 1e6), max_clip_seconds=max_clip_seconds,
                       max_requests=max_requests, max_streams=max_streams, workers=workers, idle_timeout_s=idle_timeout, record_dir=record,
                       watch_s=1.0 if watch else None, web_dir=(web_dir or DEFAULT_DIST) if web or web_dir else None, collect_dir=collect)
     if cfg.web_dir:
