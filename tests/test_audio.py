@@ -70,14 +70,17 @@ def test_rejects_wav_with_header_but_no_samples(tmp_path):
     assert reason_of(p) == "empty"
 
 
-def test_truncated_wav_reads_what_is_there(tmp_path):
-    # A header that claims more data than the file holds: decode what exists.
+def test_a_truncated_wav_is_refused_not_read_as_a_shorter_clip(tmp_path):
+    # A header that claims more data than the file holds: cut off while copied or uploaded.
     p = tmp_path / "trunc.wav"
     write_audio(p, tone(300, 0.5))
     data = p.read_bytes()
     p.write_bytes(data[: len(data) // 2])
-    clip = load_audio(p)
-    assert 0.2 < clip.duration < 0.3
+    with pytest.raises(AudioValidationError) as e:
+        load_audio(p)
+    assert e.value.reason == "truncated" and f"declares {len(data) - 44} bytes" in str(e.value)
+    p.write_bytes(data + b"LIST\x04\x00\x00\x00abcd")  # a chunk after the data: whole, and read
+    assert abs(load_audio(p).duration - 0.5) < 1e-3
 
 
 def _wav_header(rate: int, channels: int, nbytes: int = 32) -> bytes:

@@ -215,7 +215,7 @@ def test_a_changed_file_with_the_same_size_and_time_is_noticed(tmp_path, corpus)
 
 
 @pytest.mark.parametrize("content,match", [("", "not JSON"), ("{}", "JSON list"), ('"aa"', "JSON list"), ("[]", "JSON list"),
-                                           ('["../x"]', "cannot be a folder name")])
+                                           ('["../x"]', "a label is 1-32 letters")])
 def test_bad_labels_files(tmp_path, corpus, content, match):
     (tmp_path / "labels.json").write_text(content)
     one_line_error(["prepare", str(corpus), "--out", str(tmp_path / "o"), "--labels", str(tmp_path / "labels.json")], match)

@@ -61,8 +61,9 @@ def build_hostile(root: Path, outside: Path) -> dict[str, str]:
         f.write(_wav_header(16000, 1, 60_000_000))
         f.truncate(60_000_100)
     expect["s1/aa/huge.wav"] = "too_large"
-    # A header that claims far more data than the file holds: still readable.
+    # A header that claims far more data than the file holds: cut off, refused.
     (d / "short_data.wav").write_bytes(_wav_header(16000, 1, 10_000_000, 16000))
+    expect["s1/aa/short_data.wav"] = "truncated"
     # Metadata with markup and shell text in a perfectly good file.
     with sf.SoundFile(d / "tagged.wav", "w", 16000, 1, subtype="PCM_16") as f:
         f.title, f.comment, f.artist = MARKUP, MARKUP, MARKUP
@@ -99,7 +100,7 @@ def test_hostile_corpus_prepare_and_train_all(tmp_path):
     rejected = {r["path"]: r["reason"] for r in read_jsonl(tmp_path / "data" / "rejected.jsonl")}
     assert rejected == expect
     kept = {r["path"] for r in read_jsonl(tmp_path / "data" / "manifest.jsonl")}
-    assert set(good) | {"s1/aa/short_data.wav", "s1/aa/tagged.wav", "s1/aa/tagged.flac", "s1/aa/dots..wav"} == kept
+    assert set(good) | {"s1/aa/tagged.wav", "s1/aa/tagged.flac", "s1/aa/dots..wav"} == kept
     assert s["clips"] == len(kept) and s["rejected"] == len(expect)
 
     cfg = ModelConfig(name="hostile", encoder=EncoderConfig(family="fbank", source="fbank"), head=HeadConfig("mlp", {"hidden": [16]}),

@@ -126,7 +126,8 @@ def test_a_second_process_joins_a_running_cluster(data, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # Ray 2.5x starts clusters with token authentication; a client joins with RAY_AUTH_MODE=token (older Rays ignore it).
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
     subprocess.run([str(ray_bin), "start", "--head", "--num-cpus=2", f"--port={port}", "--node-ip-address=127.0.0.1",
                     "--include-dashboard=false", "--disable-usage-stats"], check=True, capture_output=True, env=env, timeout=120)
     try:

@@ -4,7 +4,6 @@ exported file (`Classifier`, which needs only ONNX Runtime)."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from phonemekit.data.manifest import MANIFEST, load_manifest
@@ -12,7 +11,7 @@ from phonemekit.data.manifest import prepare as _prepare
 from phonemekit.deploy.export import export_run, parity_clips
 from phonemekit.deploy.runtime import Classifier
 from phonemekit.models.model import PhonemeModel
-from phonemekit.models.presets import get_preset
+from phonemekit.models.presets import DEFAULT_MODEL, model_config
 from phonemekit.runs import Run
 from phonemekit.training.experiment import train_all
 
@@ -25,14 +24,12 @@ def prepare(root: str | Path, out: str | Path, **kw) -> dict:
     return _prepare(Path(root), Path(out), **kw)
 
 
-def train(data: str | Path, out: str | Path, model: str = "whisper-mlp", *, epochs: int | None = None, **kw) -> Run:
+def train(data: str | Path, out: str | Path, model: str = DEFAULT_MODEL, *, epochs: int | None = None, **kw) -> Run:
     """Train a preset on a prepared folder (or manifest), evaluate it on
     held-out speakers, and return its run (`OUT/models/MODEL`)."""
     data = Path(data)
     manifest = load_manifest(data if data.suffix == ".jsonl" else data / MANIFEST)
-    cfg = get_preset(model)
-    if epochs:
-        cfg = cfg.replace(train=dataclasses.replace(cfg.train, epochs=epochs, patience=min(cfg.train.patience, epochs)))
+    cfg = model_config(model, epochs=epochs)
     train_all(manifest, [cfg], out, leaky=False, **kw)
     return Run(Path(out) / "models" / model)
 

@@ -135,6 +135,30 @@ class ModelConfig:
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
+    def with_overrides(self, *, source: str | None = None, layer: int | str | None = None, **train: Any) -> ModelConfig:
+        """This config with a command line's or a caller's changes (None: keep).
+        The one place overrides are applied: fewer epochs bound the patience too."""
+        cfg = self
+        if source:
+            cfg = cfg.replace(encoder=dataclasses.replace(cfg.encoder, source=source))
+        if layer is not None:
+            cfg = cfg.replace(encoder=dataclasses.replace(cfg.encoder, layer=parse_layer(layer)))
+        changes = {k: v for k, v in train.items() if v is not None}
+        if "epochs" in changes:
+            changes.setdefault("patience", min(cfg.train.patience, changes["epochs"]))
+        return cfg.replace(train=dataclasses.replace(cfg.train, **changes)) if changes else cfg
+
+
+def parse_layer(value: int | str) -> int | str:
+    """An encoder layer as written on a command line: an integer (negative
+    counts from the top) or 'weighted' (a learned mix of every layer)."""
+    if isinstance(value, int) or value == WEIGHTED:
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"invalid layer {value!r} (an integer or '{WEIGHTED}')") from None
+
 
 def _check(ok: bool, key: str, expected: str) -> None:
     if not ok:

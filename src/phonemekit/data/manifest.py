@@ -227,6 +227,20 @@ def _prepare(root: Path, out: Path, audio_cfg: AudioConfig, strict: bool, labels
     return summary
 
 
+def is_prepared(path: str | Path) -> bool:
+    """A manifest file, or a folder that `prepare` wrote (its manifest and its dataset.json)."""
+    path = Path(path)
+    return (path.suffix == ".jsonl" and path.is_file()) or ((path / MANIFEST).is_file() and (path / DATASET).is_file())
+
+
+def load_or_prepare(data: str | Path, out: str | Path, progress=None) -> Manifest:
+    """A prepared dataset as it is, or a recordings root prepared into OUT/data first."""
+    if is_prepared(data):
+        return load_manifest(data)
+    prepare(data, Path(out) / "data", progress=progress)
+    return load_manifest(Path(out) / "data")
+
+
 def read_label_list(path: str | Path) -> list[str]:
     """A `--labels` file: a JSON list of distinct, non-empty label names."""
     try:

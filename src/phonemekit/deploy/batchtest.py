@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from phonemekit.data.audio import AUDIO_EXTENSIONS, load_audio
-from phonemekit.data.manifest import MANIFEST, load_manifest
+from phonemekit.data.manifest import is_prepared, load_manifest
 from phonemekit.deploy.export import torch_probs
 from phonemekit.deploy.runtime import Classifier
 from phonemekit.errors import AudioValidationError, DataError
@@ -37,7 +37,7 @@ def list_inputs(data: str | Path, labels: list[str]) -> list[tuple[Path, str | N
     """Files of a manifest, or every audio file under a folder; the expected
     label is the parent folder's name when it is a known label."""
     data = Path(data)
-    if data.suffix == ".jsonl" or (data / MANIFEST).is_file():
+    if is_prepared(data):  # a plain folder that happens to hold a manifest.jsonl is still a folder of clips
         m = load_manifest(data)
         return [(m.audio_path(r), r["label"]) for r in m.rows]
     if data.is_file():

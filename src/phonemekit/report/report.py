@@ -14,38 +14,17 @@ step (training, say) keeps what the others wrote (LOSO, comparison, ...).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from phonemekit.errors import DataError
 from phonemekit.fileio import read_json_object, write_json, write_text
+from phonemekit.report import sections as _sections  # noqa: F401  (the renderers register themselves)
+from phonemekit.report.registry import _RENDERERS, render, renderer  # noqa: F401  (render: one section as markdown)
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 FORMAT = "phonemekit-report/2"
-
-Renderer = Callable[[Any, Path], str]
-_RENDERERS: dict[str, Renderer] = {}
-
-
-def renderer(name: str) -> Callable[[Renderer], Renderer]:
-    """Register the markdown renderer of a section; `report.md` shows the
-    sections in the order their renderers were registered."""
-
-    def deco(fn: Renderer) -> Renderer:
-        if name in _RENDERERS:
-            raise ValueError(f"report section {name!r} registered twice")
-        _RENDERERS[name] = fn
-        return fn
-
-    return deco
-
-
-def render(name: str, data: Any, out: Path | None = None) -> str:
-    """One section as markdown (also what the CLI prints)."""
-    return _RENDERERS[name](data, Path(out or "."))
-
 
 class Report:
     def __init__(self, out: str | Path, sections: dict[str, Any] | None = None) -> None:
@@ -93,7 +72,3 @@ class Report:
         write_json(self.out / REPORT_JSON, {"format": FORMAT, "sections": self.sections})
         write_text(self.out / REPORT_MD, self.markdown())
         return self
-
-
-# The renderers register themselves.
-from phonemekit.report import sections as _sections  # noqa: E402,F401  isort:skip

@@ -6,7 +6,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from phonemekit.report.report import renderer
+from phonemekit.report.registry import renderer
+
+
+def table_markdown(t: dict, title: str = "") -> list[str]:
+    """A live table (`live.bench.live_table`) as markdown lines."""
+    f = lambda x, k="{:.0f}": "-" if x is None else k.format(x)  # noqa: E731
+    mark = lambda r, k: "" if r["meets"][k] else " ✗"  # noqa: E731
+    lines = [title, ""] if title else []
+    lines += ["| preset | noise | detected | false triggers | accuracy | latency after offset mean / p90 ms | flicker |", "|---|---|---|---|---|---|---|"]
+    for r in t["rows"]:
+        noise = "none" if r["noise"] == "none" else f"{r['noise']} {r['snr_db']:g} dB SNR"
+        lines.append(f"| {r['preset']} | {noise} | {r['detected']}/{r['clips']} ({f(r['detection_rate'], '{:.1%}')}){mark(r, 'detection_rate')} | "
+                     f"{r['false_triggers']} ({f(r['false_trigger_rate'], '{:.1%}')}){mark(r, 'false_trigger_rate')} | {f(r['accuracy'], '{:.3f}')} | "
+                     f"{f(r['latency_offset_ms_mean'])}{mark(r, 'latency_offset_ms_mean')} / {f(r['latency_offset_ms_p90'])} | "
+                     f"{f(r['flicker_rate'], '{:.1%}')}{mark(r, 'flicker_rate')} |")
+    if t.get("noise_only"):
+        lines += ["", f"Noise alone ({t['noise_only_seconds']:.0f} s each, 10 dB below the sounds' level): segments opened "
+                  + ", ".join(f"{k} {v}" for k, v in t["noise_only"].items()) + "."]
+    lines += ["", "Targets: " + ", ".join(f"{k} {v}" for k, v in t["targets"].items()) + "; ✗ marks a miss."]
+    return lines
 
 
 def _pct(x) -> str:
@@ -213,8 +232,6 @@ def ensembles(rec: dict, out: Path) -> str:
 @renderer("live")
 def live(data: dict, out: Path) -> str:
     """A replayed file of held-out clips: the best model through every preset and noise condition, the others with the default."""
-    from phonemekit.live.bench import table_markdown
-
     if "tables" not in data:  # written by an older phonemekit: shown once the live step runs again
         return "## Live replay\n\nRecorded in an older format; `phonemekit demo --force live` measures it again.\n"
     excerpt = f"; the other models on its first {data['others_clips']}" if data.get("others_clips", data["clips"]) < data["clips"] else ""

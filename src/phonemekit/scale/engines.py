@@ -72,7 +72,8 @@ class RayEngine:
             try:
                 ray.init(address=self.address, ignore_reinit_error=True, log_to_driver=False, logging_level=logging.WARNING)
             except (ConnectionError, RuntimeError, ValueError) as e:
-                raise EngineError(f"cannot reach the Ray cluster at {self.address or 'a new local runtime'}: {e}") from e
+                hint = "" if os.environ.get("RAY_AUTH_MODE") else " (a cluster with token authentication, Ray's default since 2.5x, needs RAY_AUTH_MODE=token here too)"
+                raise EngineError(f"cannot reach the Ray cluster at {self.address or 'a new local runtime'}: {e}{hint}") from e
         cache = FeatureCache(cache_root, encoder.spec)  # the driver checks the spec once and plans
         batches = plan(manifest, batch_size=batch_size, max_batch_seconds=max_batch_seconds)
         todo = [b for b in batches if not all(cache.has(r["sha256"]) for r in b)]

@@ -25,7 +25,7 @@ import logging
 import time
 import uuid
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -40,13 +40,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from phonemekit import __version__
 from phonemekit.config import AudioConfig
 from phonemekit.data.audio import REASONS, decode_bytes, decode_pcm16, pcm16_to_float, write_audio
-from phonemekit.data.inventory import SOUNDS
 from phonemekit.deploy.runtime import Classifier
 from phonemekit.errors import AudioValidationError, ConfigError, PhonemekitError
 from phonemekit.evaluation.calibration import check_expect
 from phonemekit.live.engine import LiveEngine, load_live_config
 from phonemekit.live.vad import SR
+from phonemekit.serve.common import ApiError, State, labels_of, read_body
 from phonemekit.serve.guard import LOOPBACK_HOSTS, SUBPROTOCOL, TOKEN_PREFIX, Guard, strip_queries_from_logs
+from phonemekit.serve.web import mount_web
 
 log = logging.getLogger(__name__)
 
@@ -88,30 +89,6 @@ class ServeConfig:
             raise ConfigError("a token is letters, digits and -._~ (it travels in a header and a WebSocket subprotocol)")
         if not 0 <= self.min_audio_rate <= 1:
             raise ConfigError("invalid value for 'min_audio_rate': expected [0, 1]")
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, error: str, detail: str = "", headers: dict | None = None) -> None:
-        super().__init__(detail or error)
-        self.status, self.error, self.detail, self.headers = status, error, detail, headers or {}
-
-
-@dataclass
-class State:
-    path: Path
-    cfg: ServeConfig
-    classifier: Classifier
-    requests: asyncio.Semaphore
-    limiter: anyio.CapacityLimiter
-    engines: set = field(default_factory=set)
-    started: float = field(default_factory=time.time)
-    served: int = 0
-    reloads: int = 0
-
-
-def labels_of(clf: Classifier) -> list[dict]:
-    known = {s.label: s for s in SOUNDS}
-    return [{"label": lab, **({"ipa": known[lab].ipa, "example": known[lab].example} if lab in known else {})} for lab in clf.labels]
 
 
 def model_info(clf: Classifier) -> dict:
@@ -245,8 +222,6 @@ def create_app(model_path: str | Path, cfg: ServeConfig | None = None, *, classi
             state.engines.discard(engine)
 
     if cfg.web_dir is not None:  # last: the page's static files sit under every route above
-        from phonemekit.serve.web import mount_web
-
         mount_web(app, state, cfg.web_dir, cfg.collect_dir)
     return app
 
@@ -261,27 +236,6 @@ def _check_expect(expect: str, clf: Classifier) -> None:
         check_expect(expect, clf.labels)
     except ConfigError as e:
         raise ApiError(400, "unknown_label", str(e)) from None
-
-
-async def read_body(request: Request, cfg: ServeConfig) -> bytes:
-    """The body, refused as soon as it passes the limit or stalls."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise ApiError(400, "bad_request", "malformed Content-Length")
-        if int(declared) > cfg.max_body_bytes:
-            raise ApiError(413, "too_large", f"body of {declared} bytes > {cfg.max_body_bytes}")
-    chunks, size = [], 0
-    try:
-        async with asyncio.timeout(cfg.read_timeout_s):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > cfg.max_body_bytes:
-                    raise ApiError(413, "too_large", f"body larger than {cfg.max_body_bytes} bytes")
-                chunks.append(chunk)
-    except TimeoutError:
-        raise ApiError(408, "timeout", f"the body did not arrive within {cfg.read_timeout_s:g} s") from None
-    return b"".join(chunks)
 
 
 async def _send(ws: WebSocket, event: dict) -> None:

@@ -31,7 +31,7 @@ from phonemekit.errors import AudioValidationError, ConfigError, DataError
 from phonemekit.fileio import inside
 from phonemekit.live.engine import PRESETS, load_live_config
 from phonemekit.privacy import Namer
-from phonemekit.serve.app import ApiError, State, labels_of, read_body
+from phonemekit.serve.common import ApiError, State, labels_of, read_body
 
 log = logging.getLogger(__name__)
 

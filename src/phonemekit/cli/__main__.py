@@ -1,0 +1,3 @@
+from phonemekit.cli import main
+
+main()

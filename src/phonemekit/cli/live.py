@@ -1,0 +1,114 @@
+"""Live commands: make-replay, live."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from phonemekit.cli.base import command
+from phonemekit.console import console
+
+log = logging.getLogger("phonemekit")
+
+@command("make-replay")
+def make_replay(
+    manifest: Annotated[Path, typer.Option(help="Manifest to draw labelled clips from.")],
+    out: Annotated[Path, typer.Option(help="Output .wav; the truth goes to OUT.labels.json.")],
+    clips: Annotated[int, typer.Option(min=1)] = 40,
+    gap: Annotated[float, typer.Option(min=0.1, help="Seconds of silence between clips.")] = 0.6,
+    seed: Annotated[int, typer.Option()] = 0,
+    speakers: Annotated[Optional[str], typer.Option(help="Comma-separated speakers to draw from (e.g. held-out ones).")] = None,
+) -> None:
+    """Build a replay file of labelled clips separated by silence (the standard live test)."""
+    from phonemekit.data.audio import write_audio
+    from phonemekit.data.manifest import load_manifest
+    from phonemekit.fileio import write_json
+    from phonemekit.live.replay import build_replay
+
+    m = load_manifest(manifest)
+    rows = m.rows_of(speakers.split(",")) if speakers else None
+    wave, truth = build_replay(m, clips=clips, gap_s=gap, seed=seed, rows=rows)
+    write_audio(out, wave)
+    write_json(out.with_suffix(".labels.json"), truth)
+    typer.echo(f"{len(truth)} clips, {len(wave) / 16000:.1f} s -> {out} (+ {out.with_suffix('.labels.json').name})")
+
+
+@command()
+def live(
+    model: Annotated[Path, typer.Option(help="An end-to-end .onnx model from `phonemekit export`.")],
+    file: Annotated[Optional[Path], typer.Option(help="Replay this file instead of the microphone.")] = None,
+    realtime: Annotated[bool, typer.Option(help="Replay the file at real-time speed (default: as fast as possible).")] = False,
+    input_device: Annotated[Optional[str], typer.Option("--input-device", help="Microphone (name or index).")] = None,
+    preset: Annotated[str, typer.Option(help="responsive | balanced | stable")] = "balanced",
+    config: Annotated[Optional[Path], typer.Option(help="JSON with live settings on top of the preset.")] = None,
+    vad: Annotated[Optional[str], typer.Option(help="hybrid (default: silero-vad or a noise-floor gate) | silero | energy")] = None,
+    hysteresis: Annotated[Optional[int], typer.Option(min=1)] = None,
+    min_confidence: Annotated[Optional[float], typer.Option(min=0, max=0.99)] = None,
+    ema: Annotated[Optional[float], typer.Option(min=0.01, max=1)] = None,
+    expect: Annotated[Optional[str], typer.Option(help="Practice mode: the sound the child should say.")] = None,
+    events: Annotated[Optional[Path], typer.Option(help="Write events as JSON lines here ('-' for stdout).")] = None,
+    report: Annotated[bool, typer.Option(help="With --file and FILE.labels.json: detection, false triggers, accuracy, latency and flicker "
+                                              "of every preset (and each --noise).")] = False,
+    noise: Annotated[Optional[list[str]], typer.Option(help="With --report: also run --preset with noise mixed in, KIND:SNR_DB (pink|hum|clicks), "
+                                                             "repeatable.")] = None,
+    watch: Annotated[bool, typer.Option(help="Reload the model when its file changes.")] = False,
+    threads: Annotated[int, typer.Option(min=1)] = 1,
+) -> None:
+    """Classify sounds live from the microphone or a replayed file."""
+    import contextlib
+    import json as _json
+
+    from rich.live import Live
+
+    from phonemekit.config import AudioConfig
+    from phonemekit.data.audio import load_audio
+    from phonemekit.deploy.runtime import Classifier
+    from phonemekit.fileio import read_json
+    from phonemekit.live.bench import live_table, parse_noise
+    from phonemekit.live.engine import LiveEngine, load_live_config, run_stream, summary
+    from phonemekit.live.replay import replay_metrics
+    from phonemekit.live.sources import array_blocks, mic_blocks
+    from phonemekit.live.view import LiveView
+    from phonemekit.report.sections import table_markdown
+
+    cfg = load_live_config(preset, config, vad=vad, hysteresis=hysteresis, min_confidence=min_confidence, ema=ema)
+    clf = Classifier.load(model, threads=threads)
+    engine = LiveEngine(clf, cfg, expect=expect)
+    # A replayed file is read once: the session and --report's table both use its samples.
+    replay = load_audio(file, AudioConfig(max_seconds=3600, max_bytes=2_000_000_000)).samples if file else None
+    blocks = array_blocks(replay, realtime=realtime) if file else mic_blocks(int(input_device) if input_device and input_device.isdigit() else input_device)
+    view = LiveView(clf.name, expect)
+    sink = open(events, "w", encoding="utf-8") if events and str(events) != "-" else None  # noqa: SIM115
+    show = console.is_terminal and (file is None or realtime)
+
+    def on_event(ev: dict) -> None:
+        view.on_event(ev)
+        line = _json.dumps(ev)
+        if sink:
+            sink.write(line + "\n")
+        elif events is not None:
+            typer.echo(line)
+
+    try:
+        with Live(view, console=console, refresh_per_second=15) if show else contextlib.nullcontext():
+            evs = run_stream(engine, blocks, on_event=on_event, on_frame=view.on_frame, watch=model if watch else None)
+    finally:
+        if sink:
+            sink.close()
+    s = summary(evs)
+    typer.echo(f"session: {s['segments']} segments, {s['labelled']} labelled" + (f", {s['recognised']} recognised as {expect}" if expect else ""))
+    if report:
+        truth_file = file.with_suffix(".labels.json") if file else None
+        if not truth_file or not truth_file.exists():
+            raise typer.BadParameter("--report needs --file with a FILE.labels.json beside it (see `phonemekit make-replay`)")
+        truth = read_json(truth_file)
+        typer.echo(_json.dumps(replay_metrics(evs, truth), indent=2))
+        try:
+            noises = [parse_noise(n) for n in noise or []]
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from e
+        table = live_table(clf, replay, truth, noises=noises, noise_presets=(preset,))
+        typer.echo("\n".join(table_markdown(table, f"{clf.name}: every preset")))
