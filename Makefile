@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup web demo test test-fast bench clean
+.PHONY: setup web demo check docs test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -35,9 +35,22 @@ demo: $(STAMP)
 	-$(MAKE) --no-print-directory web
 	$(BIN)/phonemekit demo --out runs/demo
 
-# What CI runs: the whole suite but the tests that need a GPU or the network
-# (they skip themselves without one; see the README).
-test: $(STAMP) $(WEB_STAMP)
+# The static checks: lint and format (ruff), the architecture's import
+# contracts (import-linter, in pyproject.toml), the browser package's types
+# (tsc on JSDoc) and unit tests (node --test), and the docs site (strict).
+check: $(STAMP) $(WEB_STAMP)
+	$(BIN)/ruff check src tests docs/hooks.py
+	$(BIN)/ruff format --check src tests docs/hooks.py
+	$(BIN)/lint-imports --no-cache
+	cd web && npm run --silent typecheck && node --test test/
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet -d site
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
+
+# What CI runs: the checks, then the whole suite but the tests that need a
+# GPU or the network (they skip themselves without one; see docs/development.md).
+test: check
 	$(BIN)/python -m pytest -q -m "not gpu and not network"
 
 # A quick loop while developing: the same without the slow tests.
@@ -48,4 +61,4 @@ bench: $(STAMP)
 	$(BIN)/phonemekit benchmark --json runs/benchmark.json
 
 clean:
-	rm -rf runs cache .pytest_cache web/dist web/node_modules
+	rm -rf runs cache site .pytest_cache web/dist web/node_modules

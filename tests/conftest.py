@@ -53,8 +53,7 @@ def train_toy(base: Path, head: dict) -> tuple:
     m = load_manifest(base / "data")
     split = speaker_disjoint(m.speakers, m.groups)
     rows = lambda part: [r for r in m.rows if r["speaker"] in part]  # noqa: E731
-    cfg = ModelConfig(name="toy", encoder=EncoderConfig(family="fbank", source="fbank"), head=HeadConfig(**head),
-                      train=TrainConfig(epochs=1, batch_size=8))
+    cfg = ModelConfig(name="toy", encoder=EncoderConfig(family="fbank", source="fbank"), head=HeadConfig(**head), train=TrainConfig(epochs=1, batch_size=8))
     train_model(cfg, m, rows(split.train), rows(split.val), base / "run", cache_root=base / "cache")
     return m, base / "run"
 
@@ -87,6 +86,43 @@ def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
         model.save_pretrained(base / name)
         out[name] = base / name
     return out
+
+
+@pytest.fixture(scope="session")
+def served_model(tmp_path_factory):
+    """A toy model trained by train_all (so it is calibrated) and exported end to end, plus a replay file:
+    trained once per test run, shared by the server, browser and integrity tests (which never change it)."""
+    from phonemekit.config import EncoderConfig, HeadConfig, ModelConfig, TrainConfig
+    from phonemekit.data.audio import load_audio, write_audio
+    from phonemekit.data.manifest import load_manifest, prepare
+    from phonemekit.deploy.export import export_run
+    from phonemekit.live.replay import build_replay
+    from phonemekit.training.experiment import train_all
+
+    base = tmp_path_factory.mktemp("serve")
+    # Tones with quiet padding, as real clips have: live segments carry silence around the sound.
+    rng = np.random.default_rng(0)
+    for si, spk in enumerate(("s1", "s2", "s3", "s4", "s5")):
+        for label, freq in LABEL_FREQS.items():
+            for k in range(3):
+                pad = lambda n: (3e-4 * rng.standard_normal(n)).astype(np.float32)  # noqa: E731
+                x = np.concatenate([pad(4000), tone(freq * (1 + 0.03 * si), 0.3 + 0.05 * k, seed=si * 100 + k), pad(2400)])
+                write_audio(base / "rec" / spk / label / f"t{k}.wav", x)
+    prepare(base / "rec", base / "data")
+    m = load_manifest(base / "data")
+    cfg = ModelConfig(
+        name="toy",
+        encoder=EncoderConfig(family="fbank", source="fbank"),
+        head=HeadConfig("mlp", {"hidden": [16]}),
+        train=TrainConfig(epochs=30, batch_size=8, lr=3e-3),
+    )
+    train_all(m, [cfg], base / "out", leaky=False, cache_root=base / "cache")
+    run = base / "out" / "models" / "toy"
+    clips = [load_audio(m.audio_path(r)).samples for r in m.rows[::5]]
+    export_run(run, clips[:4], forms=("e2e",), int8=False)
+    wave, truth = build_replay(m, clips=6, gap_s=0.5)
+    write_audio(base / "replay.wav", wave)
+    return {"model": run / "onnx" / "toy.e2e.onnx", "clips": clips, "replay": base / "replay.wav", "truth": truth, "base": base}
 
 
 def pytest_collection_modifyitems(config, items):

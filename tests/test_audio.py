@@ -85,7 +85,9 @@ def test_a_truncated_wav_is_refused_not_read_as_a_shorter_clip(tmp_path):
 
 def _wav_header(rate: int, channels: int, nbytes: int = 32) -> bytes:
     fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * channels * 2, channels * 2, 16)
-    return b"RIFF" + struct.pack("<I", 36 + nbytes) + b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", nbytes) + b"\x01\x00" * (nbytes // 2)
+    return (
+        b"RIFF" + struct.pack("<I", 36 + nbytes) + b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", nbytes) + b"\x01\x00" * (nbytes // 2)
+    )
 
 
 @pytest.mark.parametrize("rate,channels", [(4_000_000, 1), (16000, 200)])

@@ -74,8 +74,15 @@ def test_round_trip_and_malformed_calibrations_are_refused():
     cal = fit_calibration(*_scores(500, 2.0), LABELS)
     assert Calibration.from_dict(cal.to_dict(), LABELS) == cal
     good = cal.to_dict()
-    for bad in ({**good, "temperature": float("nan")}, {**good, "temperature": -1}, {**good, "threshold": 1.5},
-                {**good, "thresholds": {"zz": 0.2}}, {**good, "format": "other"}, {**good, "target_far": 0}, [1, 2]):
+    for bad in (
+        {**good, "temperature": float("nan")},
+        {**good, "temperature": -1},
+        {**good, "threshold": 1.5},
+        {**good, "thresholds": {"zz": 0.2}},
+        {**good, "format": "other"},
+        {**good, "target_far": 0},
+        [1, 2],
+    ):
         with pytest.raises(IntegrityError):
             Calibration.from_dict(bad, LABELS)
     with pytest.raises(ConfigError):

@@ -11,15 +11,18 @@ def test_round_trip():
     assert from_dict(ModelConfig, cfg.to_dict()) == cfg
 
 
-@pytest.mark.parametrize("data,key", [
-    ({"train": {"epochs": 3, "epoch": 4}}, "train.epoch"),
-    ({"train": {"epochs": "three"}}, "train.epochs"),
-    ({"train": {"lr": 5.0}}, "train.lr"),
-    ({"encoder": {"layer": 1.5}}, "encoder.layer"),
-    ({"audio": {"max_seconds": -1}}, "audio.max_seconds"),
-    ({"train": {"schedule": "linear"}}, "train.schedule"),
-    ({"head": []}, "head"),
-])
+@pytest.mark.parametrize(
+    "data,key",
+    [
+        ({"train": {"epochs": 3, "epoch": 4}}, "train.epoch"),
+        ({"train": {"epochs": "three"}}, "train.epochs"),
+        ({"train": {"lr": 5.0}}, "train.lr"),
+        ({"encoder": {"layer": 1.5}}, "encoder.layer"),
+        ({"audio": {"max_seconds": -1}}, "audio.max_seconds"),
+        ({"train": {"schedule": "linear"}}, "train.schedule"),
+        ({"head": []}, "head"),
+    ],
+)
 def test_bad_config_names_the_key(data, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         from_dict(ModelConfig, data)

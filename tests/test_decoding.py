@@ -42,8 +42,7 @@ def test_single_label_likelihood_matches_ctc_loss():
     got = ctc_single_label_log_likelihood(lp, lengths, blank=c)
     for i in range(b):
         for k in range(c):
-            ref = -F.ctc_loss(lp[i : i + 1, : lengths[i]].transpose(0, 1), torch.tensor([[k]]), lengths[i : i + 1], torch.tensor([1]),
-                              blank=c, reduction="sum")
+            ref = -F.ctc_loss(lp[i : i + 1, : lengths[i]].transpose(0, 1), torch.tensor([[k]]), lengths[i : i + 1], torch.tensor([1]), blank=c, reduction="sum")
             assert torch.allclose(got[i, k], ref, atol=1e-3), (i, k)
 
 
@@ -60,8 +59,7 @@ def test_long_confident_clips_match_ctc_loss():
     for i in range(2):
         n = int(lengths[i])
         for k in range(c):
-            ref = -F.ctc_loss(lp[i : i + 1, :n].double().transpose(0, 1), torch.tensor([[k]]), lengths[i : i + 1], torch.tensor([1]),
-                              blank=c, reduction="sum")
+            ref = -F.ctc_loss(lp[i : i + 1, :n].double().transpose(0, 1), torch.tensor([[k]]), lengths[i : i + 1], torch.tensor([1]), blank=c, reduction="sum")
             assert torch.isfinite(got[i, k])
             if torch.isfinite(ref):
                 assert abs(float(got[i, k]) - float(ref)) <= 1e-5 * max(1.0, abs(float(ref))) + 1e-2, (i, k, got[i, k], ref)

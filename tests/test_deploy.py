@@ -16,8 +16,12 @@ from phonemekit.errors import DataError, IntegrityError
 
 def _cfg(name, kind, encoder=None, **train):
     opts = {"proj": 16, "hidden": 16} if kind == "ctc" else ({"channels": 16} if kind == "conv-ctc" else {"hidden": [16]})
-    return ModelConfig(name=name, encoder=encoder or EncoderConfig(family="fbank", source="fbank"), head=HeadConfig(kind=kind, options=opts),
-                       train=TrainConfig(epochs=3, batch_size=8, lr=3e-3, **train))
+    return ModelConfig(
+        name=name,
+        encoder=encoder or EncoderConfig(family="fbank", source="fbank"),
+        head=HeadConfig(kind=kind, options=opts),
+        train=TrainConfig(epochs=3, batch_size=8, lr=3e-3, **train),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +43,7 @@ def trained(tmp_path_factory, tiny_model_dirs):
     ]
     train_all(m, models, base / "out", leaky={"b-mlp"}, cache_root=base / "cache", show_speakers=True)
     waves = [load_audio(m.audio_path(r)).samples for r in m.rows[::7]]
-    return {"out": base / "out", "runs": [base / "out" / "models" / c.name for c in models], "waves": waves, "manifest": m,
-            "cache": base / "cache"}
+    return {"out": base / "out", "runs": [base / "out" / "models" / c.name for c in models], "waves": waves, "manifest": m, "cache": base / "cache"}
 
 
 def test_report_schema(trained):
@@ -144,8 +147,7 @@ def test_an_int8_copy_loads_with_the_metadata_of_its_fp32_file(trained, tmp_path
 
     run = Run(trained["runs"][1])
     export_run(run.path, trained["waves"][:4], forms=("e2e",), int8=False)
-    rec = quantize_form(run.onnx("e2e"), tmp_path / "m.int8.onnx", "e2e", trained["waves"][:4], run.load(with_encoder=True),
-                        min_agreement=0.0, min_speedup=0.0)
+    rec = quantize_form(run.onnx("e2e"), tmp_path / "m.int8.onnx", "e2e", trained["waves"][:4], run.load(with_encoder=True), min_agreement=0.0, min_speedup=0.0)
     assert rec["kept"]
     fp32, int8 = Classifier.load(run.onnx("e2e")), Classifier.load(tmp_path / "m.int8.onnx")
     assert int8.meta["precision"] == "int8" and int8.calibration == fp32.calibration and int8.labels == fp32.labels
@@ -288,7 +290,7 @@ def test_every_ensemble_rule_composes_into_one_file_with_parity(trained, tmp_pat
 def test_compare_reports_significance_and_speed(trained):
     import functools
 
-    from phonemekit.deploy.benchmark import measure_speed
+    from phonemekit.deploy.speed import measure_speed
     from phonemekit.evaluation.compare import compare_runs
     from phonemekit.evaluation.metrics import mcnemar_exact
     from phonemekit.runs import runs
@@ -303,16 +305,19 @@ def test_compare_reports_significance_and_speed(trained):
 
 @pytest.mark.slow
 def test_benchmark_json_has_the_documented_keys(tmp_path):
-    from phonemekit.deploy.benchmark import MATRIX_OPS, run_benchmark, write_results
+    from phonemekit.deploy.benchmark import MATRIX_OPS, run_benchmark
+    from phonemekit.deploy.benchtable import write_results
 
     # Tiny sizes here; the command measures the real ones.
     # One end-to-end family (a transformers encoder's export is covered by the export tests).
-    res = run_benchmark(threads=1, n=10, frames=20, dim=32, classes=5, batch=4, encoders=("whisper=random:tiny",),
-                        heads=("ctc-thin", "conv-ctc", "conv-pool"), e2e_runs=2)
+    res = run_benchmark(
+        threads=1, n=10, frames=20, dim=32, classes=5, batch=4, encoders=("whisper=random:tiny",), heads=("ctc-thin", "conv-ctc", "conv-pool"), e2e_runs=2
+    )
     md = write_results(res, tmp_path / "bench.json")
     flat = json.loads((tmp_path / "bench.json").read_text())["flat"]
-    keys = ["head.torch.batch1_mean_ms", "head.onnx.batch1_mean_ms", "head.onnx.batch1_max_ms", "head.onnx.batch64_seq_per_s", "threads",
-            "peak_rss_mb"] + [f"e2e.whisper.{k}.rtf" for k in ("torch_fp32", "onnx_fp32", "onnx_int8")]
+    keys = ["head.torch.batch1_mean_ms", "head.onnx.batch1_mean_ms", "head.onnx.batch1_max_ms", "head.onnx.batch64_seq_per_s", "threads", "peak_rss_mb"] + [
+        f"e2e.whisper.{k}.rtf" for k in ("torch_fp32", "onnx_fp32", "onnx_int8")
+    ]
     for key in keys:
         assert key in flat and flat[key] > 0, key
     assert flat["e2e.whisper.inference_process.torch_imported"] is False

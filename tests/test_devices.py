@@ -20,8 +20,12 @@ def test_cuda_features_and_scores_match_the_cpu(tmp_path, prepared, tiny_model_d
     m = prepared
     split = speaker_disjoint(m.speakers, m.groups)
     rows = lambda part: [r for r in m.rows if r["speaker"] in part]  # noqa: E731
-    cfg = ModelConfig(name="gpu", encoder=EncoderConfig(family="wav2vec2", source=str(tiny_model_dirs["wav2vec2"])),
-                      head=HeadConfig("ctc", {"proj": 16, "hidden": 16}), train=TrainConfig(epochs=2, batch_size=8))
+    cfg = ModelConfig(
+        name="gpu",
+        encoder=EncoderConfig(family="wav2vec2", source=str(tiny_model_dirs["wav2vec2"])),
+        head=HeadConfig("ctc", {"proj": 16, "hidden": 16}),
+        train=TrainConfig(epochs=2, batch_size=8),
+    )
     res = train_model(cfg, m, rows(split.train), rows(split.val), tmp_path / "run", cache_root=tmp_path / "cache-gpu", device="cuda")
     on_gpu = predict(res.model, m, rows(split.test), cache_root=tmp_path / "cache-gpu", device="cuda")
     on_cpu = predict(res.model.cpu(), m, rows(split.test), cache_root=tmp_path / "cache-cpu", device="cpu")

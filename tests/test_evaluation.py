@@ -62,8 +62,12 @@ def test_mlp_standardises_with_training_statistics(tmp_path, prepared):
     """The statistics come from the training clips, travel in the checkpoint,
     and make the head invariant to a global gain on its input features."""
     parts = _parts(prepared)
-    cfg = ModelConfig(name="toy-mlp", encoder=EncoderConfig(family="fbank", source="fbank"), head=HeadConfig(kind="mlp", options={"hidden": [32]}),
-                      train=TrainConfig(epochs=3, batch_size=8))
+    cfg = ModelConfig(
+        name="toy-mlp",
+        encoder=EncoderConfig(family="fbank", source="fbank"),
+        head=HeadConfig(kind="mlp", options={"hidden": [32]}),
+        train=TrainConfig(epochs=3, batch_size=8),
+    )
     res = train_model(cfg, prepared, parts["train"], parts["val"], tmp_path / "run", cache_root=tmp_path / "cache")
     std = res.model.head.standardize
     assert not torch.allclose(std.mean, torch.zeros_like(std.mean)) and not torch.allclose(std.inv_std, torch.ones_like(std.inv_std))
@@ -73,8 +77,12 @@ def test_mlp_standardises_with_training_statistics(tmp_path, prepared):
 
 def test_weighted_layer_mix_trains_and_reports_its_weights(tmp_path, prepared):
     parts = _parts(prepared)
-    cfg = ModelConfig(name="toy-mix", encoder=EncoderConfig(family="whisper", source="random:tiny", layer="weighted"),
-                      head=HeadConfig(kind="mlp", options={"hidden": [32]}), train=TrainConfig(epochs=4, batch_size=8, lr=1e-2))
+    cfg = ModelConfig(
+        name="toy-mix",
+        encoder=EncoderConfig(family="whisper", source="random:tiny", layer="weighted"),
+        head=HeadConfig(kind="mlp", options={"hidden": [32]}),
+        train=TrainConfig(epochs=4, batch_size=8, lr=1e-2),
+    )
     res = train_model(cfg, prepared, parts["train"], parts["val"], tmp_path / "run", cache_root=tmp_path / "cache")
     w = res.model.layer_mix.weights()
     assert len(w) == 3 and sum(w) == pytest.approx(1.0) and max(w) - min(w) > 1e-4  # learned away from uniform

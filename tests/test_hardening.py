@@ -25,7 +25,7 @@ from phonemekit.data.manifest import load_manifest, prepare
 from phonemekit.errors import AudioValidationError, ConfigError, DataError, IntegrityError, LockedError, OutputError
 from phonemekit.fileio import folder_lock, read_jsonl, write_json
 
-from .conftest import make_corpus, tone, train_toy
+from .conftest import make_corpus, tone
 
 runner = CliRunner()
 
@@ -39,8 +39,13 @@ def one_line_error(args: list[str], match: str) -> str:
 
 
 def _toy(tmp_path, **kw) -> dict:
-    return {"name": "toy", "encoder": {"family": "fbank", "source": "fbank"}, "head": {"kind": "mlp", "options": {"hidden": [8]}},
-            "train": {"epochs": 1, "batch_size": 8}, **kw}
+    return {
+        "name": "toy",
+        "encoder": {"family": "fbank", "source": "fbank"},
+        "head": {"kind": "mlp", "options": {"hidden": [8]}},
+        "train": {"epochs": 1, "batch_size": 8},
+        **kw,
+    }
 
 
 # -- writes outside the output folder ---------------------------------------------------
@@ -63,9 +68,11 @@ def test_manifest_rows_stay_inside_the_data_root_for_every_reader(tmp_path, prep
     prepared.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(DataError, match="line 1"):
         load_manifest(prepared.path)
-    for args in (["extract", "--manifest", str(prepared.path), "--encoder", "fbank", "--out", str(tmp_path / "c")],
-                 ["make-replay", "--manifest", str(prepared.path), "--out", str(tmp_path / "r.wav")],
-                 ["test-batch", str(exported), str(prepared.path), "--out", str(tmp_path / "p.csv")]):
+    for args in (
+        ["extract", "--manifest", str(prepared.path), "--encoder", "fbank", "--out", str(tmp_path / "c")],
+        ["make-replay", "--manifest", str(prepared.path), "--out", str(tmp_path / "r.wav")],
+        ["test-batch", str(exported), str(prepared.path), "--out", str(tmp_path / "p.csv")],
+    ):
         one_line_error(args, "line 1")
     assert not (tmp_path / "r.wav").exists()
 
@@ -73,13 +80,9 @@ def test_manifest_rows_stay_inside_the_data_root_for_every_reader(tmp_path, prep
 # -- integrity ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    from phonemekit.deploy.export import export_run
-
-    m, run = train_toy(tmp_path_factory.mktemp("hard"), {"kind": "ctc", "options": {"proj": 8, "hidden": 8}})
-    export_run(run, [load_audio(m.audio_path(r)).samples for r in m.rows[:3]], forms=("e2e",), int8=False)
-    return run / "onnx" / "toy.e2e.onnx"
+@pytest.fixture
+def exported(served_model):
+    return served_model["model"]  # read only: every edit below goes to a copy
 
 
 def _edit_metadata(src: Path, dst: Path, edit, keep_digest: bool = True) -> None:
@@ -107,16 +110,20 @@ def test_onnx_labels_and_limits_are_bound_to_the_checked_hash(exported, tmp_path
     trusted = {good.meta["integrity_sha256"]}
     Classifier.load(exported, trusted=trusted)
     for key, value in (("labels", json.dumps(good.labels[::-1])), ("max_frames", "100000"), ("blank", "0"), ("sample_rate", "8000")):
-        _edit_metadata(exported, tmp_path / "t.onnx", lambda m: m.update({key: value}))
+        _edit_metadata(exported, tmp_path / "t.onnx", lambda m, key=key, value=value: m.update({key: value}))
         with pytest.raises(IntegrityError, match="tampered"):
             Classifier.load(tmp_path / "t.onnx")
         # With the digest recomputed, the file is no longer the trusted one.
-        _edit_metadata(exported, tmp_path / "t.onnx", lambda m: m.update({key: value}), keep_digest=False)
+        _edit_metadata(exported, tmp_path / "t.onnx", lambda m, key=key, value=value: m.update({key: value}), keep_digest=False)
         with pytest.raises(IntegrityError, match="trusted-hashes"):
             Classifier.load(tmp_path / "t.onnx", trusted=trusted)
-    for key, value, why in (("labels", '"aa"', "labels"), ("labels", "[not json", "malformed"), ("max_frames", '"x"', "max_frames"),
-                            ("labels", json.dumps(good.labels + ["extra"]), "labels")):
-        _edit_metadata(exported, tmp_path / "m.onnx", lambda m: m.update({key: value}), keep_digest=False)
+    for key, value, why in (
+        ("labels", '"aa"', "labels"),
+        ("labels", "[not json", "malformed"),
+        ("max_frames", '"x"', "max_frames"),
+        ("labels", json.dumps(good.labels + ["extra"]), "labels"),
+    ):
+        _edit_metadata(exported, tmp_path / "m.onnx", lambda m, key=key, value=value: m.update({key: value}), keep_digest=False)
         with pytest.raises(IntegrityError, match=why):
             Classifier.load(tmp_path / "m.onnx")
     _edit_metadata(exported, tmp_path / "n.onnx", lambda m: m.pop("max_frames"), keep_digest=False)
@@ -148,8 +155,16 @@ def test_loso_folders_and_records_carry_pseudonyms_only(tmp_path):
     (tmp_path / "rec" / "speakers.json").write_text(json.dumps({"alice": "child", "bob": "child", "carol": "adult", "dave": "adult"}))
     prepare(tmp_path / "rec", tmp_path / "data")
     m = load_manifest(tmp_path / "data")
-    train_all(m, [from_dict(ModelConfig, _toy(tmp_path))], tmp_path / "out", split_kind="loso", leaky=False, cache_root=tmp_path / "c",
-              loso_group="child", show_speakers=True)
+    train_all(
+        m,
+        [from_dict(ModelConfig, _toy(tmp_path))],
+        tmp_path / "out",
+        split_kind="loso",
+        leaky=False,
+        cache_root=tmp_path / "c",
+        loso_group="child",
+        show_speakers=True,
+    )
     from phonemekit.runs import Run
 
     pooled = Run(tmp_path / "out" / "models" / "toy").predictions("test")  # a LOSO folder: folds' checkpoints, pooled scores
@@ -214,8 +229,9 @@ def test_a_changed_file_with_the_same_size_and_time_is_noticed(tmp_path, corpus)
 # -- one line, exit 2, never a traceback --------------------------------------------------
 
 
-@pytest.mark.parametrize("content,match", [("", "not JSON"), ("{}", "JSON list"), ('"aa"', "JSON list"), ("[]", "JSON list"),
-                                           ('["../x"]', "a label is 1-32 letters")])
+@pytest.mark.parametrize(
+    "content,match", [("", "not JSON"), ("{}", "JSON list"), ('"aa"', "JSON list"), ("[]", "JSON list"), ('["../x"]', "a label is 1-32 letters")]
+)
 def test_bad_labels_files(tmp_path, corpus, content, match):
     (tmp_path / "labels.json").write_text(content)
     one_line_error(["prepare", str(corpus), "--out", str(tmp_path / "o"), "--labels", str(tmp_path / "labels.json")], match)
@@ -231,26 +247,29 @@ def test_absurd_durations(tmp_path, corpus, value):
     one_line_error(["prepare", str(corpus), "--out", str(tmp_path / "o"), "--max-seconds", value], "audio.max_seconds")
 
 
-@pytest.mark.parametrize("edit,key", [
-    (lambda c: c["audio"].update(max_seconds=1e999), "audio.max_seconds"),
-    (lambda c: c["head"]["options"].update(hidden=[10**9]), "head.options.hidden"),
-    (lambda c: c["head"]["options"].update(dropout=1.5), "head.options.dropout"),
-    (lambda c: c["train"].update(seed=2**64), "train.seed"),
-    (lambda c: c["train"].update(num_threads=-1), "train.num_threads"),
-    (lambda c: c["train"].update(batch_size=0), "train.batch_size"),
-    (lambda c: c["train"].update(epochs=10**9), "train.epochs"),
-])
+@pytest.mark.parametrize(
+    "edit,key",
+    [
+        (lambda c: c["audio"].update(max_seconds=1e999), "audio.max_seconds"),
+        (lambda c: c["head"]["options"].update(hidden=[10**9]), "head.options.hidden"),
+        (lambda c: c["head"]["options"].update(dropout=1.5), "head.options.dropout"),
+        (lambda c: c["train"].update(seed=2**64), "train.seed"),
+        (lambda c: c["train"].update(num_threads=-1), "train.num_threads"),
+        (lambda c: c["train"].update(batch_size=0), "train.batch_size"),
+        (lambda c: c["train"].update(epochs=10**9), "train.epochs"),
+    ],
+)
 def test_absurd_config_values_are_refused_before_anything_is_built(tmp_path, prepared, edit, key):
     cfg = _toy(tmp_path, audio={})
     edit(cfg)
     (tmp_path / "cfg.json").write_text(json.dumps(cfg).replace("Infinity", "1e999"))
-    one_line_error(["train", "--data", str(prepared.path), "--out", str(tmp_path / "run"), "--config", str(tmp_path / "cfg.json"),
-                    "--cache", str(tmp_path / "cache")], key)
+    one_line_error(
+        ["train", "--data", str(prepared.path), "--out", str(tmp_path / "run"), "--config", str(tmp_path / "cfg.json"), "--cache", str(tmp_path / "cache")], key
+    )
     assert not (tmp_path / "cache").exists()
 
 
-@pytest.mark.parametrize("row,match", [("[1, 2]", "not an object"), ('{"path": "s1/aa/t0.wav"}', "no speaker"),
-                                       ("not json", "cannot read manifest")])
+@pytest.mark.parametrize("row,match", [("[1, 2]", "not an object"), ('{"path": "s1/aa/t0.wav"}', "no speaker"), ("not json", "cannot read manifest")])
 def test_malformed_manifest_rows(tmp_path, prepared, row, match):
     prepared.path.write_text(row + "\n")
     one_line_error(["extract", "--manifest", str(prepared.path), "--encoder", "fbank", "--out", str(tmp_path / "c")], match)
@@ -308,7 +327,7 @@ def test_bad_live_configs(tmp_path, exported):
 def test_a_wav_header_with_an_odd_sample_width_is_refused(tmp_path):
     data = np.random.default_rng(0).integers(0, 255, 8000, dtype=np.uint8).tobytes()
     fmt = struct.pack("<HHIIHH", 1, 1, 16000, 16000, 1, 7)
-    wav = (b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", len(data)) + data)
+    wav = b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", len(data)) + data
     (tmp_path / "b7.wav").write_bytes(wav)
     with pytest.raises(AudioValidationError, match="7 bits per sample"):
         load_audio(tmp_path / "b7.wav")
@@ -334,11 +353,21 @@ def test_opus_and_ogg_names_are_treated_alike(tmp_path):
 
 # -- fuzz: manifests and configs end in a value or one typed error ------------------------
 
-_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-                     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3), max_leaves=8)
-_row = st.fixed_dictionaries({}, optional={"path": _json | st.sampled_from(["s1/aa/t0.wav", "/etc/passwd", "../x.wav"]),
-                                           "speaker": _json | st.just("s1"), "label": _json | st.just("aa"),
-                                           "sha256": _json | st.just("0" * 64), "duration": _json | st.just(0.4)})
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+    max_leaves=8,
+)
+_row = st.fixed_dictionaries(
+    {},
+    optional={
+        "path": _json | st.sampled_from(["s1/aa/t0.wav", "/etc/passwd", "../x.wav"]),
+        "speaker": _json | st.just("s1"),
+        "label": _json | st.just("aa"),
+        "sha256": _json | st.just("0" * 64),
+        "duration": _json | st.just(0.4),
+    },
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -356,12 +385,17 @@ def test_fuzzed_manifests_load_or_fail_clearly(tmp_path, rows):
         assert Path(m.audio_path(r)).resolve().is_relative_to(tmp_path.resolve())
 
 
-_sections = {"name": _json | st.just("ok"), "encoder": _json | st.fixed_dictionaries({}, optional={"family": _json, "layer": _json}),
-             "head": _json | st.fixed_dictionaries({"kind": st.sampled_from(["mlp", "ctc", "conv-ctc"])},
-                                                   optional={"options": st.dictionaries(st.sampled_from(
-                                                       ["hidden", "proj", "layers", "dropout", "channels", "kernel", "pooling"]), _json)}),
-             "train": _json | st.dictionaries(st.sampled_from(["epochs", "batch_size", "lr", "seed", "num_threads", "grad_accum"]), _json),
-             "audio": _json | st.dictionaries(st.sampled_from(["max_seconds", "min_seconds", "max_bytes", "sample_rate"]), _json)}
+_sections = {
+    "name": _json | st.just("ok"),
+    "encoder": _json | st.fixed_dictionaries({}, optional={"family": _json, "layer": _json}),
+    "head": _json
+    | st.fixed_dictionaries(
+        {"kind": st.sampled_from(["mlp", "ctc", "conv-ctc"])},
+        optional={"options": st.dictionaries(st.sampled_from(["hidden", "proj", "layers", "dropout", "channels", "kernel", "pooling"]), _json)},
+    ),
+    "train": _json | st.dictionaries(st.sampled_from(["epochs", "batch_size", "lr", "seed", "num_threads", "grad_accum"]), _json),
+    "audio": _json | st.dictionaries(st.sampled_from(["max_seconds", "min_seconds", "max_bytes", "sample_rate"]), _json),
+}
 
 
 @settings(max_examples=150, deadline=None)
@@ -391,5 +425,4 @@ def test_temp_files_of_killed_writers_are_swept(tmp_path):
     (tmp_path / ".c.npy.otherhost-1.abcdef.tmp").write_bytes(b"elsewhere")  # another machine's
     write_bytes(tmp_path / "d.npy", b"done")
     assert sweep_dead_temps(tmp_path) == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f".b.npy.{host}-{os.getpid()}.q9w8e7.tmp", ".c.npy.otherhost-1.abcdef.tmp",
-                                                                 "d.npy"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f".b.npy.{host}-{os.getpid()}.q9w8e7.tmp", ".c.npy.otherhost-1.abcdef.tmp", "d.npy"])

@@ -20,11 +20,21 @@ def test_head_shapes(kind):
         assert torch.allclose(out.exp().sum(-1), torch.ones(3, 11), atol=1e-5)
 
 
-@pytest.mark.parametrize("kind,options", [("mlp", None), ("ctc", None), ("conv-ctc", None), ("conv-ctc", {"attention_heads": 0}),
-                                          ("conv-ctc", {"stride": 2}), ("conv-ctc", {"stride": 3}),
-                                          ("conv-ctc", {"stride": 2, "input_norm": "standardize"}), ("conv-pool", None),
-                                          ("conv-pool", {"stride": 3, "pooling": "meanmax"}),
-                                          ("conv-pool", {"stride": 2, "attention_heads": 0, "input_norm": "standardize"})])
+@pytest.mark.parametrize(
+    "kind,options",
+    [
+        ("mlp", None),
+        ("ctc", None),
+        ("conv-ctc", None),
+        ("conv-ctc", {"attention_heads": 0}),
+        ("conv-ctc", {"stride": 2}),
+        ("conv-ctc", {"stride": 3}),
+        ("conv-ctc", {"stride": 2, "input_norm": "standardize"}),
+        ("conv-pool", None),
+        ("conv-pool", {"stride": 3, "pooling": "meanmax"}),
+        ("conv-pool", {"stride": 2, "attention_heads": 0, "input_norm": "standardize"}),
+    ],
+)
 def test_heads_ignore_padding(kind, options):
     head = build_head(kind, 16, 5, options).eval()
     for n in (6, 7):  # a stride that divides the length, and one that leaves a partial last window
@@ -85,8 +95,7 @@ def test_a_pooled_conv_head_exports_with_parity(tmp_path):
     for i, head in enumerate((HEADS["conv-pool"], HeadConfig("conv-pool", {"pooling": "meanmax", "stride": 3}))):
         model = PhonemeModel(ModelConfig(name="p", head=head), ["a", "b", "c"], _spec_for(32)).eval()
         graph = HeadGraph(model)
-        ox.export_torchscript(graph, (torch.randn(2, 20, 32), torch.tensor([20, 13])), tmp_path / f"p{i}.onnx", ox.GraphIO.of("head", False),
-                              max_frames(model))
+        ox.export_torchscript(graph, (torch.randn(2, 20, 32), torch.tensor([20, 13])), tmp_path / f"p{i}.onnx", ox.GraphIO.of("head", False), max_frames(model))
         sess = ox.session(tmp_path / f"p{i}.onnx")
         x, n = torch.randn(3, 17, 32), torch.tensor([17, 9, 4])
         with torch.no_grad():
@@ -112,20 +121,23 @@ def test_registry_and_bad_options():
         build_head("nope", 8, 3)
 
 
-@pytest.mark.parametrize("kind,options,key", [
-    ("ctc", {"hidden": 10**9}, "head.options.hidden"),  # would try to allocate terabytes
-    ("ctc", {"layers": 0}, "head.options.layers"),
-    ("ctc", {"dropout": 1.5}, "head.options.dropout"),
-    ("ctc", {"proj": "wide"}, "head.options.proj"),
-    ("mlp", {"hidden": [64, -1]}, "head.options.hidden[1]"),
-    ("mlp", {"hidden": 64}, "head.options.hidden"),
-    ("mlp", {"pooling": "max"}, "head.options.pooling"),
-    ("conv-ctc", {"kernel": 4}, "head.options.kernel"),
-    ("conv-ctc", {"stride": 5}, "head.options.stride"),
-    ("conv-ctc", {"input_norm": "batch"}, "head.options.input_norm"),
-    ("conv-pool", {"pooling": "max"}, "head.options.pooling"),
-    ("conv-pool", {"queries": 0}, "head.options.queries"),
-])
+@pytest.mark.parametrize(
+    "kind,options,key",
+    [
+        ("ctc", {"hidden": 10**9}, "head.options.hidden"),  # would try to allocate terabytes
+        ("ctc", {"layers": 0}, "head.options.layers"),
+        ("ctc", {"dropout": 1.5}, "head.options.dropout"),
+        ("ctc", {"proj": "wide"}, "head.options.proj"),
+        ("mlp", {"hidden": [64, -1]}, "head.options.hidden[1]"),
+        ("mlp", {"hidden": 64}, "head.options.hidden"),
+        ("mlp", {"pooling": "max"}, "head.options.pooling"),
+        ("conv-ctc", {"kernel": 4}, "head.options.kernel"),
+        ("conv-ctc", {"stride": 5}, "head.options.stride"),
+        ("conv-ctc", {"input_norm": "batch"}, "head.options.input_norm"),
+        ("conv-pool", {"pooling": "max"}, "head.options.pooling"),
+        ("conv-pool", {"queries": 0}, "head.options.queries"),
+    ],
+)
 def test_head_options_are_typed_and_bounded(kind, options, key):
     from phonemekit.config import HeadConfig
     from phonemekit.models.heads import check_head_options

@@ -160,19 +160,36 @@ def test_live_cli_replays_a_file_with_a_real_model(tmp_path, prepared):
     from phonemekit.fileio import write_json
     from phonemekit.training.loop import train_model
 
-    cfg = ModelConfig(name="live", encoder=EncoderConfig(family="fbank", source="fbank"), head=HeadConfig("mlp", {"hidden": [16]}),
-                      train=TrainConfig(epochs=8, batch_size=8, lr=3e-3))
+    cfg = ModelConfig(
+        name="live",
+        encoder=EncoderConfig(family="fbank", source="fbank"),
+        head=HeadConfig("mlp", {"hidden": [16]}),
+        train=TrainConfig(epochs=8, batch_size=8, lr=3e-3),
+    )
     train_model(cfg, prepared, prepared.rows, prepared.rows[:9], tmp_path / "run", cache_root=tmp_path / "cache")
     export_run(tmp_path / "run", [load_audio(prepared.audio_path(r)).samples for r in prepared.rows[:4]], forms=("e2e",), int8=False)
     wave, truth = build_replay(prepared, clips=6, gap_s=0.5)
     write_audio(tmp_path / "r.wav", wave)
     write_json(tmp_path / "r.labels.json", truth)
-    r = CliRunner().invoke(app, ["live", "--model", str(tmp_path / "run" / "onnx" / "live.e2e.onnx"), "--file", str(tmp_path / "r.wav"),
-                                 "--vad", "energy", "--report", "--events", str(tmp_path / "ev.jsonl")])
+    r = CliRunner().invoke(
+        app,
+        [
+            "live",
+            "--model",
+            str(tmp_path / "run" / "onnx" / "live.e2e.onnx"),
+            "--file",
+            str(tmp_path / "r.wav"),
+            "--vad",
+            "energy",
+            "--report",
+            "--events",
+            str(tmp_path / "ev.jsonl"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     events = [json.loads(x) for x in (tmp_path / "ev.jsonl").read_text().splitlines()]
     assert {"onset", "final", "offset"} <= {e["type"] for e in events}
-    block = r.output[r.output.index("{"):]
+    block = r.output[r.output.index("{") :]
     metrics = json.loads(block[: block.index("\n}") + 2])
     assert metrics["clips"] == 6 and metrics["detected"] >= 5
     # ...then the table of every preset, with the noise-only false triggers.
@@ -189,8 +206,9 @@ def test_watch_swaps_the_model_without_dropping_audio(tmp_path, prepared):
     from phonemekit.deploy.runtime import Classifier
     from phonemekit.training.loop import train_model
 
-    cfg = ModelConfig(name="w", encoder=EncoderConfig(family="fbank", source="fbank"), head=HeadConfig("mlp", {"hidden": [8]}),
-                      train=TrainConfig(epochs=1, batch_size=8))
+    cfg = ModelConfig(
+        name="w", encoder=EncoderConfig(family="fbank", source="fbank"), head=HeadConfig("mlp", {"hidden": [8]}), train=TrainConfig(epochs=1, batch_size=8)
+    )
     train_model(cfg, prepared, prepared.rows, prepared.rows[:9], tmp_path / "run", cache_root=tmp_path / "cache")
     export_run(tmp_path / "run", [load_audio(prepared.audio_path(r)).samples for r in prepared.rows[:4]], forms=("e2e",), int8=False)
     live_model = tmp_path / "live.onnx"
@@ -248,7 +266,9 @@ def test_hybrid_vad_hears_a_quiet_hiss_and_not_steady_noise():
 
 def test_replay_metrics_count_false_triggers():
     truth = [{"start": 1.0, "end": 1.3, "label": "aa"}]
-    ev = lambda s, e, lab: {"type": "final", "label": lab, "segment_start": s, "segment_end": e, "t_audio": e + 0.1, "compute_ms": 1.0,  # noqa: E731
-                            "provisional_changes": 0}
+
+    def ev(s, e, lab):
+        return {"type": "final", "label": lab, "segment_start": s, "segment_end": e, "t_audio": e + 0.1, "compute_ms": 1.0, "provisional_changes": 0}
+
     m = replay_metrics([ev(0.95, 1.32, "aa"), ev(2.0, 2.2, "ee")], truth)
     assert (m["detected"], m["false_triggers"], m["detection_rate"], m["false_trigger_rate"]) == (1, 1, 1.0, 1.0)

@@ -12,13 +12,14 @@ from phonemekit.report.report import REPORT_JSON, REPORT_MD, Report, render
 
 
 def _ensembles(top1: float) -> dict:
-    return {"members": ["a", "b"], "chosen": "mean",
-            "methods": {"mean": {"val_top1": 0.5, "top1": top1, "top1_ci95": [top1 - 0.1, top1 + 0.1], "top3": 0.9}}}
+    return {"members": ["a", "b"], "chosen": "mean", "methods": {"mean": {"val_top1": 0.5, "top1": top1, "top1_ci95": [top1 - 0.1, top1 + 0.1], "top3": 0.9}}}
 
 
 def _loso() -> dict:
-    return {"group": "child", "models": {"a": {"top1": 0.7, "top1_ci95": [0.6, 0.8], "top1_ci95_speakers": [0.5, 0.9],
-                                              "fold_top1": {"spk-1": 0.6, "spk-2": 0.8}}}}
+    return {
+        "group": "child",
+        "models": {"a": {"top1": 0.7, "top1_ci95": [0.6, 0.8], "top1_ci95_speakers": [0.5, 0.9], "fold_top1": {"spk-1": 0.6, "spk-2": 0.8}}},
+    }
 
 
 def test_setting_one_section_keeps_the_others(tmp_path):
@@ -55,3 +56,11 @@ def test_missing_malformed_and_old_reports_are_one_clear_error(tmp_path):
         Report(tmp_path)["train"]
     with pytest.raises(ValueError, match="no renderer"):
         Report(tmp_path).set("nonsense", {})
+
+
+def test_loso_shows_the_baseline_beside_each_model():
+    data = _loso()
+    data["baselines"] = {"logreg [fbank]": {"top1": 0.5, "top1_ci95": [0.4, 0.6], "top1_ci95_speakers": [0.3, 0.7], "fold_top1": {"spk-1": 0.4, "spk-2": 0.6}}}
+    data["models"]["a"]["vs_baseline"] = {"baseline": "logreg [fbank]", "top1_diff": 0.2, "diff_ci95": [0.1, 0.3], "mcnemar_p": 0.01}
+    md = render("loso", data)
+    assert "| logreg [fbank] | 0.500 |" in md and "a vs logreg [fbank]: +20.0 points" in md

@@ -30,8 +30,16 @@ MARKUP = "<script>alert(1)</script> $(rm -rf ~) `reboot`"
 
 def _wav_header(rate: int, channels: int, data_bytes: int, actual: int = 64) -> bytes:
     fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * channels * 2, channels * 2, 16)
-    return (b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data"
-            + struct.pack("<I", data_bytes) + np.random.default_rng(0).integers(-3000, 3000, actual // 2, dtype=np.int16).tobytes())
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + data_bytes)
+        + b"WAVEfmt "
+        + struct.pack("<I", 16)
+        + fmt
+        + b"data"
+        + struct.pack("<I", data_bytes)
+        + np.random.default_rng(0).integers(-3000, 3000, actual // 2, dtype=np.int16).tobytes()
+    )
 
 
 def build_hostile(root: Path, outside: Path) -> dict[str, str]:
@@ -103,8 +111,12 @@ def test_hostile_corpus_prepare_and_train_all(tmp_path):
     assert set(good) | {"s1/aa/tagged.wav", "s1/aa/tagged.flac", "s1/aa/dots..wav"} == kept
     assert s["clips"] == len(kept) and s["rejected"] == len(expect)
 
-    cfg = ModelConfig(name="hostile", encoder=EncoderConfig(family="fbank", source="fbank"), head=HeadConfig("mlp", {"hidden": [16]}),
-                      train=TrainConfig(epochs=2, batch_size=8))
+    cfg = ModelConfig(
+        name="hostile",
+        encoder=EncoderConfig(family="fbank", source="fbank"),
+        head=HeadConfig("mlp", {"hidden": [16]}),
+        train=TrainConfig(epochs=2, batch_size=8),
+    )
     train_all(load_manifest(tmp_path / "data"), [cfg], tmp_path / "out", leaky=False, cache_root=tmp_path / "cache")
     # Every kept clip of the held-out speakers was scored, the hostile ones' neighbours included.
     from phonemekit.training.experiment import make_split
@@ -159,8 +171,22 @@ def test_fuzz_mutated_valid_wav(tmp_path, flips, cut):
 
 
 def _demo_cmd(out: Path) -> list[str]:
-    return [sys.executable, "-m", "phonemekit.cli", "demo", "--out", str(out), "--speakers", "4", "--takes", "1",
-            "--models", "fbank-mlp,fbank-ctc", "--epochs", "4"]
+    return [
+        sys.executable,
+        "-m",
+        "phonemekit.cli",
+        "demo",
+        "--out",
+        str(out),
+        "--speakers",
+        "4",
+        "--takes",
+        "1",
+        "--models",
+        "fbank-mlp,fbank-ctc",
+        "--epochs",
+        "4",
+    ]
 
 
 def _artifacts(out: Path) -> dict:
@@ -244,8 +270,7 @@ def test_pipeline_stops_on_failure_and_retries_only_transient(tmp_path):
 
     after = Step("after", lambda: (tmp_path / "c.json").write_text("{}"), outputs=[tmp_path / "c.json"])
     with pytest.raises(ValueError, match="bad data"):
-        Pipeline(tmp_path, backoff=0.01).run([Step("flaky", flaky, outputs=[tmp_path / "a.json"]),
-                                              Step("bad", bad, outputs=[tmp_path / "b.json"]), after])
+        Pipeline(tmp_path, backoff=0.01).run([Step("flaky", flaky, outputs=[tmp_path / "a.json"]), Step("bad", bad, outputs=[tmp_path / "b.json"]), after])
     assert calls == {"flaky": 2, "bad": 1} and not (tmp_path / "c.json").exists()
     log = [json.loads(x) for x in (tmp_path / "steps.jsonl").read_text().splitlines()]
     assert [(r["step"], r["status"]) for r in log] == [("flaky", "done"), ("bad", "failed")]
@@ -290,8 +315,9 @@ def test_step_times_keep_the_latest_run_of_each_step_and_render(tmp_path):
     times = Pipeline(tmp_path).step_times(list(reversed(steps)))
     log = [json.loads(x) for x in (tmp_path / "steps.jsonl").read_text().splitlines()[:3]]
     assert [t["step"] for t in times] == ["b", "a"] and times[0] == log[2] and times[1] == log[0]  # pipeline order, latest record
-    rows = [{"step": t["step"], "seconds": t["seconds"], "peak_rss_mb": t["peak_rss_mb"], "finished": t["finished"], "this_run": t["step"] == "b"}
-            for t in times]
+    rows = [
+        {"step": t["step"], "seconds": t["seconds"], "peak_rss_mb": t["peak_rss_mb"], "finished": t["finished"], "this_run": t["step"] == "b"} for t in times
+    ]
     md = render("pipeline", {"steps": rows, "total_seconds": 90.0})
     assert "| b |" in md and "| yes |" in md and "| no |" in md and "(1.5 min)" in md
 
@@ -328,8 +354,9 @@ def test_reports_use_pseudonyms_unless_asked(tmp_path, monkeypatch):
     names = ("alice", "bobby", "carol", "dave1", "erin1")
     root = make_corpus(tmp_path / "rec", speakers=names)
     prepare(root, tmp_path / "data")
-    cfg = ModelConfig(name="p", encoder=EncoderConfig(family="fbank", source="fbank"), head=HeadConfig("mlp", {"hidden": [8]}),
-                      train=TrainConfig(epochs=1, batch_size=8))
+    cfg = ModelConfig(
+        name="p", encoder=EncoderConfig(family="fbank", source="fbank"), head=HeadConfig("mlp", {"hidden": [8]}), train=TrainConfig(epochs=1, batch_size=8)
+    )
     train_all(load_manifest(tmp_path / "data"), [cfg], tmp_path / "out", leaky=False, cache_root=tmp_path / "cache")
     for f in ("report.json", "report.md", "models/p/predictions.npz", "models/p/metrics.json"):
         blob = (tmp_path / "out" / f).read_bytes()

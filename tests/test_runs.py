@@ -42,7 +42,7 @@ def test_missing_artifacts_say_what_to_run(run, tmp_path):
     with pytest.raises(DataError, match="phonemekit export"):
         run.parity()
     with pytest.raises(DataError, match="no checkpoint"):
-        Run(tmp_path).name
+        _ = Run(tmp_path).name
 
 
 def _resave(src: Run, dst, edit) -> None:
@@ -76,7 +76,7 @@ def test_labels_are_bound_to_the_weights(run, tmp_path):
     # A malformed sidecar is one clear refusal.
     _resave(run, tmp_path / "malformed", lambda side: side.update(labels="aa,ee"))
     with pytest.raises(IntegrityError, match=r"malformed sidecar \(labels\)"):
-        Run(tmp_path / "malformed").labels
+        _ = Run(tmp_path / "malformed").labels
     _resave(run, tmp_path / "escape", lambda side: side["config"].update(name="../../elsewhere"))
     with pytest.raises(IntegrityError, match=r"malformed sidecar \(name\)"):
         Run(tmp_path / "escape").onnx("e2e")

@@ -128,12 +128,47 @@ def test_a_second_process_joins_a_running_cluster(data, tmp_path):
         port = s.getsockname()[1]
     # Ray 2.5x starts clusters with token authentication; a client joins with RAY_AUTH_MODE=token (older Rays ignore it).
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
-    subprocess.run([str(ray_bin), "start", "--head", "--num-cpus=2", f"--port={port}", "--node-ip-address=127.0.0.1",
-                    "--include-dashboard=false", "--disable-usage-stats"], check=True, capture_output=True, env=env, timeout=120)
+    subprocess.run(
+        [
+            str(ray_bin),
+            "start",
+            "--head",
+            "--num-cpus=2",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
     try:
-        r = subprocess.run([sys.executable, "-m", "phonemekit.cli", "extract", "--manifest", str(base / "data"), "--encoder", "fbank",
-                            "--out", str(tmp_path / "cluster"), "--engine", "ray", "--address", f"127.0.0.1:{port}", "--workers", "2"],
-                           capture_output=True, text=True, env=env, timeout=300)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "phonemekit.cli",
+                "extract",
+                "--manifest",
+                str(base / "data"),
+                "--encoder",
+                "fbank",
+                "--out",
+                str(tmp_path / "cluster"),
+                "--engine",
+                "ray",
+                "--address",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
         assert r.returncode == 0, r.stderr[-2000:]
     finally:
         subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, env=env, timeout=120)

@@ -20,40 +20,6 @@ from phonemekit.serve.loadtest import LoopbackServer
 websockets_sync = pytest.importorskip("websockets.sync.client")
 
 
-@pytest.fixture(scope="module")
-def served_model(tmp_path_factory):
-    """A toy model trained by train_all (so it is calibrated) and exported end to end, plus a replay file."""
-    from phonemekit.config import EncoderConfig, HeadConfig, ModelConfig, TrainConfig
-    from phonemekit.data.audio import load_audio, write_audio
-    from phonemekit.data.manifest import load_manifest, prepare
-    from phonemekit.deploy.export import export_run
-    from phonemekit.live.replay import build_replay
-    from phonemekit.training.experiment import train_all
-
-    from .conftest import LABEL_FREQS, tone
-
-    base = tmp_path_factory.mktemp("serve")
-    # Tones with quiet padding, as real clips have: live segments carry silence around the sound.
-    rng = np.random.default_rng(0)
-    for si, spk in enumerate(("s1", "s2", "s3", "s4", "s5")):
-        for label, freq in LABEL_FREQS.items():
-            for k in range(3):
-                pad = lambda n: (3e-4 * rng.standard_normal(n)).astype(np.float32)  # noqa: E731
-                x = np.concatenate([pad(4000), tone(freq * (1 + 0.03 * si), 0.3 + 0.05 * k, seed=si * 100 + k), pad(2400)])
-                write_audio(base / "rec" / spk / label / f"t{k}.wav", x)
-    prepare(base / "rec", base / "data")
-    m = load_manifest(base / "data")
-    cfg = ModelConfig(name="toy", encoder=EncoderConfig(family="fbank", source="fbank"), head=HeadConfig("mlp", {"hidden": [16]}),
-                      train=TrainConfig(epochs=30, batch_size=8, lr=3e-3))
-    train_all(m, [cfg], base / "out", leaky=False, cache_root=base / "cache")
-    run = base / "out" / "models" / "toy"
-    clips = [load_audio(m.audio_path(r)).samples for r in m.rows[::5]]
-    export_run(run, clips[:4], forms=("e2e",), int8=False)
-    wave, truth = build_replay(m, clips=6, gap_s=0.5)
-    write_audio(base / "replay.wav", wave)
-    return {"model": run / "onnx" / "toy.e2e.onnx", "clips": clips, "replay": base / "replay.wav", "truth": truth, "base": base}
-
-
 class Server(LoopbackServer):
     """The server on loopback, with a WebSocket client for its stream."""
 
@@ -117,8 +83,9 @@ def test_classify_matches_the_classifier_and_gives_calibrated_verdicts(server, s
     assert httpx.post(f"{server.url}/classify?sample_rate=48000", content=pcm16(np.repeat(served_model["clips"][0], 3))).status_code == 200
 
 
-@pytest.mark.parametrize("case", ["not_audio", "truncated", "nan", "empty", "odd_pcm", "bad_rate", "silent", "unknown_label", "bad_top_k",
-                                  "too_long", "oversized"])
+@pytest.mark.parametrize(
+    "case", ["not_audio", "truncated", "nan", "empty", "odd_pcm", "bad_rate", "silent", "unknown_label", "bad_top_k", "too_long", "oversized"]
+)
 def test_malformed_requests_get_a_json_4xx_and_the_server_stays_up(server, served_model, case):
     x = served_model["clips"][0]
     good = wav_bytes(x)

@@ -14,16 +14,15 @@ import threading
 import time
 
 import httpx
-import numpy as np
 import onnx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from .test_serve import Server, pcm16, served_model, wav_bytes, websockets_sync  # noqa: F401  (the module fixture)
+from .test_serve import Server, pcm16, wav_bytes, websockets_sync
 from .test_web import DIST
 
 
-def _server(served_model, **cfg) -> Server:  # noqa: F811
+def _server(served_model, **cfg) -> Server:
     from phonemekit.serve.app import ServeConfig, create_app
 
     return Server(create_app(served_model["model"], ServeConfig(**cfg)))
@@ -40,12 +39,20 @@ def _files(root) -> list:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
-def test_the_token_covers_every_route_but_health_and_the_page_shell(served_model, tmp_path):  # noqa: F811
+def test_the_token_covers_every_route_but_health_and_the_page_shell(served_model, tmp_path):
     collect = tmp_path / "collect"
     clip = wav_bytes(served_model["clips"][0])
     with _server(served_model, token="T0k3n", web_dir=DIST, collect_dir=collect) as s:
-        guarded = [("GET", "/model.onnx"), ("GET", "/api/page"), ("GET", "/model"), ("GET", "/presets/balanced.json"),
-                   ("GET", "/silero_vad.onnx"), ("GET", "/docs"), ("GET", "/openapi.json"), ("POST", "/classify")]
+        guarded = [
+            ("GET", "/model.onnx"),
+            ("GET", "/api/page"),
+            ("GET", "/model"),
+            ("GET", "/presets/balanced.json"),
+            ("GET", "/silero_vad.onnx"),
+            ("GET", "/docs"),
+            ("GET", "/openapi.json"),
+            ("POST", "/classify"),
+        ]
         for method, path in guarded:
             r = httpx.request(method, s.url + path, content=clip if method == "POST" else None)
             assert r.status_code == 401 and r.json()["error"] == "unauthorised", (path, r.status_code)
@@ -61,7 +68,7 @@ def test_the_token_covers_every_route_but_health_and_the_page_shell(served_model
         assert r.status_code == 200 and (collect / r.json()["path"]).is_file()
 
 
-def test_websocket_upgrades_from_foreign_origins_are_refused(served_model):  # noqa: F811
+def test_websocket_upgrades_from_foreign_origins_are_refused(served_model):
     with _server(served_model, cors_origins=("http://game.example",)) as s:
         with pytest.raises(Exception, match="403"):
             with s.ws("?sample_rate=16000", origin="http://evil.example") as ws:
@@ -74,7 +81,7 @@ def test_websocket_upgrades_from_foreign_origins_are_refused(served_model):  # n
         assert httpx.get(f"{s.url}/model", headers={"Origin": "http://evil.example"}).status_code == 403
 
 
-def test_collection_refuses_cross_site_requests(served_model, tmp_path):  # noqa: F811
+def test_collection_refuses_cross_site_requests(served_model, tmp_path):
     collect = tmp_path / "collect"
     clip = wav_bytes(served_model["clips"][0])
     with _server(served_model, web_dir=DIST, collect_dir=collect) as s:
@@ -89,9 +96,14 @@ def test_collection_refuses_cross_site_requests(served_model, tmp_path):  # noqa
         assert not collect.exists()
         same = httpx.post(rec, content=_recording(clip), headers=JSON | {"origin": s.url, "sec-fetch-site": "same-origin"})
         assert same.status_code == 200 and len(_files(collect)) == 1
-        for body, status in ((_recording(clip, consent=False), 403), (_recording(clip, label="zz"), 400), ("[1]", 400), ("{", 400),
-                             (json.dumps({"speaker": "a", "label": "aa", "consent": True, "audio": "%%%"}), 400),
-                             (_recording(b"RIFF....", label="aa"), 422)):
+        for body, status in (
+            (_recording(clip, consent=False), 403),
+            (_recording(clip, label="zz"), 400),
+            ("[1]", 400),
+            ("{", 400),
+            (json.dumps({"speaker": "a", "label": "aa", "consent": True, "audio": "%%%"}), 400),
+            (_recording(b"RIFF....", label="aa"), 422),
+        ):
             assert httpx.post(rec, content=body, headers=JSON).status_code == status, body[:60]
         assert len(_files(collect)) == 1
 
@@ -105,7 +117,7 @@ class _Records(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-def test_a_childs_name_reaches_no_log_line(served_model, tmp_path):  # noqa: F811
+def test_a_childs_name_reaches_no_log_line(served_model, tmp_path):
     from phonemekit.serve.app import ServeConfig, create_app
 
     collect = tmp_path / "collect"
@@ -117,8 +129,7 @@ def test_a_childs_name_reaches_no_log_line(served_model, tmp_path):  # noqa: F81
         for logger in loggers:
             logger.addHandler(records)
         try:
-            old = httpx.post(f"{s.url}/api/recordings?speaker=Emily+Johnson&label=aa&consent=true", content=clip,
-                             headers={"content-type": "audio/wav"})
+            old = httpx.post(f"{s.url}/api/recordings?speaker=Emily+Johnson&label=aa&consent=true", content=clip, headers={"content-type": "audio/wav"})
             new = httpx.post(f"{s.url}/api/recordings", content=_recording(clip, speaker="Emily Johnson"), headers=JSON)
             with s.ws("?sample_rate=16000&note=Emily+Johnson") as ws:
                 ws.send(json.dumps({"type": "end"}))
@@ -146,7 +157,7 @@ def _with_labels(src, dst, labels: list[str]) -> None:
 
 
 @pytest.mark.parametrize("bad", ["../../../escaped", "<img src=x onerror=alert(1)>", "a/b", "", "x" * 33, "-rf", "a b"])
-def test_a_model_whose_label_is_not_a_sounds_name_is_refused(served_model, tmp_path, bad):  # noqa: F811
+def test_a_model_whose_label_is_not_a_sounds_name_is_refused(served_model, tmp_path, bad):
     from phonemekit.deploy.runtime import Classifier
     from phonemekit.errors import IntegrityError
 
@@ -158,7 +169,7 @@ def test_a_model_whose_label_is_not_a_sounds_name_is_refused(served_model, tmp_p
     assert Classifier.load(tmp_path / "ipa.onnx").labels == ["ʃ", "t͡ʃ", "aː"]
 
 
-def test_recordings_stay_inside_the_collection_folder(served_model, tmp_path):  # noqa: F811
+def test_recordings_stay_inside_the_collection_folder(served_model, tmp_path):
     from phonemekit.deploy.runtime import Classifier
     from phonemekit.serve.app import ServeConfig, create_app
 
@@ -166,13 +177,12 @@ def test_recordings_stay_inside_the_collection_folder(served_model, tmp_path):  
     clf = Classifier.load(served_model["model"])
     clf.labels = ["../../../escaped", *clf.labels[1:]]  # as if a model had slipped past the label check
     with Server(create_app(served_model["model"], ServeConfig(web_dir=DIST, collect_dir=collect), classifier=clf)) as s:
-        r = httpx.post(f"{s.url}/api/recordings", content=_recording(wav_bytes(served_model["clips"][0]), label="../../../escaped"),
-                       headers=JSON)
+        r = httpx.post(f"{s.url}/api/recordings", content=_recording(wav_bytes(served_model["clips"][0]), label="../../../escaped"), headers=JSON)
     assert r.status_code == 400 and r.json()["error"] == "bad_label"
     assert not _files(tmp_path)
 
 
-def test_recorded_streams_never_overwrite_each_other(served_model, tmp_path):  # noqa: F811
+def test_recorded_streams_never_overwrite_each_other(served_model, tmp_path):
     record = tmp_path / "record"
     frame = pcm16(served_model["clips"][0][:1600])
     with _server(served_model, record_dir=record) as s:
@@ -195,7 +205,7 @@ def _truncated(clip: bytes) -> dict[str, bytes]:
     return {"third": clip[: 44 + (len(clip) - 44) // 3], "4gb": bytes(declared_4gb)}
 
 
-def test_truncated_wavs_are_refused_everywhere(served_model, tmp_path):  # noqa: F811
+def test_truncated_wavs_are_refused_everywhere(served_model, tmp_path):
     from phonemekit.data.manifest import prepare
     from phonemekit.deploy.batchtest import list_inputs, load_predictor, run_batch
 
@@ -219,7 +229,7 @@ def test_truncated_wavs_are_refused_everywhere(served_model, tmp_path):  # noqa:
     assert len(rows) == 2 and sorted(f["reason"] for f in result["failed"]) == ["truncated"] * 4
 
 
-def test_trickling_streams_are_closed_so_real_clients_are_served(served_model):  # noqa: F811
+def test_trickling_streams_are_closed_so_real_clients_are_served(served_model):
     cfg = dict(max_streams=2, idle_timeout_s=2.0, starve_grace_s=2.0, min_audio_rate=0.5)
     with _server(served_model, **cfg) as s:
         closed: list[str] = []
@@ -253,7 +263,7 @@ def test_trickling_streams_are_closed_so_real_clients_are_served(served_model): 
     assert closed == ["starved", "starved"]
 
 
-def test_a_streams_wall_clock_time_is_bounded(served_model):  # noqa: F811
+def test_a_streams_wall_clock_time_is_bounded(served_model):
     events = []
     with _server(served_model, max_stream_wall_s=1.5, idle_timeout_s=5.0) as s:
         with s.ws("?sample_rate=16000") as ws:
@@ -270,7 +280,7 @@ def test_a_streams_wall_clock_time_is_bounded(served_model):  # noqa: F811
     assert took < 3.5 and any(e.get("error") == "starved" for e in events), events
 
 
-def test_only_loopback_host_names_are_answered(served_model):  # noqa: F811
+def test_only_loopback_host_names_are_answered(served_model):
     with _server(served_model, web_dir=DIST) as s:
         for host in ("evil.example", "rebind.attacker.test:8000", "127.0.0.1.nip.io"):
             r = httpx.get(f"{s.url}/model", headers={"host": host})

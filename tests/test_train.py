@@ -113,8 +113,12 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_effective_batch(tmp_path, 
 
 def test_end_to_end_fine_tuning_updates_the_encoder(tmp_path, prepared, tiny_model_dirs):
     parts = _parts(prepared)
-    cfg = ModelConfig(name="e2e", encoder=EncoderConfig(family="wav2vec2", source=str(tiny_model_dirs["wav2vec2"])),
-                      head=HeadConfig(kind="mlp", options={"hidden": [16]}), train=TrainConfig(epochs=1, batch_size=8, finetune_layers=1))
+    cfg = ModelConfig(
+        name="e2e",
+        encoder=EncoderConfig(family="wav2vec2", source=str(tiny_model_dirs["wav2vec2"])),
+        head=HeadConfig(kind="mlp", options={"hidden": [16]}),
+        train=TrainConfig(epochs=1, batch_size=8, finetune_layers=1),
+    )
     t = Trainer(cfg, prepared, parts["train"], parts["val"], tmp_path / "run")
     frozen = t.model.encoder.model.feature_extractor.conv_layers[0].conv.weight.clone()
     top = [p.clone() for p in t.model.encoder.model.encoder.layers[-1].parameters()]

@@ -18,7 +18,7 @@ import soundfile as sf
 
 from phonemekit.serve import browserbench
 
-from .test_serve import Server, served_model  # noqa: F401  (the module fixture)
+from .test_serve import Server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DIST = Path(__file__).resolve().parents[1] / "web" / "dist"
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debia
 
 
 @pytest.fixture(scope="module")
-def web_server(served_model, tmp_path_factory):  # noqa: F811
+def web_server(served_model, tmp_path_factory):
     from phonemekit.serve.app import ServeConfig, create_app
 
     assert (DIST / "index.html").is_file(), "web/dist is not built: run `make web` (npm ci && npm run build)"
@@ -48,14 +48,13 @@ def _open(browser, url: str):
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(url)
-    page.wait_for_function("document.getElementById('status').dataset.ready === 'true' || document.getElementById('status').dataset.error",
-                           timeout=60_000)
+    page.wait_for_function("document.getElementById('status').dataset.ready === 'true' || document.getElementById('status').dataset.error", timeout=60_000)
     assert page.evaluate("document.getElementById('status').dataset.error") is None, page.evaluate("document.getElementById('status').textContent")
     assert not errors, errors
     return page
 
 
-def test_browser_probabilities_match_python(web_server, served_model):  # noqa: F811
+def test_browser_probabilities_match_python(web_server, served_model):
     from playwright.sync_api import sync_playwright
 
     from phonemekit.deploy.runtime import Classifier
@@ -67,8 +66,9 @@ def test_browser_probabilities_match_python(web_server, served_model):  # noqa: 
         page = _open(browser, web_server.url + "/")
         diffs, ms = [], []
         for x in clips:
-            res = page.evaluate("async (w) => { const r = await window.phonemekit.classify(w); return {p: Array.from(r.probs), ms: r.ms, v: r.verdict}; }",
-                                x.tolist())
+            res = page.evaluate(
+                "async (w) => { const r = await window.phonemekit.classify(w); return {p: Array.from(r.probs), ms: r.ms, v: r.verdict}; }", x.tolist()
+            )
             ref = clf.probs([x])[0]
             diffs.append(float(np.abs(np.array(res["p"]) - ref).max()))
             ms.append(res["ms"])
@@ -79,7 +79,7 @@ def test_browser_probabilities_match_python(web_server, served_model):  # noqa: 
     print(f"browser parity: max |dp| {max(diffs):.2e}; load {load_ms:.0f} ms; per clip {np.median(ms):.1f} ms (median)")
 
 
-def test_browser_engine_gives_the_events_of_live_on_the_same_audio(web_server, served_model):  # noqa: F811
+def test_browser_engine_gives_the_events_of_live_on_the_same_audio(web_server, served_model):
     from playwright.sync_api import sync_playwright
 
     from phonemekit.deploy.runtime import Classifier
@@ -92,8 +92,11 @@ def test_browser_engine_gives_the_events_of_live_on_the_same_audio(web_server, s
         browser = _browser(p)
         page = _open(browser, web_server.url + "/")
         page.evaluate("window.phonemekit.expect(null)")
-        page.evaluate("async (w) => { const k = window.phonemekit; for (let i = 0; i < w.length; i += 512) k.feed(Float32Array.from(w.slice(i, i + 512)));"
-                      " await k.flush(); }", wave.tolist())
+        page.evaluate(
+            "async (w) => { const k = window.phonemekit; for (let i = 0; i < w.length; i += 512) k.feed(Float32Array.from(w.slice(i, i + 512)));"
+            " await k.flush(); }",
+            wave.tolist(),
+        )
         got = page.evaluate("window.phonemekitEvents")
         browser.close()
     keep = lambda evs: [(e["type"], e.get("label"), e.get("segment_start"), e.get("segment_end")) for e in evs if e["type"] in ("onset", "final", "offset")]  # noqa: E731
@@ -105,7 +108,7 @@ def _lcs_accuracy(labels: list, truth: list) -> float:
     return sum(b.size for b in m.get_matching_blocks()) / len(truth)
 
 
-def test_fake_microphone_replay_is_heard_like_live(web_server, served_model, tmp_path):  # noqa: F811
+def test_fake_microphone_replay_is_heard_like_live(web_server, served_model, tmp_path):
     from playwright.sync_api import sync_playwright
 
     from phonemekit.deploy.runtime import Classifier
@@ -113,8 +116,11 @@ def test_fake_microphone_replay_is_heard_like_live(web_server, served_model, tmp
     from phonemekit.live.sources import file_blocks
 
     truth = [t["label"] for t in served_model["truth"]]
-    ref = [e["label"] for e in run_stream(LiveEngine(Classifier.load(served_model["model"]), load_live_config("balanced")),
-                                          file_blocks(served_model["replay"])) if e["type"] == "final"]
+    ref = [
+        e["label"]
+        for e in run_stream(LiveEngine(Classifier.load(served_model["model"]), load_live_config("balanced")), file_blocks(served_model["replay"]))
+        if e["type"] == "final"
+    ]
     seconds = sf.info(served_model["replay"]).duration
     with sync_playwright() as p:
         browser = _browser(p, served_model["replay"])
@@ -133,7 +139,7 @@ def test_fake_microphone_replay_is_heard_like_live(web_server, served_model, tmp
     assert _lcs_accuracy(heard, truth) >= _lcs_accuracy(ref, truth) - 1 / len(truth), (heard, ref, truth)
 
 
-def test_collection_mode_saves_a_valid_clip_and_refuses_a_silent_one(web_server, served_model, tmp_path):  # noqa: F811
+def test_collection_mode_saves_a_valid_clip_and_refuses_a_silent_one(web_server, served_model, tmp_path):
     from playwright.sync_api import sync_playwright
 
     silent = tmp_path / "silent.wav"
@@ -156,7 +162,7 @@ def test_collection_mode_saves_a_valid_clip_and_refuses_a_silent_one(web_server,
     assert not results["silent"]["ok"] and results["silent"]["status"] == 422 and results["silent"]["error"] == "silent", results
 
 
-def test_page_endpoints_serve_the_files_live_uses_and_guard_recording(web_server, served_model):  # noqa: F811
+def test_page_endpoints_serve_the_files_live_uses_and_guard_recording(web_server, served_model):
     import httpx
 
     from phonemekit.serve.app import ServeConfig, create_app
@@ -183,14 +189,13 @@ def test_page_endpoints_serve_the_files_live_uses_and_guard_recording(web_server
         assert r.status_code == 403 and r.json()["error"] == "collection_off"
 
 
-def test_page_with_a_token_takes_it_from_the_fragment_and_sends_it(served_model, tmp_path):  # noqa: F811
+def test_page_with_a_token_takes_it_from_the_fragment_and_sends_it(served_model, tmp_path):
     from playwright.sync_api import sync_playwright
 
     from phonemekit.serve.app import ServeConfig, create_app
 
     collect = tmp_path / "collect"
-    with Server(create_app(served_model["model"], ServeConfig(token="T0k3n", web_dir=DIST, collect_dir=collect))) as s, \
-            sync_playwright() as p:
+    with Server(create_app(served_model["model"], ServeConfig(token="T0k3n", web_dir=DIST, collect_dir=collect))) as s, sync_playwright() as p:
         browser = _browser(p, served_model["replay"])
         page = _open(browser, s.url + "/#token=T0k3n")
         assert "token" not in page.url  # out of the address bar (and of the history)
@@ -217,7 +222,7 @@ def _dist_with(tmp_path, files: dict) -> Path:
     return dist
 
 
-def test_a_model_with_markup_in_a_label_is_refused_and_runs_nothing(served_model, tmp_path):  # noqa: F811
+def test_a_model_with_markup_in_a_label_is_refused_and_runs_nothing(served_model, tmp_path):
     from playwright.sync_api import sync_playwright
 
     from phonemekit.serve.app import ServeConfig, create_app
@@ -232,12 +237,14 @@ def test_a_model_with_markup_in_a_label_is_refused_and_runs_nothing(served_model
         browser = _browser(p)
         page = browser.new_page()
         page.goto(s.url + "/?model=evil.onnx")
-        page.wait_for_function("document.getElementById('status').dataset.ready === 'true' || document.getElementById('status').dataset.error",
-                               timeout=60_000)
+        page.wait_for_function("document.getElementById('status').dataset.ready === 'true' || document.getElementById('status').dataset.error", timeout=60_000)
         error = page.evaluate("document.getElementById('status').dataset.error")
         if error is None:  # loaded: let it show its labels (the bars of each sound heard)
-            page.evaluate("async (w) => { const k = window.phonemekit; for (let i = 0; i < w.length; i += 512) k.feed(Float32Array.from(w.slice(i, i + 512)));"
-                          " await k.flush(); }", wave.tolist())
+            page.evaluate(
+                "async (w) => { const k = window.phonemekit; for (let i = 0; i < w.length; i += 512) k.feed(Float32Array.from(w.slice(i, i + 512)));"
+                " await k.flush(); }",
+                wave.tolist(),
+            )
             page.wait_for_timeout(500)
         pwned = page.evaluate("window.pwned")
         browser.close()
@@ -245,7 +252,7 @@ def test_a_model_with_markup_in_a_label_is_refused_and_runs_nothing(served_model
     assert error and "not a sound's name" in error, error
 
 
-def test_the_page_refuses_a_model_from_another_origin(served_model, tmp_path, web_server):  # noqa: F811
+def test_the_page_refuses_a_model_from_another_origin(served_model, tmp_path, web_server):
     from playwright.sync_api import sync_playwright
 
     from phonemekit.serve.app import ServeConfig, create_app
@@ -255,8 +262,7 @@ def test_the_page_refuses_a_model_from_another_origin(served_model, tmp_path, we
         browser = _browser(p)
         page = browser.new_page()
         page.goto(f"{web_server.url}/?model={o.url}/model.onnx")
-        page.wait_for_function("document.getElementById('status').dataset.ready === 'true' || document.getElementById('status').dataset.error",
-                               timeout=60_000)
+        page.wait_for_function("document.getElementById('status').dataset.ready === 'true' || document.getElementById('status').dataset.error", timeout=60_000)
         error = page.evaluate("document.getElementById('status').dataset.error")
         browser.close()
     assert error and "another origin" in error, error

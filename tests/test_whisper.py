@@ -21,10 +21,23 @@ def tiny_whisper(tmp_path_factory):
     """A tiny random Whisper saved with transformers (full 30 s positions)."""
     import transformers
 
-    cfg = transformers.WhisperConfig(vocab_size=64, num_mel_bins=80, d_model=32, encoder_layers=2, encoder_attention_heads=2,
-                                     decoder_layers=1, decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=64,
-                                     max_source_positions=1500, max_target_positions=16, pad_token_id=0, bos_token_id=1,
-                                     eos_token_id=2, decoder_start_token_id=1)
+    cfg = transformers.WhisperConfig(
+        vocab_size=64,
+        num_mel_bins=80,
+        d_model=32,
+        encoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_layers=1,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=64,
+        max_source_positions=1500,
+        max_target_positions=16,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+    )
     torch.manual_seed(1)
     model = transformers.WhisperForConditionalGeneration(cfg).eval()
     with torch.no_grad():  # non-trivial norms and biases, so a swapped name cannot pass
@@ -66,9 +79,16 @@ def test_transformers_folder_matches_whisper_encoder_on_30s(tiny_whisper):
 def test_openai_checkpoint_matches(tiny_whisper, tmp_path):
     folder, hf = tiny_whisper
     # openai-whisper's own names, written out here independently of the loader.
-    names = {"self_attn_layer_norm": "attn_ln", "self_attn.q_proj": "attn.query", "self_attn.k_proj": "attn.key",
-             "self_attn.v_proj": "attn.value", "self_attn.out_proj": "attn.out", "final_layer_norm": "mlp_ln",
-             "fc1": "mlp.0", "fc2": "mlp.2"}
+    names = {
+        "self_attn_layer_norm": "attn_ln",
+        "self_attn.q_proj": "attn.query",
+        "self_attn.k_proj": "attn.key",
+        "self_attn.v_proj": "attn.value",
+        "self_attn.out_proj": "attn.out",
+        "final_layer_norm": "mlp_ln",
+        "fc1": "mlp.0",
+        "fc2": "mlp.2",
+    }
     sd = {}
     for k, v in hf.state_dict().items():
         if k == "embed_positions.weight":
@@ -187,8 +207,12 @@ def test_top_layer_finetunes_end_to_end_and_round_trips(tmp_path, prepared):
 
     s = speaker_disjoint(prepared.speakers, prepared.groups)
     rows = {p: [r for r in prepared.rows if r["speaker"] in getattr(s, p)] for p in ("train", "val")}
-    cfg = ModelConfig(name="w-ft", encoder=EncoderConfig(family="whisper", source="random:tiny"), head=HeadConfig(kind="mlp", options={"hidden": [16]}),
-                      train=TrainConfig(epochs=2, batch_size=8, finetune_layers=1))
+    cfg = ModelConfig(
+        name="w-ft",
+        encoder=EncoderConfig(family="whisper", source="random:tiny"),
+        head=HeadConfig(kind="mlp", options={"hidden": [16]}),
+        train=TrainConfig(epochs=2, batch_size=8, finetune_layers=1),
+    )
     before = build_encoder(cfg.encoder).state_dict()
     res = train_model(cfg, prepared, rows["train"], rows["val"], tmp_path / "run", cache_root=tmp_path / "cache")
     after = res.model.encoder.state_dict()

@@ -42,14 +42,25 @@ def test_workers_train_the_same_models_as_one_process(tmp_path, caplog):
     (tmp_path / "rec" / "speakers.json").write_text(json.dumps({"ann": "child", "ben": "child", "cat": "adult", "dan": "adult"}))
     prepare(tmp_path / "rec", tmp_path / "data")
     m = load_manifest(tmp_path / "data")
-    cfgs = [from_dict(ModelConfig, {"name": n, "encoder": {"family": "fbank", "source": "fbank"}, "head": {"kind": "mlp", "options": {"hidden": [8]}},
-                                    "train": {"epochs": 2, "batch_size": 8, "seed": s}}) for n, s in (("a", 0), ("b", 1))]
+    cfgs = [
+        from_dict(
+            ModelConfig,
+            {
+                "name": n,
+                "encoder": {"family": "fbank", "source": "fbank"},
+                "head": {"kind": "mlp", "options": {"hidden": [8]}},
+                "train": {"epochs": 2, "batch_size": 8, "seed": s},
+            },
+        )
+        for n, s in (("a", 0), ("b", 1))
+    ]
     sections = {}
     for workers in (1, 2):
         with caplog.at_level(logging.INFO):
             caplog.clear()
-            sections[workers] = train_all(m, cfgs, tmp_path / f"out{workers}", split_kind="loso", leaky=False, cache_root=tmp_path / "c",
-                                          loso_group="child", workers=workers)
+            sections[workers] = train_all(
+                m, cfgs, tmp_path / f"out{workers}", split_kind="loso", leaky=False, cache_root=tmp_path / "c", loso_group="child", workers=workers
+            )
         # Workers' log lines reach this process's handlers.
         assert sum("a epoch 2:" in r.getMessage() for r in caplog.records) == 2, workers
     one, two = sections[1], sections[2]
@@ -59,14 +70,29 @@ def test_workers_train_the_same_models_as_one_process(tmp_path, caplog):
         assert [r["sha256"] for r in p1.rows] == [r["sha256"] for r in p2.rows]
         np.testing.assert_allclose(p1.scores, p2.scores, atol=1e-4)  # one torch thread against two: rounding only
         assert one["models"][name]["fold_top1"] == two["models"][name]["fold_top1"]
+    # LOSO reports the baseline too: fitted on each fold, pooled over the held-out children's clips.
+    for section in (one, two):
+        (base,) = section["baselines"].values()
+        assert len(base["fold_top1"]) == 2  # one per held-out child, by pseudonym
+        # Both children have 6 clips: the pooled top-1 is the mean of the two folds'.
+        assert abs(base["top1"] - sum(base["fold_top1"].values()) / 2) < 1e-9
+        assert section["models"]["a"]["baseline"] in section["baselines"] and "diff_ci95" in section["models"]["a"]["vs_baseline"]
+    assert one["baselines"] == two["baselines"]
 
 
 def test_workers_fit_the_baselines_and_the_leaky_twin(tmp_path, prepared):
     from phonemekit.training.experiment import train_all
 
     m = prepared
-    cfg = from_dict(ModelConfig, {"name": "t", "encoder": {"family": "fbank", "source": "fbank"}, "head": {"kind": "mlp", "options": {"hidden": [8]}},
-                                  "train": {"epochs": 1, "batch_size": 8}})
+    cfg = from_dict(
+        ModelConfig,
+        {
+            "name": "t",
+            "encoder": {"family": "fbank", "source": "fbank"},
+            "head": {"kind": "mlp", "options": {"hidden": [8]}},
+            "train": {"epochs": 1, "batch_size": 8},
+        },
+    )
     section = train_all(m, [cfg], tmp_path / "out", leaky=True, cache_root=tmp_path / "c", workers=2)
     assert section["models"]["t"]["leaky_top1"] is not None
     assert list(section["baselines"]) == ["logreg [fbank fbank]"] and 0 <= section["baselines"]["logreg [fbank fbank]"]["top1"] <= 1

@@ -13,8 +13,7 @@ game that only classifies never imports torch.
 
 __version__ = "0.1.0"
 
-_API = {"prepare": "phonemekit.api", "train": "phonemekit.api", "load": "phonemekit.api", "export": "phonemekit.api",
-        "Classifier": "phonemekit.deploy.runtime"}
+_API = {"prepare": "phonemekit.api", "train": "phonemekit.api", "load": "phonemekit.api", "export": "phonemekit.api", "Classifier": "phonemekit.deploy.runtime"}
 
 __all__ = ["Classifier", "export", "load", "prepare", "train", "__version__"]
 

@@ -48,8 +48,7 @@ class AudioConfig:
 
     def __post_init__(self) -> None:
         _check(self.sample_rate in (8000, 16000, 22050, 24000, 44100, 48000), "audio.sample_rate", "a standard rate")
-        _check(_finite(self.max_seconds) and 0 < self.min_seconds < self.max_seconds <= 3600, "audio.max_seconds",
-               "a number of seconds in (min_seconds, 3600]")
+        _check(_finite(self.max_seconds) and 0 < self.min_seconds < self.max_seconds <= 3600, "audio.max_seconds", "a number of seconds in (min_seconds, 3600]")
         _check(0 < self.max_bytes <= 2_000_000_000, "audio.max_bytes", "in (0, 2e9]")
         _check(8000 <= self.max_source_rate <= 768_000, "audio.max_source_rate", "in [8000, 768000]")
         _check(1 <= self.max_channels <= 64, "audio.max_channels", "in [1, 64]")
@@ -69,8 +68,7 @@ class EncoderConfig:
 
     def __post_init__(self) -> None:
         _check(bool(self.family), "encoder.family", "non-empty")
-        _check((isinstance(self.layer, int) and abs(self.layer) < 1000) or self.layer == WEIGHTED, "encoder.layer",
-               f"an integer or '{WEIGHTED}'")
+        _check((isinstance(self.layer, int) and abs(self.layer) < 1000) or self.layer == WEIGHTED, "encoder.layer", f"an integer or '{WEIGHTED}'")
 
 
 @dataclass(frozen=True)

@@ -98,8 +98,9 @@ def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise LockedError(f"{folder} is in use by another phonemekit run; wait for it to finish or use another output folder "
-                              f"(this {what} was not started)") from None
+            raise LockedError(
+                f"{folder} is in use by another phonemekit run; wait for it to finish or use another output folder (this {what} was not started)"
+            ) from None
         yield
     finally:
         os.close(fd)  # closing releases the lock

@@ -52,8 +52,11 @@ class Namer:
         """The namer of a dataset: its own salt (written by `prepare`), so every
         command, run from any folder, gives a speaker the same pseudonym."""
         if manifest.salt is None:
-            log.warning("%s has no pseudonym salt (prepared by an older phonemekit); using the workspace's. Run `phonemekit prepare` "
-                        "again to bind pseudonyms to the data", manifest.path)
+            log.warning(
+                "%s has no pseudonym salt (prepared by an older phonemekit); using the workspace's. Run `phonemekit prepare` "
+                "again to bind pseudonyms to the data",
+                manifest.path,
+            )
         return cls(show, manifest.salt)
 
     def pseudonym(self, speaker: str) -> str:

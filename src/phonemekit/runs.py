@@ -114,8 +114,12 @@ class Run:
         except OSError as e:
             raise IntegrityError(f"checkpoint {self.weights_path} cannot be read ({e.strerror or e})") from e
         side = _parse_checkpoint(head, self.weights_path, header_only=True)[0]
-        for key, ok in (("config", isinstance(side.get("config"), dict)), ("labels", _is_label_list(side.get("labels"))),
-                        ("encoder_spec", isinstance(side.get("encoder_spec"), dict)), ("name", is_name((side.get("config") or {}).get("name")))):
+        for key, ok in (
+            ("config", isinstance(side.get("config"), dict)),
+            ("labels", _is_label_list(side.get("labels"))),
+            ("encoder_spec", isinstance(side.get("encoder_spec"), dict)),
+            ("name", is_name((side.get("config") or {}).get("name"))),
+        ):
             if not ok:
                 raise IntegrityError(f"checkpoint {self.weights_path} has a malformed sidecar ({key}); refusing to load")
         return side
@@ -243,8 +247,9 @@ class Run:
             raise IntegrityError(f"checkpoint {self.weights_path} changed while it was read; refusing to load")
         actual = digest(data_sha, side)
         if actual != side.get("sha256"):
-            raise IntegrityError(f"checkpoint {self.weights_path} does not match its recorded sha256 (its weights or sidecar were "
-                                 "changed, or it is corrupt); refusing to load")
+            raise IntegrityError(
+                f"checkpoint {self.weights_path} does not match its recorded sha256 (its weights or sidecar were changed, or it is corrupt); refusing to load"
+            )
         if trusted is not None and actual not in trusted:
             raise IntegrityError(f"checkpoint {self.weights_path} (sha256 {actual[:12]}...) is not in the trusted-hashes list")
         self._mirror(side)
@@ -340,4 +345,3 @@ def _is_label_list(x: object) -> bool:
 
 def runs(paths: list[str | Path]) -> list[Run]:
     return [p if isinstance(p, Run) else Run(p) for p in paths]
-

@@ -8,7 +8,14 @@
 
 import { PhonemeKit } from "./phonemekit.js";
 
-const $ = (id) => document.getElementById(id);
+/** @param {string} id */
+const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
+/** @param {string} id */
+const input = (id) => /** @type {HTMLInputElement} */ ($(id));
+/** @param {string} id */
+const select = (id) => /** @type {HTMLSelectElement} */ ($(id));
+/** @param {string} id */
+const button = (id) => /** @type {HTMLButtonElement} */ ($(id));
 const params = new URLSearchParams(location.search);
 window.phonemekitEvents = [];
 
@@ -38,7 +45,7 @@ async function pageInfo() {
   const r = await fetch("api/page", { headers: auth }).catch(() => null);
   if (r?.status === 401) {
     $("token-form").hidden = false;
-    $("token-form").onsubmit = (e) => { e.preventDefault(); sessionStorage.setItem(TOKEN_KEY, $("token").value.trim()); location.reload(); };
+    $("token-form").onsubmit = (e) => { e.preventDefault(); sessionStorage.setItem(TOKEN_KEY, input("token").value.trim()); location.reload(); };
     throw new Error(token ? "the server refused this token; enter it again" : "this server needs its token: open the page as /#token=YOUR_TOKEN or enter it");
   }
   return r?.ok ? r.json() : null; // null: a static copy, no server
@@ -58,14 +65,14 @@ async function main() {
   window.phonemekitLoadMs = performance.now() - t0;
   const words = Object.fromEntries((info?.labels ?? kit.labels.map((label) => ({ label }))).map((l) => [l.label, l]));
   $("status").textContent = `${kit.meta.name} (${kit.labels.length} sounds${kit.meta.calibration ? ", calibrated verdicts" : ""}) on this device`;
-  for (const sel of [$("target"), $("rec-label")]) {
+  for (const sel of [select("target"), select("rec-label")]) {
     for (const lab of kit.labels) sel.add(new Option(words[lab]?.ipa ? `${lab}  /${words[lab].ipa}/` : lab, lab));
   }
   const showWord = (sel, el) => { el.textContent = words[sel.value]?.example ? `as in "${words[sel.value].example}"` : ""; };
-  $("target").onchange = () => { kit.expect($("target").value); showWord($("target"), $("word")); };
-  $("rec-label").onchange = () => showWord($("rec-label"), $("rec-word"));
-  showWord($("target"), $("word")); showWord($("rec-label"), $("rec-word"));
-  kit.expect($("target").value);
+  select("target").onchange = () => { kit.expect(select("target").value); showWord(select("target"), $("word")); };
+  select("rec-label").onchange = () => showWord(select("rec-label"), $("rec-word"));
+  showWord(select("target"), $("word")); showWord(select("rec-label"), $("rec-word"));
+  kit.expect(select("target").value);
 
   kit.on("*", log);
   kit.on("provisional", (ev) => { $("label").textContent = ev.label; bars(ev.top_k); });
@@ -80,26 +87,26 @@ async function main() {
 
   let listening = false;
   const start = async () => { if (!listening) { await kit.start(); listening = true; } };
-  $("start").onclick = async () => { await start(); $("start").disabled = true; $("stop").disabled = false; };
-  $("stop").onclick = async () => { await kit.stop(); listening = false; $("start").disabled = false; $("stop").disabled = true; };
+  button("start").onclick = async () => { await start(); button("start").disabled = true; button("stop").disabled = false; };
+  button("stop").onclick = async () => { await kit.stop(); listening = false; button("start").disabled = false; button("stop").disabled = true; };
   for (const [mode, other] of [["practise", "collect"], ["collect", "practise"]]) {
     $(`mode-${mode}`).onclick = () => {
       $(mode).hidden = false; $(other).hidden = true;
       $(`mode-${mode}`).classList.add("on"); $(`mode-${other}`).classList.remove("on");
     };
   }
-  $("consent").onchange = () => { $("record").disabled = !$("consent").checked; };
-  $("record").onclick = async () => {
-    if (!$("speaker").value.trim()) { saved(`name the child first`, false); return; }
+  input("consent").onchange = () => { button("record").disabled = !input("consent").checked; };
+  button("record").onclick = async () => {
+    if (!input("speaker").value.trim()) { saved(`name the child first`, false); return; }
     await start();
-    $("record").disabled = true;
+    button("record").disabled = true;
     const clip = await kit.record(1.5);
-    $("record").disabled = false;
+    button("record").disabled = false;
     const wav = toWav(clip);
-    const label = $("rec-label").value;
+    const label = select("rec-label").value;
     if (!info) { download(wav, `${label}.wav`); saved(`${label}: downloaded (no server to save to)`, true); return; }
     // The name travels in the body only (never in a URL, which logs and proxies keep); the server keeps a pseudonym.
-    const request = { speaker: $("speaker").value.trim(), label, consent: true, audio: base64(new Uint8Array(await wav.arrayBuffer())) };
+    const request = { speaker: input("speaker").value.trim(), label, consent: true, audio: base64(new Uint8Array(await wav.arrayBuffer())) };
     const r = await fetch("api/recordings", { method: "POST", body: JSON.stringify(request), headers: { ...auth, "content-type": "application/json" } });
     const body = await r.json();
     saved(r.ok ? `${label}: saved as ${body.path}` : `${label}: not kept (${body.error}: ${body.detail})`, r.ok);

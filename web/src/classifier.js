@@ -3,6 +3,7 @@
 // as phonemekit.deploy.runtime.Classifier in Python.
 
 import { readVerifiedMetadata } from "./onnxmeta.js";
+import { argmax, fetchBytes } from "./util.js";
 
 export class Classifier {
   constructor(ort, session, meta) {
@@ -33,9 +34,7 @@ export class Classifier {
     if (k < 0) throw new Error(`expected sound ${JSON.stringify(expect)} is not a label of this model`);
     const c = this.calibration;
     if (!c) {
-      let best = 0;
-      for (let i = 1; i < p.length; i++) if (p[i] > p[best]) best = i;
-      return { expected: expect, accepted: best === k, probability: round4(p[k]), threshold: null, calibrated: false };
+      return { expected: expect, accepted: argmax(p) === k, probability: round4(p[k]), threshold: null, calibrated: false };
     }
     const z = Array.from(p, (v) => Math.log(Math.max(v, 1e-30)) / c.temperature);
     const m = Math.max(...z);
@@ -47,9 +46,3 @@ export class Classifier {
 }
 
 const round4 = (x) => Math.round(x * 1e4) / 1e4;
-
-export async function fetchBytes(url, headers = {}) {
-  const r = await fetch(url, { headers });
-  if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
-  return r.arrayBuffer();
-}

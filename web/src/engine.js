@@ -4,7 +4,7 @@
 // labels here as there. Settings come from the same preset files, resolved
 // by the Python package (presets/NAME.json).
 
-import { fetchBytes } from "./classifier.js";
+import { argmax, concat, fetchBytes } from "./util.js";
 
 export const SR = 16000;
 export const FRAME = 512;
@@ -93,20 +93,6 @@ export class Smoother {
     }
     return this.shown;
   }
-}
-
-export function argmax(p) {
-  let best = 0;
-  for (let i = 1; i < p.length; i++) if (p[i] > p[best]) best = i;
-  return best;
-}
-
-function concat(parts) {
-  const n = parts.reduce((s, x) => s + x.length, 0);
-  const out = new Float32Array(n);
-  let o = 0;
-  for (const x of parts) { out.set(x, o); o += x.length; }
-  return out;
 }
 
 // Feed audio blocks, get events. `classifier` has `.labels`, async `.probs(wave)` and `.verdictOf(p, expect)`.

@@ -8,13 +8,9 @@
 //
 // Everything runs on the device: no audio leaves it.
 
-const here = new URL(".", import.meta.url);
+import { concat, fetchJson } from "./util.js";
 
-async function fetchJson(url, headers) {
-  const r = await fetch(url, { headers });
-  if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
-  return r.json();
-}
+const here = new URL(".", import.meta.url);
 
 export class PhonemeKit {
   constructor(worker, meta, base) {
@@ -23,8 +19,12 @@ export class PhonemeKit {
     worker.onmessage = (e) => this.#receive(e.data);
   }
 
-  // headers: sent with every file this fetches (model, preset, VAD), e.g. {authorization: "Bearer T"} for a server with a token.
-  static async load({ model, silero, preset = "balanced", config = null, expect = null, base = here.href, headers = {} } = {}) {
+  /**
+   * @param {{model: string, silero?: string, preset?: string, config?: object | null, expect?: string | null, base?: string,
+   *          headers?: Record<string, string>}} options  headers: sent with every file this fetches (model, preset, VAD),
+   *          e.g. {authorization: "Bearer T"} for a server with a token.
+   */
+  static async load({ model, silero, preset = "balanced", config = null, expect = null, base = here.href, headers = {} }) {
     const worker = new Worker(new URL("worker.js", base), { type: "module" });
     const cfg = config ?? await fetchJson(new URL(`presets/${preset}.json`, base), headers);
     const meta = await new Promise((resolve, reject) => {
@@ -38,10 +38,17 @@ export class PhonemeKit {
     return kit;
   }
 
+  // on(type, fn) returns a function that removes the listener again (as off(type, fn) does).
   on(type, fn) {
     if (!this.listeners.has(type)) this.listeners.set(type, []);
     this.listeners.get(type).push(fn);
-    return this;
+    return () => this.off(type, fn);
+  }
+
+  off(type, fn) {
+    const fns = this.listeners.get(type) ?? [];
+    const i = fns.indexOf(fn);
+    if (i >= 0) fns.splice(i, 1);
   }
 
   #emit(type, payload) {
@@ -83,6 +90,7 @@ export class PhonemeKit {
   feed(block) { this.worker.postMessage({ type: "feed", block }); }
   flush() { return this.#call({ type: "flush" }); }
 
+  /** @param {{deviceId?: string}} [options] */
   async start({ deviceId } = {}) {
     // Gain control, echo cancellation and noise suppression change the
     // signal the model hears (and differ from what it was trained on).
@@ -97,9 +105,7 @@ export class PhonemeKit {
       if (this.recording) this.recording.push(e.data.slice());
       batch.push(e.data); n += e.data.length;
       if (n >= 512) { // one 32 ms frame per message keeps the worker's queue short
-        const block = new Float32Array(n);
-        let o = 0;
-        for (const b of batch) { block.set(b, o); o += b.length; }
+        const block = concat(batch);
         batch = []; n = 0;
         this.worker.postMessage({ type: "feed", block }, [block.buffer]);
       }
@@ -113,13 +119,11 @@ export class PhonemeKit {
     await new Promise((r) => setTimeout(r, seconds * 1000));
     const parts = this.recording;
     this.recording = null;
-    const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
-    let o = 0;
-    for (const p of parts) { out.set(p, o); o += p.length; }
-    return out;
+    return concat(parts);
   }
 
   async stop() {
+    if (this.node) this.node.port.onmessage = null; // nothing of this capture outlives it
     this.node?.disconnect();
     this.stream?.getTracks().forEach((t) => t.stop());
     await this.context?.close();

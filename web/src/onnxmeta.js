@@ -74,12 +74,16 @@ export function readMetadata(bytes) {
 
 function parse(buf) {
   const dec = new TextDecoder("utf-8", { fatal: true });
+  /** @type {Record<string, string>} */
   const raw = {};
   let graph = null;
   fields(buf, 0, buf.length, (field, s, e) => {
     if (field === 7) graph = [s, e];
     if (field !== 14) return;
-    let k = null, v = null;
+    /** @type {string | null} */
+    let k = null;
+    /** @type {string | null} */
+    let v = null;
     fields(buf, s, e, (f, a, b) => {
       if (f === 1) k = dec.decode(buf.subarray(a, b));
       else if (f === 2) v = dec.decode(buf.subarray(a, b));
@@ -89,6 +93,7 @@ function parse(buf) {
   if (!("labels" in raw) || !("integrity_sha256" in raw)) {
     throw new Error("this ONNX file carries no phonemekit metadata; export it with `phonemekit export`");
   }
+  /** @type {Record<string, any>} */
   const meta = {};
   for (const [k, v] of Object.entries(raw)) meta[k] = JSON_KEYS.has(k) ? JSON.parse(v) : v;
   if (!Array.isArray(meta.labels) || !meta.labels.length) throw new Error("malformed metadata: labels");

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -51,9 +51,9 @@ def command(*args, **kwargs):
 # Options shared by several commands.
 Device = Annotated[str, typer.Option(help="auto|cpu|cuda")]
 Cache = Annotated[Path, typer.Option(help="Feature cache folder (or an fsspec URL).")]
-JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Also write the results here as JSON.")]
+JsonOut = Annotated[Path | None, typer.Option("--json", help="Also write the results here as JSON.")]
 Engine = Annotated[str, typer.Option(help="Where features are extracted: local | ray (needs phonemekit[ray]).")]
-Address = Annotated[Optional[str], typer.Option(help="Ray cluster: auto, ray://host:10001; default: a local Ray runtime.")]
-Workers = Annotated[Optional[int], typer.Option(min=1, help="Trainings side by side, in this many processes; default: 2 on 2+ cores.")]
+Address = Annotated[str | None, typer.Option(help="Ray cluster: auto, ray://host:10001; default: a local Ray runtime.")]
+Workers = Annotated[int | None, typer.Option(min=1, help="Trainings side by side, in this many processes; default: 2 on 2+ cores.")]
 TargetFar = Annotated[float, typer.Option(min=0.001, max=0.5, help="Verdict calibration: the false-accept rate per-sound thresholds aim at.")]
-Trusted = Annotated[Optional[Path], typer.Option(help="Only load models whose sha256 is listed in this file.")]
+Trusted = Annotated[Path | None, typer.Option(help="Only load models whose sha256 is listed in this file.")]

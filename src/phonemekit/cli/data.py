@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -16,6 +16,7 @@ from phonemekit.models.presets import DEFAULT_ENCODER
 
 log = logging.getLogger("phonemekit")
 
+
 @command("demo-data")
 def demo_data(
     out: Annotated[Path, typer.Option(help="Output folder; clips go to OUT/recordings.")] = Path("runs/demo/corpus"),
@@ -23,7 +24,9 @@ def demo_data(
     takes: Annotated[int, typer.Option(min=1, max=12, help="Takes per speaker and sound.")] = 3,
     seed: Annotated[int, typer.Option(help="Seed for prosody jitter and augmentation.")] = 0,
     channel: Annotated[str, typer.Option(help="room: simulated rooms and microphones on top of noise/telephone/speed; plain: those three only.")] = "room",
-    voices: Annotated[str, typer.Option(help="espeak: eSpeak's variants as rendered; varied: each speaker's own vocal-tract scale, jittered per take.")] = "espeak",
+    voices: Annotated[
+        str, typer.Option(help="espeak: eSpeak's variants as rendered; varied: each speaker's own vocal-tract scale, jittered per take.")
+    ] = "espeak",
 ) -> None:
     """Synthesise the built-in demo corpus with eSpeak NG (offline)."""
     from phonemekit.data.demo import build_demo_corpus
@@ -33,7 +36,12 @@ def demo_data(
         summary = build_demo_corpus(out, speakers=speakers, takes=takes, seed=seed, channel=channel, voices=voices, progress=p)
     log.info(
         "demo corpus: %d clips, %d speakers x %d sounds, %.0f s of audio in %.1f s -> %s",
-        summary["clips"], summary["speakers"], summary["labels"], summary["audio_seconds"], time.perf_counter() - t0, summary["root"],
+        summary["clips"],
+        summary["speakers"],
+        summary["labels"],
+        summary["audio_seconds"],
+        time.perf_counter() - t0,
+        summary["root"],
     )
 
 
@@ -42,8 +50,8 @@ def prepare(
     root: Annotated[Path, typer.Argument(help="Data root laid out as ROOT/<speaker>/<label>/*.wav|flac|ogg")],
     out: Annotated[Path, typer.Option(help="Where manifest.jsonl, labels.json and rejected.jsonl go.")],
     strict: Annotated[bool, typer.Option(help="Fail on the first bad file instead of skipping it.")] = False,
-    labels: Annotated[Optional[Path], typer.Option(help="JSON list of allowed labels; other label folders are rejected.")] = None,
-    speakers: Annotated[Optional[Path], typer.Option(help="JSON {speaker: group} (e.g. child/adult); default ROOT/speakers.json or beside ROOT.")] = None,
+    labels: Annotated[Path | None, typer.Option(help="JSON list of allowed labels; other label folders are rejected.")] = None,
+    speakers: Annotated[Path | None, typer.Option(help="JSON {speaker: group} (e.g. child/adult); default ROOT/speakers.json or beside ROOT.")] = None,
     max_seconds: Annotated[float, typer.Option(help="Reject clips longer than this.")] = 10.0,
     duplicates: Annotated[str, typer.Option(help="The same audio under several paths: keep-first | reject-all.")] = "keep-first",
 ) -> None:
@@ -54,8 +62,9 @@ def prepare(
 
     allowed = read_label_list(labels) if labels else None
     with progress_bar() as p:
-        s = run_prepare(root, out, audio_cfg=AudioConfig(max_seconds=max_seconds), strict=strict, labels=allowed, speakers_file=speakers,
-                        duplicates=duplicates, progress=p)
+        s = run_prepare(
+            root, out, audio_cfg=AudioConfig(max_seconds=max_seconds), strict=strict, labels=allowed, speakers_file=speakers, duplicates=duplicates, progress=p
+        )
     _print_counts(s)
     log.info("%d clips kept, %d rejected%s -> %s", s["clips"], s["rejected"], "" if s["changed"] else " (unchanged, nothing rewritten)", out)
     if s["rejected"]:
@@ -89,14 +98,14 @@ def encoders() -> None:
 def extract(
     manifest: Annotated[Path, typer.Option(help="manifest.jsonl (or its folder) from `prepare`.")],
     encoder: Annotated[str, typer.Option(help="Encoder family (see `phonemekit encoders`).")] = DEFAULT_ENCODER,
-    source: Annotated[Optional[str], typer.Option(help="Hub id, local folder, or random:tiny|small|base. Default: the family's hub id.")] = None,
+    source: Annotated[str | None, typer.Option(help="Hub id, local folder, or random:tiny|small|base. Default: the family's hub id.")] = None,
     layer: Annotated[str, typer.Option(help="Hidden layer to cache (negative counts from the top), or 'weighted' for all layers.")] = "-1",
     out: Annotated[Path, typer.Option(help="Cache folder.")] = Path("cache"),
     batch_size: Annotated[int, typer.Option(min=1)] = 16,
     device: Device = "auto",
     engine: Engine = "local",
     address: Address = None,
-    workers: Annotated[Optional[int], typer.Option(min=1, help="Ray workers (default: one per CPU, or per GPU).")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Ray workers (default: one per CPU, or per GPU).")] = None,
 ) -> None:
     """Compute frame features for every clip into the content-addressed cache (a folder or an fsspec URL)."""
     from phonemekit.config import EncoderConfig, parse_layer
@@ -113,11 +122,16 @@ def extract(
         r = runner.extract(m, enc, str(out), progress=p, batch_size=batch_size, device=resolve_device(device))
     log.info(
         "%s (%s weights): %d computed, %d from cache, %d failed in %.1f s -> %s",
-        encoder, enc.weights, r.computed, r.cached, len(r.failed), time.perf_counter() - t0, r.cache_dir,
+        encoder,
+        enc.weights,
+        r.computed,
+        r.cached,
+        len(r.failed),
+        time.perf_counter() - t0,
+        r.cache_dir,
     )
     for name, w in r.workers.items():
-        log.info("worker %s: %d clips, %.0f s of audio in %.1f s (%.1f clips/s)", name, w["clips"], w["audio_seconds"], w["seconds"],
-                 w["clips_per_s"] or 0)
+        log.info("worker %s: %d clips, %.0f s of audio in %.1f s (%.1f clips/s)", name, w["clips"], w["audio_seconds"], w["seconds"], w["clips_per_s"] or 0)
 
 
 @command()
@@ -126,7 +140,7 @@ def purge(
     what: Annotated[list[str], typer.Option(help="cache, runs and/or audio (repeatable).")] = ["cache", "runs"],  # noqa: B006
     cache: Cache = Path("cache"),
     runs: Annotated[Path, typer.Option(help="Runs folder.")] = Path("runs"),
-    audio: Annotated[Optional[Path], typer.Option(help="Recordings folder (needed for --what audio).")] = None,
+    audio: Annotated[Path | None, typer.Option(help="Recordings folder (needed for --what audio).")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Really delete; without it this is a dry run.")] = False,
 ) -> None:
     """Delete caches, runs or recordings older than N days (dry run unless --yes)."""
@@ -141,5 +155,7 @@ def purge(
         raise ConfigError("--what audio needs --audio FOLDER")
     report = run_purge(older_than, {w: known[w] for w in what}, dry_run=not yes)
     for w, r in report.items():
-        typer.echo(f"{w:6s} {r['root']}: {r['files']} files, {r['bytes'] / 1e6:.1f} MB older than {older_than:g} days"
-                   + (" deleted" if yes else " would be deleted (dry run; add --yes)"))
+        typer.echo(
+            f"{w:6s} {r['root']}: {r['files']} files, {r['bytes'] / 1e6:.1f} MB older than {older_than:g} days"
+            + (" deleted" if yes else " would be deleted (dry run; add --yes)")
+        )

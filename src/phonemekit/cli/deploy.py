@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,7 +13,8 @@ from phonemekit.console import progress_bar
 
 log = logging.getLogger("phonemekit")
 
-def _trusted(path: Optional[Path]) -> Optional[set]:
+
+def _trusted(path: Path | None) -> set | None:
     from phonemekit.deploy.runtime import load_trusted_hashes
 
     return load_trusted_hashes(path) if path else None
@@ -22,8 +23,8 @@ def _trusted(path: Optional[Path]) -> Optional[set]:
 @command()
 def export(
     run: Annotated[Path, typer.Argument(help="Run folder of a trained model.")],
-    out: Annotated[Optional[Path], typer.Option(help="Output folder; default RUN/onnx.")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="Manifest with real clips for the parity check; default: the training manifest.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder; default RUN/onnx.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Manifest with real clips for the parity check; default: the training manifest.")] = None,
     clips: Annotated[int, typer.Option(min=2, help="Clips in the parity check.")] = 32,
     forms: Annotated[str, typer.Option(help="head,e2e")] = "head,e2e",
     int8: Annotated[bool, typer.Option(help="Also try a dynamic int8 copy (kept only if faster and accurate).")] = True,
@@ -32,11 +33,12 @@ def export(
     """Export a trained model to ONNX (head-only and end-to-end) with a parity check."""
     from phonemekit.deploy.export import export_run, parity_clips
 
-    rec = export_run(run, parity_clips(run, data, clips), out, forms=tuple(f.strip() for f in forms.split(",")), int8=int8,
-                     trusted=_trusted(trusted_hashes))
+    rec = export_run(run, parity_clips(run, data, clips), out, forms=tuple(f.strip() for f in forms.split(",")), int8=int8, trusted=_trusted(trusted_hashes))
     for form, f in rec["files"].items():
-        typer.echo(f"{form:5s} {f['path']}  {f['bytes'] / 1e6:.1f} MB  top-1 agreement {f['parity']['top1_agreement']:.3f}  "
-                   f"max |dp| {f['parity']['max_abs_diff']:.1e}" + (f"  int8: {f['int8']['reason']}" if "int8" in f else ""))
+        typer.echo(
+            f"{form:5s} {f['path']}  {f['bytes'] / 1e6:.1f} MB  top-1 agreement {f['parity']['top1_agreement']:.3f}  "
+            f"max |dp| {f['parity']['max_abs_diff']:.1e}" + (f"  int8: {f['int8']['reason']}" if "int8" in f else "")
+        )
 
 
 @command("test-batch")
@@ -62,7 +64,7 @@ def test_batch(
 @command("test-onnx")
 def test_onnx(
     run: Annotated[Path, typer.Argument(help="Run folder with an onnx/ export and predictions.npz.")],
-    data: Annotated[Optional[Path], typer.Option(help="Manifest; default: the training manifest, restricted to the run's held-out clips.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Manifest; default: the training manifest, restricted to the run's held-out clips.")] = None,
 ) -> None:
     """Parity and held-out accuracy of a run's exported ONNX files."""
     from phonemekit.deploy.export import evaluate_exports
@@ -78,17 +80,21 @@ def test_onnx(
 @command()
 def benchmark(
     json_out: Annotated[Path, typer.Option("--json", help="Results JSON; a markdown table is written beside it.")] = Path("runs/benchmark.json"),
-    threads: Annotated[Optional[int], typer.Option(min=1, help="Threads for torch and ONNX Runtime; default: all cores.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Threads for torch and ONNX Runtime; default: all cores.")] = None,
     runs: Annotated[int, typer.Option(min=10, help="Timed batch-1 head runs.")] = 300,
     encoders: Annotated[str, typer.Option(help="Encoders for the end-to-end figures, FAMILY or FAMILY=SOURCE ('' to skip).")] = "wav2vec2,wavlm,whisper",
-    heads: Annotated[Optional[str], typer.Option(help="Heads to time, comma-separated (the first is the reference for the targets); "
-                                                       "default: the seed's head and the alternatives.")] = None,
+    heads: Annotated[
+        str | None,
+        typer.Option(help="Heads to time, comma-separated (the first is the reference for the targets); default: the seed's head and the alternatives."),
+    ] = None,
 ) -> None:
     """Measure head latency/throughput, end-to-end real-time factor and memory against the targets."""
-    from phonemekit.deploy.benchmark import BENCH_HEADS, markdown, run_benchmark, write_results
+    from phonemekit.deploy.benchmark import BENCH_HEADS, run_benchmark
+    from phonemekit.deploy.benchtable import markdown, write_results
 
-    res = run_benchmark(threads=threads, n=runs, encoders=tuple(e for e in encoders.split(",") if e),
-                        heads=tuple(h for h in heads.split(",") if h) if heads else BENCH_HEADS)
+    res = run_benchmark(
+        threads=threads, n=runs, encoders=tuple(e for e in encoders.split(",") if e), heads=tuple(h for h in heads.split(",") if h) if heads else BENCH_HEADS
+    )
     md = write_results(res, json_out)
     typer.echo(markdown(res))
     log.info("benchmark -> %s, %s", json_out, md)
@@ -113,14 +119,14 @@ def benchmark_extract(
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Run folders of trained models (tested on the same split).")],
     out: Annotated[Path, typer.Option(help="Folder for compare.json/.md; a report.json there is updated too.")] = Path("runs/compare"),
-    target_group: Annotated[Optional[str], typer.Option(help="Group reported on its own, e.g. child.")] = None,
+    target_group: Annotated[str | None, typer.Option(help="Group reported on its own, e.g. child.")] = None,
     speed: Annotated[bool, typer.Option(help="Also measure latency, size and memory.")] = True,
     threads: Annotated[int, typer.Option(min=1)] = 2,
 ) -> None:
     """Compare trained models side by side: accuracy, significance, speed, memory."""
     import functools
 
-    from phonemekit.deploy.benchmark import measure_speed
+    from phonemekit.deploy.speed import measure_speed
     from phonemekit.evaluation.compare import compare_into_report
     from phonemekit.report.report import render
 
@@ -141,5 +147,7 @@ def ensemble(
 
     rec = ensemble_into_report(runs, out, export=export, clips=clips)
     for method, r in rec["methods"].items():
-        typer.echo(f"{method:9s} val top-1 {r['val_top1']:.3f}  test top-1 {r['top1']:.3f} ({r['top1_ci95'][0]:.3f}-{r['top1_ci95'][1]:.3f})"
-                   + ("  <- chosen on validation" if method == rec["chosen"] else ""))
+        typer.echo(
+            f"{method:9s} val top-1 {r['val_top1']:.3f}  test top-1 {r['top1']:.3f} ({r['top1_ci95'][0]:.3f}-{r['top1_ci95'][1]:.3f})"
+            + ("  <- chosen on validation" if method == rec["chosen"] else "")
+        )

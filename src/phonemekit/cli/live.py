@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,6 +13,7 @@ from phonemekit.console import console
 
 log = logging.getLogger("phonemekit")
 
+
 @command("make-replay")
 def make_replay(
     manifest: Annotated[Path, typer.Option(help="Manifest to draw labelled clips from.")],
@@ -20,7 +21,7 @@ def make_replay(
     clips: Annotated[int, typer.Option(min=1)] = 40,
     gap: Annotated[float, typer.Option(min=0.1, help="Seconds of silence between clips.")] = 0.6,
     seed: Annotated[int, typer.Option()] = 0,
-    speakers: Annotated[Optional[str], typer.Option(help="Comma-separated speakers to draw from (e.g. held-out ones).")] = None,
+    speakers: Annotated[str | None, typer.Option(help="Comma-separated speakers to draw from (e.g. held-out ones).")] = None,
 ) -> None:
     """Build a replay file of labelled clips separated by silence (the standard live test)."""
     from phonemekit.data.audio import write_audio
@@ -39,21 +40,24 @@ def make_replay(
 @command()
 def live(
     model: Annotated[Path, typer.Option(help="An end-to-end .onnx model from `phonemekit export`.")],
-    file: Annotated[Optional[Path], typer.Option(help="Replay this file instead of the microphone.")] = None,
+    file: Annotated[Path | None, typer.Option(help="Replay this file instead of the microphone.")] = None,
     realtime: Annotated[bool, typer.Option(help="Replay the file at real-time speed (default: as fast as possible).")] = False,
-    input_device: Annotated[Optional[str], typer.Option("--input-device", help="Microphone (name or index).")] = None,
+    input_device: Annotated[str | None, typer.Option("--input-device", help="Microphone (name or index).")] = None,
     preset: Annotated[str, typer.Option(help="responsive | balanced | stable")] = "balanced",
-    config: Annotated[Optional[Path], typer.Option(help="JSON with live settings on top of the preset.")] = None,
-    vad: Annotated[Optional[str], typer.Option(help="hybrid (default: silero-vad or a noise-floor gate) | silero | energy")] = None,
-    hysteresis: Annotated[Optional[int], typer.Option(min=1)] = None,
-    min_confidence: Annotated[Optional[float], typer.Option(min=0, max=0.99)] = None,
-    ema: Annotated[Optional[float], typer.Option(min=0.01, max=1)] = None,
-    expect: Annotated[Optional[str], typer.Option(help="Practice mode: the sound the child should say.")] = None,
-    events: Annotated[Optional[Path], typer.Option(help="Write events as JSON lines here ('-' for stdout).")] = None,
-    report: Annotated[bool, typer.Option(help="With --file and FILE.labels.json: detection, false triggers, accuracy, latency and flicker "
-                                              "of every preset (and each --noise).")] = False,
-    noise: Annotated[Optional[list[str]], typer.Option(help="With --report: also run --preset with noise mixed in, KIND:SNR_DB (pink|hum|clicks), "
-                                                             "repeatable.")] = None,
+    config: Annotated[Path | None, typer.Option(help="JSON with live settings on top of the preset.")] = None,
+    vad: Annotated[str | None, typer.Option(help="hybrid (default: silero-vad or a noise-floor gate) | silero | energy")] = None,
+    hysteresis: Annotated[int | None, typer.Option(min=1)] = None,
+    min_confidence: Annotated[float | None, typer.Option(min=0, max=0.99)] = None,
+    ema: Annotated[float | None, typer.Option(min=0.01, max=1)] = None,
+    expect: Annotated[str | None, typer.Option(help="Practice mode: the sound the child should say.")] = None,
+    events: Annotated[Path | None, typer.Option(help="Write events as JSON lines here ('-' for stdout).")] = None,
+    report: Annotated[
+        bool,
+        typer.Option(help="With --file and FILE.labels.json: detection, false triggers, accuracy, latency and flicker of every preset (and each --noise)."),
+    ] = False,
+    noise: Annotated[
+        list[str] | None, typer.Option(help="With --report: also run --preset with noise mixed in, KIND:SNR_DB (pink|hum|clicks), repeatable.")
+    ] = None,
     watch: Annotated[bool, typer.Option(help="Reload the model when its file changes.")] = False,
     threads: Annotated[int, typer.Option(min=1)] = 1,
 ) -> None:
@@ -81,7 +85,7 @@ def live(
     replay = load_audio(file, AudioConfig(max_seconds=3600, max_bytes=2_000_000_000)).samples if file else None
     blocks = array_blocks(replay, realtime=realtime) if file else mic_blocks(int(input_device) if input_device and input_device.isdigit() else input_device)
     view = LiveView(clf.name, expect)
-    sink = open(events, "w", encoding="utf-8") if events and str(events) != "-" else None  # noqa: SIM115
+    sink = open(events, "w", encoding="utf-8") if events and str(events) != "-" else None
     show = console.is_terminal and (file is None or realtime)
 
     def on_event(ev: dict) -> None:

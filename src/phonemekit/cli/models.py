@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -17,18 +17,19 @@ from phonemekit.models.presets import DEFAULT_MODEL, DEFAULT_MODELS, DEMO_MODELS
 
 log = logging.getLogger("phonemekit")
 
+
 @command()
 def train(
     data: Annotated[Path, typer.Option(help="manifest.jsonl, its folder, or a recordings root.")],
     out: Annotated[Path, typer.Option(help="Run folder for the checkpoint and logs.")],
     model: Annotated[str, typer.Option(help="Preset name (whisper-mlp, fbank-mlp, wavlm-ctc, ...).")] = DEFAULT_MODEL,
-    config: Annotated[Optional[Path], typer.Option(help="JSON/TOML model config instead of a preset.")] = None,
-    source: Annotated[Optional[str], typer.Option(help="Encoder weights: hub id, local folder or random:small.")] = None,
-    layer: Annotated[Optional[str], typer.Option(help="Encoder layer (index, negative from the top) or 'weighted'.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1)] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1)] = None,
-    lr: Annotated[Optional[float], typer.Option()] = None,
-    finetune_layers: Annotated[Optional[int], typer.Option(help="0 frozen, N top layers, -1 everything.")] = None,
+    config: Annotated[Path | None, typer.Option(help="JSON/TOML model config instead of a preset.")] = None,
+    source: Annotated[str | None, typer.Option(help="Encoder weights: hub id, local folder or random:small.")] = None,
+    layer: Annotated[str | None, typer.Option(help="Encoder layer (index, negative from the top) or 'weighted'.")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1)] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1)] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    finetune_layers: Annotated[int | None, typer.Option(help="0 frozen, N top layers, -1 everything.")] = None,
     split: Annotated[str, typer.Option(help="speaker-disjoint | loso")] = "speaker-disjoint",
     cache: Cache = Path("cache"),
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUT.")] = False,
@@ -48,8 +49,20 @@ def train(
     with progress_bar() as p:
         m = load_or_prepare(data, out, progress=p)
     with progress_bar() as p:
-        section = train_all(m, [cfg], out, split_kind=split, leaky=False, cache_root=cache, device=resolve_device(device),
-                            resume=resume, show_speakers=show_speakers, progress=p, engine=runner, target_far=target_far)
+        section = train_all(
+            m,
+            [cfg],
+            out,
+            split_kind=split,
+            leaky=False,
+            cache_root=cache,
+            device=resolve_device(device),
+            resume=resume,
+            show_speakers=show_speakers,
+            progress=p,
+            engine=runner,
+            target_far=target_far,
+        )
     r = section["models"][cfg.name]
     log.info("%s: top-1 %.3f (95%% CI %.3f-%.3f), top-3 %.3f -> %s", cfg.name, r["top1"], *r["top1_ci95"], r["top3"], r["checkpoint"])
 
@@ -59,11 +72,11 @@ def train_all_cmd(
     data: Annotated[Path, typer.Option(help="manifest.jsonl, its folder, or a recordings root.")],
     out: Annotated[Path, typer.Option(help="Output folder: models/, figures/, report.json, report.md.")],
     models: Annotated[str, typer.Option(help="Comma-separated presets.")] = ",".join(DEFAULT_MODELS),
-    wav2vec2: Annotated[Optional[str], typer.Option(help="wav2vec2 weights (hub id or folder).")] = None,
-    wavlm: Annotated[Optional[str], typer.Option(help="WavLM weights (hub id or folder).")] = None,
+    wav2vec2: Annotated[str | None, typer.Option(help="wav2vec2 weights (hub id or folder).")] = None,
+    wavlm: Annotated[str | None, typer.Option(help="WavLM weights (hub id or folder).")] = None,
     split: Annotated[str, typer.Option(help="speaker-disjoint | loso")] = "speaker-disjoint",
     leaky: Annotated[bool, typer.Option(help="Also train on a leaky clip-level split to show what it would claim.")] = True,
-    epochs: Annotated[Optional[int], typer.Option(min=1)] = None,
+    epochs: Annotated[int | None, typer.Option(min=1)] = None,
     cache: Cache = Path("cache"),
     device: Device = "auto",
     show_speakers: Annotated[bool, typer.Option()] = False,
@@ -87,9 +100,20 @@ def train_all_cmd(
     with progress_bar() as p:
         m = load_or_prepare(data, out, progress=p)
     with progress_bar() as p:
-        train_all(m, cfgs, out, split_kind=split, leaky=leaky, cache_root=cache, device=resolve_device(device),
-                  show_speakers=show_speakers, progress=p, engine=make_engine(engine, address=address), target_far=target_far,
-                  workers=workers or default_workers())
+        train_all(
+            m,
+            cfgs,
+            out,
+            split_kind=split,
+            leaky=leaky,
+            cache_root=cache,
+            device=resolve_device(device),
+            show_speakers=show_speakers,
+            progress=p,
+            engine=make_engine(engine, address=address),
+            target_far=target_far,
+            workers=workers or default_workers(),
+        )
     _print_report(out)
     log.info("report -> %s", out / "report.md")
 
@@ -105,20 +129,28 @@ def _print_report(out: Path) -> None:
         table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
     f = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
     for name, m in report["models"].items():
-        table.add_row(name, f"{m['top1']:.3f} [{m['top1_ci95'][0]:.2f}-{m['top1_ci95'][1]:.2f}]", f(m["top3"]), f"{m['macro_f1']:.2f}",
-                      f(m["target_top1"]), f(m["leaky_top1"]))
+        table.add_row(
+            name,
+            f"{m['top1']:.3f} [{m['top1_ci95'][0]:.2f}-{m['top1_ci95'][1]:.2f}]",
+            f(m["top3"]),
+            f"{m['macro_f1']:.2f}",
+            f(m["target_top1"]),
+            f(m["leaky_top1"]),
+        )
     console.print(table)
     rand = [n for n, m in report["models"].items() if m["weights"] == "random"]
     if rand:
         console.print(f"randomly initialised encoders (not a verdict on pretrained ones): {', '.join(rand)}")
-    console.print(f"best model (by {report['headline']}): [bold]{report['best_model']}[/]"
-                  + (f"; fastest end to end: [bold]{cmp['faster_model']}[/]" if cmp.get("faster_model") else ""))
+    console.print(
+        f"best model (by {report['headline']}): [bold]{report['best_model']}[/]"
+        + (f"; fastest end to end: [bold]{cmp['faster_model']}[/]" if cmp.get("faster_model") else "")
+    )
 
 
 @command()
 def evaluate(
     run: Annotated[Path, typer.Argument(help="Run folder (holds model.json).")],
-    data: Annotated[Optional[Path], typer.Option(help="Manifest to evaluate on; default: the run's own test split.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Manifest to evaluate on; default: the run's own test split.")] = None,
     cache: Cache = Path("cache"),
     device: Device = "auto",
     json_out: JsonOut = None,
@@ -132,8 +164,10 @@ def evaluate(
     res = evaluate_run(Run(run), data, cache_root=cache, device=resolve_device(device))
     if json_out:
         write_json(json_out, res)
-    typer.echo(f"clips {res['n']}  top-1 {res['top1']:.3f} (95% CI {res['top1_ci95'][0]:.3f}-{res['top1_ci95'][1]:.3f})  "
-               f"top-3 {res['top3']:.3f}  macro-F1 {res['macro_f1']:.3f}")
+    typer.echo(
+        f"clips {res['n']}  top-1 {res['top1']:.3f} (95% CI {res['top1_ci95'][0]:.3f}-{res['top1_ci95'][1]:.3f})  "
+        f"top-3 {res['top3']:.3f}  macro-F1 {res['macro_f1']:.3f}"
+    )
     for g, v in res["per_group"].items():
         typer.echo(f"  group {g}: top-1 {v:.3f}")
 
@@ -154,8 +188,14 @@ def family_test(
     from phonemekit.report.report import render
     from phonemekit.torchutil import resolve_device
 
-    res = evaluate_family(runs, load_manifest(train_data), load_manifest(family_data), cache_root=cache, device=resolve_device(device),
-                          title=f"Held-out voice family ({family_data})")
+    res = evaluate_family(
+        runs,
+        load_manifest(train_data),
+        load_manifest(family_data),
+        cache_root=cache,
+        device=resolve_device(device),
+        title=f"Held-out voice family ({family_data})",
+    )
     if json_out:
         write_json(json_out, res)
     typer.echo(render("unseen", res))
@@ -164,7 +204,7 @@ def family_test(
 @command()
 def confusions(
     run: Annotated[Path, typer.Argument(help="Run folder of a model trained by train/train-all.")],
-    data: Annotated[Optional[Path], typer.Option(help="Manifest; default: the run's held-out predictions.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Manifest; default: the run's held-out predictions.")] = None,
     top: Annotated[int, typer.Option(min=1)] = 10,
     examples: Annotated[int, typer.Option(min=0, help="Example files per pair.")] = 3,
     cache: Cache = Path("cache"),
@@ -184,8 +224,8 @@ def confusions(
 @command()
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/demo"),
-    wav2vec2: Annotated[Optional[str], typer.Option(help="Pretrained wav2vec2 (hub id or folder); default: a pipeline check on random:tiny.")] = None,
-    wavlm: Annotated[Optional[str], typer.Option(help="Pretrained WavLM (hub id or folder); default: a pipeline check on random:tiny.")] = None,
+    wav2vec2: Annotated[str | None, typer.Option(help="Pretrained wav2vec2 (hub id or folder); default: a pipeline check on random:tiny.")] = None,
+    wavlm: Annotated[str | None, typer.Option(help="Pretrained WavLM (hub id or folder); default: a pipeline check on random:tiny.")] = None,
     speakers: Annotated[int, typer.Option(min=3, max=18)] = 18,
     takes: Annotated[int, typer.Option(min=1, max=12, help="Takes per speaker and sound (2: the demo's 10-minute budget).")] = 2,
     seed: Annotated[int, typer.Option()] = 0,
@@ -193,9 +233,9 @@ def demo(
     voices: Annotated[str, typer.Option(help="Demo corpus voices: espeak | varied (see demo-data).")] = "espeak",
     e2e_epochs: Annotated[int, typer.Option(min=1, help="Epochs for the seed models' pipeline check (random encoders, end to end).")] = 1,
     models: Annotated[str, typer.Option(help="Comma-separated presets to train.")] = ",".join(DEMO_MODELS),
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Override the epochs of every model (quick runs).")] = None,
-    force: Annotated[Optional[list[str]], typer.Option(help="Redo this step (repeatable): corpus, prepare, train, ...")] = None,
-    cache: Annotated[Optional[Path], typer.Option(help="Feature cache; default OUT/cache.")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override the epochs of every model (quick runs).")] = None,
+    force: Annotated[list[str] | None, typer.Option(help="Redo this step (repeatable): corpus, prepare, train, ...")] = None,
+    cache: Annotated[Path | None, typer.Option(help="Feature cache; default OUT/cache.")] = None,
     device: Device = "auto",
     engine: Engine = "local",
     address: Address = None,
@@ -209,10 +249,26 @@ def demo(
 
     t0 = time.perf_counter()
     with progress_bar() as p:
-        run_demo(out, force=set(force or []), speakers=speakers, takes=takes, seed=seed, channel=channel, voices=voices, wav2vec2=wav2vec2, wavlm=wavlm,
-                 e2e_epochs=e2e_epochs, models=tuple(m.strip() for m in models.split(",") if m.strip()), epochs=epochs,
-                 cache=cache or out / "cache", device=resolve_device(device), progress=p, engine=make_engine(engine, address=address),
-                 workers=workers or default_workers())
+        run_demo(
+            out,
+            force=set(force or []),
+            speakers=speakers,
+            takes=takes,
+            seed=seed,
+            channel=channel,
+            voices=voices,
+            wav2vec2=wav2vec2,
+            wavlm=wavlm,
+            e2e_epochs=e2e_epochs,
+            models=tuple(m.strip() for m in models.split(",") if m.strip()),
+            epochs=epochs,
+            cache=cache or out / "cache",
+            device=resolve_device(device),
+            progress=p,
+            engine=make_engine(engine, address=address),
+            workers=workers or default_workers(),
+        )
     _print_report(out)
-    log.info("demo finished in %.0f s; report: %s, figures: %s, step log: %s", time.perf_counter() - t0,
-             out / "report.md", out / "figures", out / "steps.jsonl")
+    log.info(
+        "demo finished in %.0f s; report: %s, figures: %s, step log: %s", time.perf_counter() - t0, out / "report.md", out / "figures", out / "steps.jsonl"
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -14,17 +14,18 @@ from phonemekit.console import console
 
 log = logging.getLogger("phonemekit")
 
+
 @command()
 def serve(
     model: Annotated[Path, typer.Argument(help="An end-to-end .onnx model from `phonemekit export`.")],
     host: Annotated[str, typer.Option(help="Interface to bind; loopback by default.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
-    token: Annotated[Optional[str], typer.Option(envvar="PHONEMEKIT_TOKEN", help="Require this bearer token (or env PHONEMEKIT_TOKEN).")] = None,
-    cors: Annotated[Optional[list[str]], typer.Option(help="Allow browser requests from this origin (repeatable).")] = None,
-    allowed_host: Annotated[Optional[list[str]], typer.Option(help="Answer this Host name too (repeatable; '*': any).")] = None,
+    token: Annotated[str | None, typer.Option(envvar="PHONEMEKIT_TOKEN", help="Require this bearer token (or env PHONEMEKIT_TOKEN).")] = None,
+    cors: Annotated[list[str] | None, typer.Option(help="Allow browser requests from this origin (repeatable).")] = None,
+    allowed_host: Annotated[list[str] | None, typer.Option(help="Answer this Host name too (repeatable; '*': any).")] = None,
     stream_minutes: Annotated[float, typer.Option(min=0.1, help="Close a stream open this long.")] = 30.0,
     watch: Annotated[bool, typer.Option(help="Reload the model when its file changes, keeping open streams.")] = False,
-    record: Annotated[Optional[Path], typer.Option(help="Write received audio to this folder (off by default: audio stays in memory).")] = None,
+    record: Annotated[Path | None, typer.Option(help="Write received audio to this folder (off by default: audio stays in memory).")] = None,
     max_body_mb: Annotated[float, typer.Option(min=0.01, max=100)] = 5.0,
     max_clip_seconds: Annotated[float, typer.Option(min=0.1, max=600)] = 10.0,
     max_requests: Annotated[int, typer.Option(min=1, help="Classifications in flight; more wait, then get 503.")] = 8,
@@ -32,8 +33,8 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="Inference threads.")] = 2,
     idle_timeout: Annotated[float, typer.Option(min=0.1, help="Close a stream after this many seconds without audio.")] = 30.0,
     web: Annotated[bool, typer.Option(help="Also serve the practice and recording page at / (the browser runs the model itself).")] = False,
-    web_dir: Annotated[Optional[Path], typer.Option(help="The page's build folder (default: this checkout's web/dist, from `make web`).")] = None,
-    collect: Annotated[Optional[Path], typer.Option(help="Save the page's guided recordings here (COLLECT/<pseudonym>/<label>/).")] = None,
+    web_dir: Annotated[Path | None, typer.Option(help="The page's build folder (default: this checkout's web/dist, from `make web`).")] = None,
+    collect: Annotated[Path | None, typer.Option(help="Save the page's guided recordings here (COLLECT/<pseudonym>/<label>/).")] = None,
 ) -> None:
     """Serve a model to games: HTTP /classify, WebSocket /stream, /model, /health (OpenAPI at /docs)."""
     from phonemekit.serve.app import ServeConfig
@@ -49,10 +50,22 @@ def serve(
     hosts = (*LOOPBACK_HOSTS, *(allowed_host or ()))
     if host not in LOOPBACK_HOSTS and not allowed_host:
         log.warning("only loopback host names are answered; pass --allowed-host NAME for the name clients use to reach %s", host)
-    cfg = ServeConfig(token=token, cors_origins=tuple(cors or ()), allowed_hosts=hosts, max_stream_wall_s=stream_minutes * 60,
-                      max_body_bytes=int(max_body_mb * 1e6), max_clip_seconds=max_clip_seconds,
-                      max_requests=max_requests, max_streams=max_streams, workers=workers, idle_timeout_s=idle_timeout, record_dir=record,
-                      watch_s=1.0 if watch else None, web_dir=(web_dir or DEFAULT_DIST) if web or web_dir else None, collect_dir=collect)
+    cfg = ServeConfig(
+        token=token,
+        cors_origins=tuple(cors or ()),
+        allowed_hosts=hosts,
+        max_stream_wall_s=stream_minutes * 60,
+        max_body_bytes=int(max_body_mb * 1e6),
+        max_clip_seconds=max_clip_seconds,
+        max_requests=max_requests,
+        max_streams=max_streams,
+        workers=workers,
+        idle_timeout_s=idle_timeout,
+        record_dir=record,
+        watch_s=1.0 if watch else None,
+        web_dir=(web_dir or DEFAULT_DIST) if web or web_dir else None,
+        collect_dir=collect,
+    )
     if cfg.web_dir:
         log.info("page at http://%s:%d/", host, port)
     run_server(model, cfg, host=host, port=port)
@@ -82,8 +95,9 @@ def loadtest(
 
     x = load_audio(file, AudioConfig(max_seconds=3600, max_bytes=2_000_000_000)).samples
     labels = file.with_suffix(".labels.json")
-    spans = ([(t["start"] - 0.1, t["end"] + 0.1) for t in read_json(labels)] if labels.exists()
-             else [(t, t + 1.0) for t in np.arange(0, len(x) / 16000 - 1, 1.0)])
+    spans = (
+        [(t["start"] - 0.1, t["end"] + 0.1) for t in read_json(labels)] if labels.exists() else [(t, t + 1.0) for t in np.arange(0, len(x) / 16000 - 1, 1.0)]
+    )
     clips = []
     for a, b in spans[:64]:
         buf = io.BytesIO()
@@ -99,7 +113,7 @@ def loadtest(
 @command("browser-bench")
 def browser_bench(
     models: Annotated[list[Path], typer.Argument(help="End-to-end .onnx files (fp32 and/or int8).")],
-    web_dir: Annotated[Optional[Path], typer.Option(help="The page's build (default: web/dist from `make web`).")] = None,
+    web_dir: Annotated[Path | None, typer.Option(help="The page's build (default: web/dist from `make web`).")] = None,
     clips: Annotated[int, typer.Option(min=1, max=100)] = 10,
     json_out: JsonOut = None,
 ) -> None:

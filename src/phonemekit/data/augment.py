@@ -84,6 +84,11 @@ def colour(x: np.ndarray, rng: np.random.Generator, sample_rate: int = 16_000) -
     seed = int(rng.integers(2**31))
     random.seed(seed)
     np.random.seed(seed)
-    chain = Compose([LowShelfFilter(min_gain_db=-12, max_gain_db=6, p=0.7), HighShelfFilter(min_gain_db=-12, max_gain_db=6, p=0.7),
-                     PeakingFilter(min_gain_db=-9, max_gain_db=9, p=0.7)])
+    chain = Compose(
+        [
+            LowShelfFilter(min_gain_db=-12, max_gain_db=6, p=0.7),
+            HighShelfFilter(min_gain_db=-12, max_gain_db=6, p=0.7),
+            PeakingFilter(min_gain_db=-9, max_gain_db=9, p=0.7),
+        ]
+    )
     return chain(x.astype(np.float32), sample_rate=sample_rate).astype(np.float32)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,7 +30,9 @@ from phonemekit.data.manifest import Manifest
 from phonemekit.data.store import Store
 from phonemekit.errors import AudioValidationError, DataError
 from phonemekit.fileio import sweep_dead_temps
-from phonemekit.models.encoders import Encoder, EncoderSpec
+
+if TYPE_CHECKING:  # the cache keys features by an encoder's spec and calls it; data never imports models at run time
+    from phonemekit.models.encoders import Encoder, EncoderSpec
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +135,9 @@ def plan(manifest: Manifest, *, batch_size: int = 16, max_batch_seconds: float =
 
 
 @torch.no_grad()
-def encode_batch(batch: list[dict], manifest: Manifest, encoder: Encoder, cache: FeatureCache, *, audio_cfg: AudioConfig | None,
-                 device: str) -> tuple[int, int, list[dict]]:
+def encode_batch(
+    batch: list[dict], manifest: Manifest, encoder: Encoder, cache: FeatureCache, *, audio_cfg: AudioConfig | None, device: str
+) -> tuple[int, int, list[dict]]:
     """Encode one planned batch and cache its missing clips: (computed,
     cached, failed). The whole batch is encoded even when part of it is
     cached, so the features never depend on what an earlier run wrote."""
@@ -162,8 +166,9 @@ def encode_batch(batch: list[dict], manifest: Manifest, encoder: Encoder, cache:
     return computed, len(batch) - len(todo), failed
 
 
-def encode_batches(batches: list[list[dict]], manifest: Manifest, encoder: Encoder, cache: FeatureCache, *, audio_cfg: AudioConfig | None,
-                   device: str, on_batch=None) -> tuple[int, int, list[dict]]:
+def encode_batches(
+    batches: list[list[dict]], manifest: Manifest, encoder: Encoder, cache: FeatureCache, *, audio_cfg: AudioConfig | None, device: str, on_batch=None
+) -> tuple[int, int, list[dict]]:
     """`encode_batch` over planned batches (all of them locally, a shard on a
     cluster worker): (computed, cached, failed) in total."""
     computed = cached = 0
@@ -194,7 +199,8 @@ def extract(
     cache.sweep()
     batches = plan(manifest, batch_size=batch_size, max_batch_seconds=max_batch_seconds)
     task = progress.add_task(f"extracting {encoder.family}", total=sum(map(len, batches))) if progress else None
-    computed, cached, failed = encode_batches(batches, manifest, encoder, cache, audio_cfg=audio_cfg, device=device,
-                                              on_batch=(lambda b: progress.advance(task, len(b))) if progress else None)
+    computed, cached, failed = encode_batches(
+        batches, manifest, encoder, cache, audio_cfg=audio_cfg, device=device, on_batch=(lambda b: progress.advance(task, len(b))) if progress else None
+    )
     log.info("extract: %d computed, %d cached, %d failed -> %s", computed, cached, len(failed), cache.dir)
     return ExtractResult(computed, cached, failed, cache.dir)

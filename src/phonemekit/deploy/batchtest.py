@@ -60,8 +60,13 @@ def run_batch(labels: list[str], predict: Predictor, items: list[tuple[Path, str
         else:
             p = predict([wave])[0]
             best = np.argsort(-p)[:top_k]
-            row = {"path": str(path), "predicted": labels[best[0]], "prob": round(float(p[best[0]]), 4),
-                   "top_k": " ".join(f"{labels[i]}:{p[i]:.3f}" for i in best), "expected": expected or ""}
+            row = {
+                "path": str(path),
+                "predicted": labels[best[0]],
+                "prob": round(float(p[best[0]]), 4),
+                "top_k": " ".join(f"{labels[i]}:{p[i]:.3f}" for i in best),
+                "expected": expected or "",
+            }
             if expected is not None:
                 row["correct"] = int(labels[best[0]] == expected)
                 row["expected_rank"] = int((p > p[labels.index(expected)]).sum()) + 1 if expected in labels else ""
@@ -69,8 +74,13 @@ def run_batch(labels: list[str], predict: Predictor, items: list[tuple[Path, str
         if progress:
             progress.advance(task)
     scored = [r for r in rows if "correct" in r]
-    summary = {"files": len(items), "classified": len(rows), "failed": failed,
-               "accuracy": float(np.mean([r["correct"] for r in scored])) if scored else None, "labelled": len(scored)}
+    summary = {
+        "files": len(items),
+        "classified": len(rows),
+        "failed": failed,
+        "accuracy": float(np.mean([r["correct"] for r in scored])) if scored else None,
+        "labelled": len(scored),
+    }
     return rows, summary
 
 

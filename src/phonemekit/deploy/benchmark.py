@@ -10,11 +10,8 @@ with a pass/fail verdict per target.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,14 +22,13 @@ import torch
 from phonemekit.config import EncoderConfig, HeadConfig, ModelConfig
 from phonemekit.deploy import onnx as ox
 from phonemekit.deploy.export import EndToEndGraph, HeadGraph, NetworkGraph, max_frames
+from phonemekit.deploy.speed import inference_process_rss
 from phonemekit.errors import ConfigError
-from phonemekit.fileio import write_json, write_text
 from phonemekit.models.encoders import EncoderSpec, build_encoder, default_source
 from phonemekit.models.heads.conv import SelfAttention
 from phonemekit.models.model import PhonemeModel
 from phonemekit.models.presets import HEADS
 from phonemekit.privacy import private_tmpdir
-from phonemekit.runs import Run
 
 log = logging.getLogger(__name__)
 
@@ -105,16 +101,24 @@ def measure_roof(threads: int, size: int = 1024, n: int = 20) -> dict:
 
     def graph(op: str, a: int, b: int, out: int):
         node = helper.make_node(op, ["A", "B"], ["Y"])
-        g = helper.make_graph([node], "roof", [helper.make_tensor_value_info("A", a, [size, size]), helper.make_tensor_value_info("B", b, [size, size])],
-                              [helper.make_tensor_value_info("Y", out, [size, size])])
+        g = helper.make_graph(
+            [node],
+            "roof",
+            [helper.make_tensor_value_info("A", a, [size, size]), helper.make_tensor_value_info("B", b, [size, size])],
+            [helper.make_tensor_value_info("Y", out, [size, size])],
+        )
         return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
     rng = np.random.default_rng(0)
     cases = {
-        "fp32": (graph("MatMul", TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.FLOAT),
-                 {"A": rng.standard_normal((size, size), dtype=np.float32), "B": rng.standard_normal((size, size), dtype=np.float32)}),
-        "int8": (graph("MatMulInteger", TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32),
-                 {"A": rng.integers(0, 255, (size, size), dtype=np.uint8), "B": rng.integers(-127, 127, (size, size), dtype=np.int8)}),
+        "fp32": (
+            graph("MatMul", TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.FLOAT),
+            {"A": rng.standard_normal((size, size), dtype=np.float32), "B": rng.standard_normal((size, size), dtype=np.float32)},
+        ),
+        "int8": (
+            graph("MatMulInteger", TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32),
+            {"A": rng.integers(0, 255, (size, size), dtype=np.uint8), "B": rng.integers(-127, 127, (size, size), dtype=np.int8)},
+        ),
     }
     out = {"size": size, "threads": threads}
     for name, (model, feed) in cases.items():
@@ -164,16 +168,19 @@ def _head_flops(model: PhonemeModel, frames: int, dim: int) -> float:
 E2E_SOURCES = {"wav2vec2": "random:base", "wavlm": "random:base", "whisper": "whisper:tiny.en"}
 
 
-def bench_e2e(family: str, tmp: Path, *, threads: int, n: int, seconds: float = 1.0, head: HeadConfig = HEADS["ctc-thin"],
-              source: str | None = None) -> dict:
+def bench_e2e(family: str, tmp: Path, *, threads: int, n: int, seconds: float = 1.0, head: HeadConfig = HEADS["ctc-thin"], source: str | None = None) -> dict:
     source = source or E2E_SOURCES.get(family) or default_source(family)
     samples = int(16000 * seconds)
     graph, example = _build_e2e(family, source, head, samples)  # built once; the TorchScript export reuses it
     model, enc = graph.model, graph.model.encoder
     # A fixed input, so that runs compare (the int8 difference of a random head on noise depends on it).
     wave, lengths = torch.randn(1, samples, generator=torch.Generator().manual_seed(0)) * 0.1, torch.tensor([samples])
-    res: dict = {"source": source, "weights": "random (speed does not depend on weights)" if enc.weights == "random" else enc.weights,
-                 "audio_seconds": seconds, "encoder_params": sum(p.numel() for p in enc.parameters())}
+    res: dict = {
+        "source": source,
+        "weights": "random (speed does not depend on weights)" if enc.weights == "random" else enc.weights,
+        "audio_seconds": seconds,
+        "encoder_params": sum(p.numel() for p in enc.parameters()),
+    }
     with torch.no_grad():
         t = ox.time_calls(lambda: graph(wave, lengths), n, 2)
     res["torch_fp32"] = {"mean_ms": float(np.mean(t) * 1000), "rtf": float(np.mean(t) / seconds)}
@@ -195,8 +202,12 @@ def bench_e2e(family: str, tmp: Path, *, threads: int, n: int, seconds: float = 
     sess = ox.session(q, threads)
     t = ox.time_calls(lambda: sess.run(["probs"], feed), n, 2)
     p8 = sess.run(["probs"], feed)[0]
-    res["onnx_int8"] = {"mean_ms": float(np.mean(t) * 1000), "rtf": float(np.mean(t) / seconds), "mb": q.stat().st_size / 1e6,
-                        "max_abs_diff_vs_fp32": float(np.abs(p8 - p32).max())}
+    res["onnx_int8"] = {
+        "mean_ms": float(np.mean(t) * 1000),
+        "rtf": float(np.mean(t) / seconds),
+        "mb": q.stat().st_size / 1e6,
+        "max_abs_diff_vs_fp32": float(np.abs(p8 - p32).max()),
+    }
     for k in ("onnx_fp32", "onnx_int8"):
         res[k]["speedup_vs_torch_fp32"] = res["torch_fp32"]["rtf"] / res[k]["rtf"]
         res[k]["achieved_gflops"] = res["gflop_per_call"] / (res[k]["mean_ms"] / 1000)
@@ -214,32 +225,30 @@ def _build_e2e(family: str, source: str, head: HeadConfig, samples: int):
 
 
 # Plain ONNX Runtime in a fresh process (no phonemekit, no torch): the memory floor of running the graph.
-_RSS_PROBE = """
-import json, sys, time, numpy as np, onnxruntime as ort
-opts = ort.SessionOptions(); opts.intra_op_num_threads = int(sys.argv[2])
-s = ort.InferenceSession(sys.argv[1], sess_options=opts, providers=["CPUExecutionProvider"])
-n = int(sys.argv[3]); w = (np.random.default_rng(0).standard_normal((1, n)) * 0.1).astype(np.float32)
-for _ in range(5): s.run(["probs"], {"waveform": w, "lengths": np.array([n], dtype=np.int64)})
-hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
-print(json.dumps({"peak_rss_mb": int(hwm) / 1024, "torch_imported": "torch" in sys.modules}))
-"""
-
-
-def inference_process_rss(path: Path, threads: int, samples: int) -> dict:
-    """Peak RSS of a fresh process that only loads ONNX Runtime and classifies."""
-    out = subprocess.run([sys.executable, "-c", _RSS_PROBE, str(path), str(threads), str(samples)], capture_output=True, text=True, timeout=300)
-    if out.returncode != 0:
-        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def run_benchmark(*, threads: int | None = None, n: int = 300, frames: int = 100, dim: int = 768, classes: int = 39, batch: int = 64,
-                  encoders: tuple[str, ...] = tuple(E2E_SOURCES), heads: tuple[str, ...] = BENCH_HEADS,
-                  e2e_runs: int = 10) -> dict:
+def run_benchmark(
+    *,
+    threads: int | None = None,
+    n: int = 300,
+    frames: int = 100,
+    dim: int = 768,
+    classes: int = 39,
+    batch: int = 64,
+    encoders: tuple[str, ...] = tuple(E2E_SOURCES),
+    heads: tuple[str, ...] = BENCH_HEADS,
+    e2e_runs: int = 10,
+) -> dict:
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
-    res: dict = {"threads": threads, "cpu": _cpu_name(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-                 "input": [1, frames, dim], "classes": classes, "heads": {}, "e2e": {}}
+    res: dict = {
+        "threads": threads,
+        "cpu": _cpu_name(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "input": [1, frames, dim],
+        "classes": classes,
+        "heads": {},
+        "e2e": {},
+    }
     log.info("measuring the roof (fp32 MatMul, int8 MatMulInteger) on %d threads", threads)
     first = measure_roof(threads)
     with private_tmpdir("phonemekit-bench-") as tmp:
@@ -260,8 +269,11 @@ def run_benchmark(*, threads: int | None = None, n: int = 300, frames: int = 100
     res["peak_rss_mb"] = max(rss) if rss else None
     # Measured before and after the graphs (this machine is shared; its speed drifts); the higher is the roof.
     last = measure_roof(threads)
-    res["roof"] = {**first, **{k: max(first[k], last[k]) for k in ("fp32_gflops", "int8_gflops")},
-                   "measured": [{k: r[k] for k in ("fp32_gflops", "int8_gflops")} for r in (first, last)]}
+    res["roof"] = {
+        **first,
+        **{k: max(first[k], last[k]) for k in ("fp32_gflops", "int8_gflops")},
+        "measured": [{k: r[k] for k in ("fp32_gflops", "int8_gflops")} for r in (first, last)],
+    }
     _against_roof(res)
     res["verdicts"] = verdicts(res)
     return res
@@ -297,8 +309,11 @@ def verdicts(res: dict) -> dict:
             "mean < 1 ms": o["batch1_mean_ms"] < TARGETS["head_mean_ms"],
             "max < 2 ms": o["batch1_max_ms"] < TARGETS["head_max_ms"],
             "batch-64 > 2000 seq/s": o["batch64_seq_per_s"] > TARGETS["head_batch64_seq_per_s"],
-            "2x goal": (o["batch1_mean_ms"] < GOALS["head_mean_ms"] and o["batch1_max_ms"] < GOALS["head_max_ms"]
-                        and o["batch64_seq_per_s"] > GOALS["head_batch64_seq_per_s"]),
+            "2x goal": (
+                o["batch1_mean_ms"] < GOALS["head_mean_ms"]
+                and o["batch1_max_ms"] < GOALS["head_max_ms"]
+                and o["batch64_seq_per_s"] > GOALS["head_batch64_seq_per_s"]
+            ),
         }
     if res.get("peak_rss_mb") is not None:
         out["memory"] = {"peak RSS < 2 GB": res["peak_rss_mb"] < TARGETS["peak_rss_mb"]}
@@ -313,116 +328,3 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return "unknown"
-
-
-def flatten(res: dict) -> dict:
-    """Dotted keys for the documented names: head.onnx.batch1_mean_ms, e2e.wavlm.onnx_int8.rtf, ..."""
-    flat: dict = {}
-
-    def walk(prefix: str, obj) -> None:
-        if isinstance(obj, dict):
-            for k, v in obj.items():
-                walk(f"{prefix}.{k}" if prefix else k, v)
-        else:
-            flat[prefix] = obj
-
-    walk("", res)
-    return flat
-
-
-def markdown(res: dict) -> str:
-    ok = lambda b: "PASS" if b else "FAIL"  # noqa: E731
-    lines = [f"Benchmark on {res['cpu']}, {res['threads']} threads, torch {res['torch']}, onnxruntime {res['onnxruntime']}. "
-             f"Head input {tuple(res['input'])}, {res['classes']} classes; warm-up excluded.", "",
-             "Classification = network + exact CTC class scoring (what a game pays); network only = frame posteriors. "
-             "`conv-pool` reads out by pooling (class logits): it has no CTC scoring to pay. "
-             "2x goal: mean < 0.5 ms, max < 1 ms and > 4000 seq/s together.", "",
-             "| head | params | GFLOP/call | torch mean ms | ONNX mean / p99 / max ms | ONNX batch-64 seq/s | network only: ONNX mean / max ms | network only: batch-64 seq/s | mean < 1 ms | max < 2 ms | > 2000 seq/s | 2x goal |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, h in res["heads"].items():
-        o, v = h["onnx"], res["verdicts"][name]
-        net = h.get("onnx_network_only")
-        net_s = "-" if net is None else f"{net['batch1_mean_ms']:.2f} / {net['batch1_max_ms']:.2f}"
-        net_b = "-" if net is None else f"{net['batch64_seq_per_s']:.0f}"
-        lines.append(f"| {name} | {h['params'] / 1e3:.0f}k | {h['gflop_per_call']:.3f} | {h['torch']['batch1_mean_ms']:.2f} | "
-                     f"{o['batch1_mean_ms']:.2f} / {o['batch1_p99_ms']:.2f} / {o['batch1_max_ms']:.2f} | {o['batch64_seq_per_s']:.0f} | {net_s} | {net_b} | "
-                     f"{ok(v['mean < 1 ms'])} | {ok(v['max < 2 ms'])} | {ok(v['batch-64 > 2000 seq/s'])} | {ok(v['2x goal'])} |")
-    roof = res.get("roof")
-    if roof:
-        lines += ["", f"The roof, measured here on {roof['threads']} threads: one {roof['size']}x{roof['size']} fp32 MatMul "
-                  f"{roof['fp32_gflops']:.0f} GFLOP/s, one int8 MatMulInteger {roof['int8_gflops']:.0f} GOP/s (ONNX Runtime, best of 20, "
-                  "the higher of a measurement before and one after the graphs)."]
-    lines += ["", "Where the network's batch-64 time goes (ONNX Runtime profiler): achieved GFLOP/s of the whole network, of its "
-              f"matrix kernels ({', '.join(MATRIX_OPS)}) alone and that as a share of the fp32 roof, and the largest shares of kernel time:", "",
-              "| head | network GFLOP/s | matrix kernels GFLOP/s | of roof | kernel time by op |", "|---|---|---|---|---|"]
-    for name, h in res["heads"].items():
-        mx, fr = h.get("batch64_matrix_gflops"), h.get("matrix_roof_fraction")
-        shares = ", ".join(f"{op} {v:.0%}" for op, v in list(h["batch64_op_shares"].items())[:5])
-        lines.append(f"| {name} | {h['batch64_network_gflops']:.0f} | {'-' if mx is None else f'{mx:.0f}'} | {'-' if fr is None else f'{fr:.0%}'} | {shares} |")
-    if res["e2e"]:
-        lines += ["", "End to end, 1 s of audio, thin CTC head (random weights where marked: speed does not depend on weights):", "",
-                  "| encoder | source | weights | torch fp32 RTF | ONNX fp32 RTF (x torch) | ONNX int8 RTF (x torch) | int8 max abs diff | inference process peak RSS (int8 / fp32) |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for fam, e in res["e2e"].items():
-            lines.append(f"| {fam} | `{e['source']}` | {e['weights'].split(' ')[0]} | {e['torch_fp32']['rtf']:.3f} | {e['onnx_fp32']['rtf']:.3f} ({e['onnx_fp32']['speedup_vs_torch_fp32']:.2f}x) | "
-                         f"{e['onnx_int8']['rtf']:.3f} ({e['onnx_int8']['speedup_vs_torch_fp32']:.2f}x) | {e['onnx_int8']['max_abs_diff_vs_fp32']:.2e} | "
-                         f"{e['inference_process'].get('peak_rss_mb', float('nan')):.0f} / {e['inference_process_fp32'].get('peak_rss_mb', float('nan')):.0f} MB |")
-        if roof and all("roof_fraction" in res["e2e"][f]["onnx_fp32"] for f in res["e2e"]):
-            lines += ["", "Against the roof (GFLOP per call counted by torch's FlopCounterMode; int8 graphs against the int8 roof). "
-                      "RTF at the roof is the floor: every FLOP at its kernel's roof (int8: matrix products at the int8 roof, "
-                      "convolutions, which dynamic quantisation leaves in fp32, at the fp32 roof; and if every FLOP ran int8):", "",
-                      "| encoder | GFLOP per 1 s (convolutions) | ONNX fp32 GFLOP/s (of roof) | ONNX int8 GOP/s (of int8 roof) | "
-                      "RTF at the roof: fp32 / int8 / all int8 |", "|---|---|---|---|---|"]
-            for fam, e in res["e2e"].items():
-                a, b = e["onnx_fp32"], e["onnx_int8"]
-                lines.append(f"| {fam} | {e['gflop_per_call']:.2f} ({e.get('conv_gflop_per_call', 0.0):.2f}) | {a['achieved_gflops']:.0f} ({a['roof_fraction']:.0%}) | "
-                             f"{b['achieved_gflops']:.0f} ({b['roof_fraction']:.0%}) | {a['rtf_at_roof']:.3f} / {b['rtf_at_roof']:.3f} / "
-                             f"{b['rtf_all_int8_at_roof']:.3f} |")
-    if res.get("peak_rss_mb") is not None:
-        lines += ["", f"Peak RSS of the inference process: {res['peak_rss_mb']:.0f} MB ({ok(res['peak_rss_mb'] < TARGETS['peak_rss_mb'])} < 2 GB)."]
-    return "\n".join(lines) + "\n"
-
-
-def write_results(res: dict, json_path: Path) -> Path:
-    write_json(json_path, {**res, "flat": flatten({k: v for k, v in res.items() if k != "verdicts"})})
-    md = json_path.with_suffix(".md")
-    write_text(md, markdown(res))
-    return md
-
-
-def _mean_ms(fn, n: int, warmup: int = 3) -> float:
-    return float(np.mean(ox.time_calls(fn, n, warmup)) * 1000)
-
-
-def measure_speed(run: Run, threads: int = 2, frames: int = 100) -> dict:
-    """Head latency through ONNX Runtime on (1, frames, D) features, end-to-end
-    latency for 1 s of audio (the exported e2e file when there is one, else
-    torch), size, and the peak RSS of an inference-only process."""
-    model = run.load(with_encoder=True)
-    out = {"params": int(sum(p.numel() for p in model.parameters())),
-           "head_params": int(sum(p.numel() for p in model.head.parameters())),
-           "checkpoint_mb": round(run.weights_path.stat().st_size / 1e6, 2)}
-    shape = model.frame_shape()
-    with private_tmpdir("phonemekit-cmp-") as d:
-        path = d / "head.onnx"
-        ox.export_torchscript(HeadGraph(model), (torch.randn(2, frames, *shape), torch.tensor([frames, frames - 5])), path,
-                              ox.GraphIO.of("head", model.output_kind == "ctc"), max_frames(model))
-        sess = ox.session(path, threads)
-        feed = {"features": np.random.default_rng(0).standard_normal((1, frames, *shape)).astype(np.float32), "lengths": np.array([frames])}
-        out["head_ms"] = round(_mean_ms(lambda: sess.run(["probs"], feed), 100, 10), 3)
-    wave = (np.random.default_rng(0).standard_normal((1, 16000)) * 0.1).astype(np.float32)
-    e2e = run.onnx("e2e")
-    if e2e.exists():
-        sess = ox.session(e2e, threads)
-        feed = {"waveform": wave, "lengths": np.array([16000])}
-        out["e2e_ms_per_s_audio"] = round(_mean_ms(lambda: sess.run(["probs"], feed), 20), 2)
-        out["e2e_engine"] = "onnxruntime"
-        out["peak_rss_mb"] = inference_process_rss(e2e, threads, 16000).get("peak_rss_mb")
-        out["onnx_mb"] = round(e2e.stat().st_size / 1e6, 2)
-    else:
-        with torch.no_grad():
-            w, n = torch.from_numpy(wave), torch.tensor([16000])
-            out["e2e_ms_per_s_audio"] = round(_mean_ms(lambda: model.classify_waves(w, n), 10), 2)
-        out["e2e_engine"] = "torch"
-        out["peak_rss_mb"] = None
-    return out

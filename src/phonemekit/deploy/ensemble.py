@@ -90,14 +90,26 @@ def export_ensemble(runs: list[Run], ens: Ensemble, path: Path, waves: list[np.n
         first = models[0]
         metas = [ox.metadata_of(f) for f in member_files]
         limit_s = min(int(mt["max_frames"]) / float(mt["frame_rate"]) for mt in metas)
-        ox.finish(tmp, {
-            "phonemekit_version": __version__, "form": "e2e", "precision": "fp32", "labels": first.labels, "blank": -1,
-            "head_output": "ensemble", "sample_rate": first.spec.sample_rate, "frame_rate": first.spec.frame_rate,
-            "max_frames": int(limit_s * first.spec.frame_rate),
-            "encoder_spec": [m.spec.to_dict() for m in models], "weights": ",".join(sorted({m.spec.weights for m in models})),
-            "checkpoint_sha256": ",".join(r.sha256 for r in runs), "model_name": f"ensemble-{ens.method}",
-            "ensemble": ens.to_dict(), **({"calibration": calibration} if calibration else {}),
-        })
+        ox.finish(
+            tmp,
+            {
+                "phonemekit_version": __version__,
+                "form": "e2e",
+                "precision": "fp32",
+                "labels": first.labels,
+                "blank": -1,
+                "head_output": "ensemble",
+                "sample_rate": first.spec.sample_rate,
+                "frame_rate": first.spec.frame_rate,
+                "max_frames": int(limit_s * first.spec.frame_rate),
+                "encoder_spec": [m.spec.to_dict() for m in models],
+                "weights": ",".join(sorted({m.spec.weights for m in models})),
+                "checkpoint_sha256": ",".join(r.sha256 for r in runs),
+                "model_name": f"ensemble-{ens.method}",
+                "ensemble": ens.to_dict(),
+                **({"calibration": calibration} if calibration else {}),
+            },
+        )
         sess = ox.session(tmp)
         got, ref = [], []
         with torch.no_grad():

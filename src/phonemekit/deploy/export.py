@@ -160,13 +160,22 @@ def export_form(model: PhonemeModel, form: str, path: Path, waves: list[np.ndarr
         parity = ox.agreement(onnx_probs(ox.session(tmp), form, waves, model, feats), torch_probs(model, waves, feats))
         parity["export_seconds"] = round(time.perf_counter() - t0, 1)
         if parity["top1_agreement"] < 1.0:
-            raise ExportError(f"{form} export of {model.cfg.name}: top-1 agreement with torch is {parity['top1_agreement']:.3f} < 1.0 "
-                              f"(max |dp| {parity['max_abs_diff']:.2e})")
+            raise ExportError(
+                f"{form} export of {model.cfg.name}: top-1 agreement with torch is {parity['top1_agreement']:.3f} < 1.0 (max |dp| {parity['max_abs_diff']:.2e})"
+            )
     return Exported(path, parity)
 
 
-def quantize_form(src: Path, dst: Path, form: str, waves: list[np.ndarray], model: PhonemeModel,
-                  min_agreement: float = 0.98, min_speedup: float = 1.05, feats: list | None = None) -> dict:
+def quantize_form(
+    src: Path,
+    dst: Path,
+    form: str,
+    waves: list[np.ndarray],
+    model: PhonemeModel,
+    min_agreement: float = 0.98,
+    min_speedup: float = 1.05,
+    feats: list | None = None,
+) -> dict:
     """An int8 copy of an exported file, kept only when faster and accurate
     enough; the returned record says which and why."""
     with atomic_path(dst) as tmp:
@@ -189,9 +198,15 @@ def quantize_form(src: Path, dst: Path, form: str, waves: list[np.ndarray], mode
         }
         keep = rec["top1_agreement_vs_fp32"] >= min_agreement and rec["speedup_vs_fp32"] >= min_speedup
         rec["kept"] = keep
-        rec["reason"] = "faster and accurate" if keep else (
-            f"dropped: speedup {rec['speedup_vs_fp32']:.2f}x < {min_speedup}x" if rec["top1_agreement_vs_fp32"] >= min_agreement
-            else f"dropped: top-1 agreement {rec['top1_agreement_vs_fp32']:.3f} < {min_agreement}")
+        rec["reason"] = (
+            "faster and accurate"
+            if keep
+            else (
+                f"dropped: speedup {rec['speedup_vs_fp32']:.2f}x < {min_speedup}x"
+                if rec["top1_agreement_vs_fp32"] >= min_agreement
+                else f"dropped: top-1 agreement {rec['top1_agreement_vs_fp32']:.3f} < {min_agreement}"
+            )
+        )
         if not keep:
             raise _Dropped(rec)
         m = onnx.load(str(tmp))
@@ -210,8 +225,15 @@ class _Dropped(Exception):
         self.rec = rec
 
 
-def export_run(run: str | Path | Run, waves: list[np.ndarray], out_dir: str | Path | None = None, *, forms=("head", "e2e"),
-               int8: bool = True, trusted: set[str] | None = None) -> dict:
+def export_run(
+    run: str | Path | Run,
+    waves: list[np.ndarray],
+    out_dir: str | Path | None = None,
+    *,
+    forms=("head", "e2e"),
+    int8: bool = True,
+    trusted: set[str] | None = None,
+) -> dict:
     """Export a trained run. `waves` are real clips for the parity check."""
     if not waves:
         raise ExportError("export needs real clips for the parity check (none given)")
@@ -225,8 +247,14 @@ def export_run(run: str | Path | Run, waves: list[np.ndarray], out_dir: str | Pa
         path = out_dir / run.onnx(form).name
         exp = export_form(model, form, path, waves, run, feats)
         entry = {"path": str(path), "bytes": path.stat().st_size, "parity": exp.parity}
-        log.info("exported %s (%s form, %.1f MB): top-1 agreement %.3f, max |dp| %.1e", path, form, entry["bytes"] / 1e6,
-                 exp.parity["top1_agreement"], exp.parity["max_abs_diff"])
+        log.info(
+            "exported %s (%s form, %.1f MB): top-1 agreement %.3f, max |dp| %.1e",
+            path,
+            form,
+            entry["bytes"] / 1e6,
+            exp.parity["top1_agreement"],
+            exp.parity["max_abs_diff"],
+        )
         if int8:
             try:
                 q = quantize_form(path, out_dir / run.onnx(form, "int8").name, form, waves, model, feats=feats)
@@ -271,5 +299,8 @@ def evaluate_exports(run: str | Path | Run, data: str | Path | None = None) -> d
         clf = Classifier.load(path)
         if clf.form == "e2e":
             files[path.name] = {"top1": float(np.mean(clf.probs(waves).argmax(1) == y)), "clips": len(rows), "precision": clf.meta["precision"]}
-    return {"torch": {"top1": float(np.mean(held.scores.argmax(1) == held.y)), "clips": len(held.y)}, "files": files,
-            "parity": {form: f["parity"] for form, f in parity["files"].items()}}
+    return {
+        "torch": {"top1": float(np.mean(held.scores.argmax(1) == held.y)), "clips": len(held.y)},
+        "files": files,
+        "parity": {form: f["parity"] for form, f in parity["files"].items()},
+    }

@@ -74,8 +74,9 @@ def export_torchscript(module, example: tuple, path: Path, io: GraphIO, frames: 
 
     with torch.no_grad(), warnings.catch_warnings(), exact_up_to(frames):
         warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), example, str(path), dynamo=False, input_names=io.inputs, output_names=io.outputs,
-                          dynamic_axes=io.dynamic, opset_version=OPSET)
+        torch.onnx.export(
+            module.eval(), example, str(path), dynamo=False, input_names=io.inputs, output_names=io.outputs, dynamic_axes=io.dynamic, opset_version=OPSET
+        )
 
 
 # -- files -------------------------------------------------------------------------------
@@ -210,8 +211,7 @@ def op_time_shares(path: Path, feed: dict, threads: int, tmp: Path, runs: int = 
 # -- composing ---------------------------------------------------------------------------
 
 
-def compose_parallel(members: list[onnx.ModelProto], combiner: onnx.ModelProto, shared_inputs: list[str], member_output: str,
-                     output: str) -> onnx.ModelProto:
+def compose_parallel(members: list[onnx.ModelProto], combiner: onnx.ModelProto, shared_inputs: list[str], member_output: str, output: str) -> onnx.ModelProto:
     """One graph from exported files: every member reads the shared inputs,
     each member's `member_output` feeds the combiner's inputs in order, and
     the combiner's first output becomes `output`. Names are prefixed per

@@ -57,8 +57,7 @@ class Classifier:
         if "integrity_sha256" not in raw or "labels" not in raw:
             raise IntegrityError(f"{path} carries no phonemekit metadata (or was exported by an older phonemekit); export it with `phonemekit export`")
         if not ox.is_intact(proto):
-            raise IntegrityError(f"{path} does not match its recorded sha256 (its graph or metadata were changed: tampered or corrupt); "
-                                 "refusing to load")
+            raise IntegrityError(f"{path} does not match its recorded sha256 (its graph or metadata were changed: tampered or corrupt); refusing to load")
         if trusted is not None and raw["integrity_sha256"] not in trusted:
             raise IntegrityError(f"{path} (sha256 {raw['integrity_sha256'][:12]}...) is not in the trusted-hashes list")
         meta = _parse_metadata(raw, path)
@@ -75,8 +74,10 @@ class Classifier:
             # The exported CTC scorer is exact only up to this many frames.
             frames = lengths.max() * self.meta["frame_rate"] / self.sample_rate if self.form == "e2e" else lengths.max()
             if frames > limit:
-                raise DataError(f"input of {frames:.0f} frames is longer than {self.path.name} handles ({limit} frames, "
-                                f"{limit / self.meta['frame_rate']:.1f} s; raise audio.max_seconds and re-export for longer clips)")
+                raise DataError(
+                    f"input of {frames:.0f} frames is longer than {self.path.name} handles ({limit} frames, "
+                    f"{limit / self.meta['frame_rate']:.1f} s; raise audio.max_seconds and re-export for longer clips)"
+                )
         return self.session.run(None, {key: x.astype(np.float32, copy=False), "lengths": lengths.astype(np.int64)})
 
     def probs(self, waves: list[np.ndarray], batch_size: int = 1) -> np.ndarray:
@@ -140,8 +141,7 @@ def _parse_metadata(raw: dict[str, str], path: Path) -> dict:
         if key == "labels" and isinstance(meta.get(key), list) and (why := next(filter(None, map(label_problem, meta[key])), None)):
             raise IntegrityError(f"{path} has a label that is not a sound's name ({why}); refusing to load")
         if key not in meta or not ok(meta[key]):
-            raise IntegrityError(f"{path} has malformed metadata ({key} is {'missing' if key not in meta else repr(meta[key])[:60]}); "
-                                 "refusing to load")
+            raise IntegrityError(f"{path} has malformed metadata ({key} is {'missing' if key not in meta else repr(meta[key])[:60]}); refusing to load")
     if "calibration" in meta:
         try:
             meta["calibration"] = Calibration.from_dict(meta["calibration"], meta["labels"])

@@ -55,16 +55,21 @@ class Calibration:
         p = self.apply(np.asarray(probs, dtype=np.float64)[None])[0]
         k = labels.index(expect)
         thr = self.threshold_of(expect)
-        return {"expected": expect, "accepted": bool(p[k] >= thr), "probability": round(float(p[k]), 4),
-                "threshold": round(thr, 4), "calibrated": True}
+        return {"expected": expect, "accepted": bool(p[k] >= thr), "probability": round(float(p[k]), 4), "threshold": round(thr, 4), "calibrated": True}
 
     def to_dict(self) -> dict:
-        return {"format": FORMAT, "temperature": self.temperature, "target_far": self.target_far, "threshold": self.threshold,
-                "thresholds": dict(self.thresholds)}
+        return {
+            "format": FORMAT,
+            "temperature": self.temperature,
+            "target_far": self.target_far,
+            "threshold": self.threshold,
+            "thresholds": dict(self.thresholds),
+        }
 
     @classmethod
     def from_dict(cls, d: object, labels: list[str] | None = None) -> Calibration:
         """Checked: a malformed calibration is refused, never half-applied."""
+
         def bad(why: str) -> IntegrityError:
             return IntegrityError(f"malformed calibration: {why}")
 
@@ -89,8 +94,7 @@ def _finite(x: object) -> bool:
 def uncalibrated_verdict(probs: np.ndarray, labels: list[str], expect: str) -> dict:
     """For models exported before calibration: accept when the expected sound is top-1."""
     k = labels.index(expect)
-    return {"expected": expect, "accepted": bool(int(np.argmax(probs)) == k), "probability": round(float(probs[k]), 4),
-            "threshold": None, "calibrated": False}
+    return {"expected": expect, "accepted": bool(int(np.argmax(probs)) == k), "probability": round(float(probs[k]), 4), "threshold": None, "calibrated": False}
 
 
 def check_expect(expect: str | None, labels: list[str]) -> None:
@@ -107,6 +111,7 @@ def calibrate(log_probs: np.ndarray, temperature: float) -> np.ndarray:
 
 def fit_temperature(log_probs: np.ndarray, y: np.ndarray) -> float:
     """The temperature minimising the negative log-likelihood (bounded search over log T)."""
+
     def nll(log_t: float) -> float:
         return -float(scipy.special.log_softmax(log_probs / math.exp(log_t), axis=1)[np.arange(len(y)), y].mean())
 
@@ -155,8 +160,11 @@ def reliability(probs: np.ndarray, y: np.ndarray, bins: int = 10) -> dict:
     conf, hit = probs.max(1), probs.argmax(1) == y
     idx = np.minimum((conf * bins).astype(int), bins - 1)
     keep = [b for b in range(bins) if (idx == b).any()]
-    return {"confidence": [float(conf[idx == b].mean()) for b in keep], "accuracy": [float(hit[idx == b].mean()) for b in keep],
-            "count": [int((idx == b).sum()) for b in keep]}
+    return {
+        "confidence": [float(conf[idx == b].mean()) for b in keep],
+        "accuracy": [float(hit[idx == b].mean()) for b in keep],
+        "count": [int((idx == b).sum()) for b in keep],
+    }
 
 
 def verdict_rates(cal: Calibration, log_probs: np.ndarray, y: np.ndarray, labels: list[str]) -> dict:
@@ -177,10 +185,18 @@ def verdict_rates_of(cal: Calibration, p: np.ndarray, y: np.ndarray, labels: lis
     for k, lab in enumerate(labels):
         g, i = genuine[:, k], ~genuine[:, k]
         if g.any():
-            per[lab] = {"far": float(accept[i, k].mean()) if i.any() else None, "frr": float((~accept[g, k]).mean()), "clips": int(g.sum()),
-                        "threshold": round(float(thr[k]), 4)}
-    return {"far": float(accept[~genuine].mean()) if (~genuine).any() else None, "frr": float((~accept[genuine]).mean()) if len(y) else None,
-            "clips": int(len(y)), "per_sound": per}
+            per[lab] = {
+                "far": float(accept[i, k].mean()) if i.any() else None,
+                "frr": float((~accept[g, k]).mean()),
+                "clips": int(g.sum()),
+                "threshold": round(float(thr[k]), 4),
+            }
+    return {
+        "far": float(accept[~genuine].mean()) if (~genuine).any() else None,
+        "frr": float((~accept[genuine]).mean()) if len(y) else None,
+        "clips": int(len(y)),
+        "per_sound": per,
+    }
 
 
 def det_points(p: np.ndarray, y: np.ndarray) -> dict:
@@ -195,8 +211,15 @@ def det_points(p: np.ndarray, y: np.ndarray) -> dict:
     return {"far": [float(v) for v in fpr[::step]], "frr": [float(v) for v in fnr[::step]]}
 
 
-def summary(cal: Calibration, val_log_probs: np.ndarray, val_y: np.ndarray, test_log_probs: np.ndarray, test_y: np.ndarray,
-            labels: list[str], groups: np.ndarray | None = None) -> dict:
+def summary(
+    cal: Calibration,
+    val_log_probs: np.ndarray,
+    val_y: np.ndarray,
+    test_log_probs: np.ndarray,
+    test_y: np.ndarray,
+    labels: list[str],
+    groups: np.ndarray | None = None,
+) -> dict:
     """What the report shows for one model: ECE before and after on test,
     FAR/FRR on held-out speakers (all, and per group), reliability and DET data."""
     raw, cal_p = calibrate(test_log_probs, 1.0), calibrate(test_log_probs, cal.temperature)  # each once; the figures below share them

@@ -24,11 +24,10 @@ from phonemekit.runs import runs as as_runs
 log = logging.getLogger(__name__)
 
 
-SpeedOf = Callable[[Run], dict]  # latency, size and memory of a run (`phonemekit.deploy.benchmark.measure_speed`)
+SpeedOf = Callable[[Run], dict]  # latency, size and memory of a run (`phonemekit.deploy.speed.measure_speed`)
 
 
-def compare_runs(runs: list[Run], *, groups: dict[str, str] | None = None, target_group: str | None = None,
-                 speed_of: SpeedOf | None = None) -> dict:
+def compare_runs(runs: list[Run], *, groups: dict[str, str] | None = None, target_group: str | None = None, speed_of: SpeedOf | None = None) -> dict:
     """Accuracy of each run on the clips all of them were tested on, their
     paired differences, and (with `speed_of`) their speed."""
     by_name = {r.name: r for r in runs}
@@ -63,8 +62,12 @@ def compare_into_report(run_dirs, out: Path, *, target_group: str | None = None,
     cmp = compare_runs(runs, groups=groups, target_group=target_group, speed_of=speed_of)
     if speed_of:
         names = list(cmp["models"])
-        figure = plots.accuracy_vs_latency(names, [cmp["models"][n]["top1"] for n in names], [cmp["models"][n]["e2e_ms_per_s_audio"] for n in names],
-                                           out / "figures" / "accuracy-vs-latency.png")
+        figure = plots.accuracy_vs_latency(
+            names,
+            [cmp["models"][n]["top1"] for n in names],
+            [cmp["models"][n]["e2e_ms_per_s_audio"] for n in names],
+            out / "figures" / "accuracy-vs-latency.png",
+        )
         cmp["figure"] = str(figure.relative_to(out))
     write_json(out / "compare.json", cmp)
     write_text(out / "compare.md", render("comparison", cmp, out))

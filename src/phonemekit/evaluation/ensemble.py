@@ -95,8 +95,9 @@ def select(members: list[str], val: list[np.ndarray], val_y: np.ndarray) -> tupl
     top-1. Stacking is judged by 5-fold cross-validation on validation (it
     would otherwise be scored on its own training data)."""
     fitted = {method: fit(method, members, val, val_y) for method in METHODS}
-    scores = {method: _cv_stacking(members, val, val_y) if method == "stacking" else float(np.mean(e.probs(val).argmax(1) == val_y))
-              for method, e in fitted.items()}
+    scores = {
+        method: _cv_stacking(members, val, val_y) if method == "stacking" else float(np.mean(e.probs(val).argmax(1) == val_y)) for method, e in fitted.items()
+    }
     return max(scores, key=scores.get), fitted, scores
 
 
@@ -130,8 +131,15 @@ def fit_ensembles(runs: list[Run], *, groups: dict | None = None) -> tuple[dict,
     for method, e in fitted.items():
         p = e.probs([t.scores for t in test])
         m = metrics(Predictions(np.log(p + 1e-12), test[0].y, test[0].rows, test[0].labels), groups)
-        results[method] = {"val_top1": val_scores[method], "top1": m["top1"], "top3": m["top3"], "macro_f1": m["macro_f1"],
-                           "top1_ci95": m["top1_ci95"], "per_group": m["per_group"], **e.to_dict()}
+        results[method] = {
+            "val_top1": val_scores[method],
+            "top1": m["top1"],
+            "top3": m["top3"],
+            "macro_f1": m["macro_f1"],
+            "top1_ci95": m["top1_ci95"],
+            "per_group": m["per_group"],
+            **e.to_dict(),
+        }
     record = {"members": names, "chosen": chosen, "chosen_by": "validation top-1", "methods": results, "test_clips": len(test[0].y)}
     # The chosen ensemble's verdicts are calibrated like a single model's, on validation only.
     val_p = np.log(fitted[chosen].probs(val_lp) + 1e-12)
@@ -140,6 +148,10 @@ def fit_ensembles(runs: list[Run], *, groups: dict | None = None) -> tuple[dict,
     test_cal = calibrate(test_p, cal.temperature)
     rates = verdict_rates_of(cal, test_cal, test[0].y, test[0].labels)
     record["calibration"] = cal.to_dict()
-    record["verdict"] = {"far": rates["far"], "frr": rates["frr"], "ece_test_before": ece(calibrate(test_p, 1.0), test[0].y),
-                         "ece_test_after": ece(test_cal, test[0].y)}
+    record["verdict"] = {
+        "far": rates["far"],
+        "frr": rates["frr"],
+        "ece_test_before": ece(calibrate(test_p, 1.0), test[0].y),
+        "ece_test_after": ece(test_cal, test[0].y),
+    }
     return record, fitted[chosen]

@@ -27,8 +27,7 @@ def evaluate_run(run: Run, data: str | Path | None = None, *, cache_root: str | 
     return metrics(predict(run.load(), m, rows, cache_root=cache_root, device=device), m.groups)
 
 
-def confusion_examples(run: Run, data: str | Path | None = None, *, top: int = 10, examples: int = 3,
-                       cache_root: str | Path = "cache") -> list[dict]:
+def confusion_examples(run: Run, data: str | Path | None = None, *, top: int = 10, examples: int = 3, cache_root: str | Path = "cache") -> list[dict]:
     """The most-confused (true, predicted) pairs with counts and up to
     `examples` files each: from the run's held-out predictions, or from a
     fresh prediction on `data`."""

@@ -37,8 +37,9 @@ def speaker_bootstrap_ci(correct: np.ndarray, speakers: np.ndarray, n: int = 200
         return [float("nan"), float("nan")]
     hits = np.array([correct[speakers == s].sum() for s in names])
     clips = np.array([(speakers == s).sum() for s in names], dtype=float)
-    res = scipy.stats.bootstrap((hits, clips), lambda h, c, axis=-1: h.sum(axis) / c.sum(axis), paired=True, vectorized=True,
-                                n_resamples=n, method="percentile", random_state=seed)
+    res = scipy.stats.bootstrap(
+        (hits, clips), lambda h, c, axis=-1: h.sum(axis) / c.sum(axis), paired=True, vectorized=True, n_resamples=n, method="percentile", random_state=seed
+    )
     return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
 
 
@@ -56,8 +57,15 @@ def paired(a: np.ndarray, b: np.ndarray, speakers: np.ndarray | None = None, n_b
     p = mcnemar_exact(only_a, only_b)
     d = a - b
     ci = speaker_bootstrap_ci(d, speakers, n_boot, seed) if speakers is not None else bootstrap_ci(d, n_boot, seed)
-    return {"top1_diff": float(d.mean()), "diff_ci95": ci, "ci_resamples": "speakers" if speakers is not None else "clips",
-            "only_first_right": only_a, "only_second_right": only_b, "mcnemar_p": p, "significant": p < 0.05}
+    return {
+        "top1_diff": float(d.mean()),
+        "diff_ci95": ci,
+        "ci_resamples": "speakers" if speakers is not None else "clips",
+        "only_first_right": only_a,
+        "only_second_right": only_b,
+        "mcnemar_p": p,
+        "significant": p < 0.05,
+    }
 
 
 def confusion_matrix(y: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:

@@ -68,12 +68,11 @@ def predict(model: PhonemeModel, manifest: Manifest, rows: list[dict], *, cache_
 
 
 @torch.no_grad()
-def pooled_embeddings(model: PhonemeModel, manifest: Manifest, rows: list[dict], *, cache_root: str | Path = "cache", device: str = "cpu",
-                      batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def pooled_embeddings(
+    model: PhonemeModel, manifest: Manifest, rows: list[dict], *, cache_root: str | Path = "cache", device: str = "cpu", batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean-pooled encoder features (over valid frames) and label indices."""
     data = clip_data(model, manifest, rows, cache_root=cache_root, device=device)
     mix = model.layer_mix or (lambda x: x)
     emb = [masked_pool(mix(x), n, "mean").float().cpu().numpy() for x, n in _encoded_batches(model, data, device, batch_size)]
     return np.concatenate(emb), np.array(data.labels)
-
-

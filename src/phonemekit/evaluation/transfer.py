@@ -29,8 +29,9 @@ def _summary(m: dict) -> dict:
     return {k: m[k] for k in ("n", "top1", "top3", "macro_f1", "top1_ci95", "per_speaker", "per_group")}
 
 
-def evaluate_family(run_dirs: list[Path], train: Manifest, family: Manifest, *, cache_root: str | Path, device: str = "cpu",
-                    title: str = "Held-out voice family") -> dict:
+def evaluate_family(
+    run_dirs: list[Path], train: Manifest, family: Manifest, *, cache_root: str | Path, device: str = "cpu", title: str = "Held-out voice family"
+) -> dict:
     """Top-1/top-3 per model and per baseline on every clip of `family`."""
     out: dict = {"title": title, "models": {}, "baselines": {}}
     split = speaker_disjoint(train.speakers, train.groups)

@@ -2,7 +2,7 @@
 noise mixed in, plus noise alone (false triggers). What `live --report`
 prints and the demo's report shows.
 
-Targets for the default preset (see the README): at least 98% of the
+Targets for the default preset (see docs/live.md): at least 98% of the
 sounds detected, at most 2% false triggers, flicker under 5% of segments,
 mean latency after the sound's end under 100 ms.
 """
@@ -35,8 +35,16 @@ def verdicts(row: dict) -> dict[str, bool]:
     return out
 
 
-def live_table(classifier, wave: np.ndarray, truth: list[dict], *, presets=PRESETS, noises: list[tuple[str, float]] = (),
-               noise_presets=("balanced",), noise_only_s: float = 30.0) -> dict:
+def live_table(
+    classifier,
+    wave: np.ndarray,
+    truth: list[dict],
+    *,
+    presets=PRESETS,
+    noises: list[tuple[str, float]] = (),
+    noise_presets=("balanced",),
+    noise_only_s: float = 30.0,
+) -> dict:
     """Replay metrics of every preset on the clean replay and of `noise_presets`
     (the default one) with each noise mixed in, and segments opened by noise alone."""
     rows = []
@@ -53,7 +61,10 @@ def live_table(classifier, wave: np.ndarray, truth: list[dict], *, presets=PRESE
             x = make_noise(kind, int(noise_only_s * SR), seed=100 + i) * level
             events = run_stream(LiveEngine(classifier, load_live_config(noise_presets[0])), array_blocks(x))
             noise_only[kind] = sum(e["type"] == "final" for e in events)
-    return {"clips": len(truth), "rows": rows, "noise_only": noise_only, "noise_only_seconds": noise_only_s,
-            "targets": {k: f"{op} {v:g}" for k, (op, v) in TARGETS.items()}}
-
-
+    return {
+        "clips": len(truth),
+        "rows": rows,
+        "noise_only": noise_only,
+        "noise_only_seconds": noise_only_s,
+        "targets": {k: f"{op} {v:g}" for k, (op, v) in TARGETS.items()},
+    }

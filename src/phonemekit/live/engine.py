@@ -217,8 +217,14 @@ class LiveEngine:
             shown = self.smoother.update(p)
             if shown is not None and (not seg.shown or seg.shown[-1] != shown):
                 seg.shown.append(shown)
-                events.append(self._event("provisional", label=self.classifier.labels[shown], top_k=self._top(self.smoother.probs),
-                                          compute_ms=round((time.perf_counter() - t0) * 1000, 2)))
+                events.append(
+                    self._event(
+                        "provisional",
+                        label=self.classifier.labels[shown],
+                        top_k=self._top(self.smoother.probs),
+                        compute_ms=round((time.perf_counter() - t0) * 1000, 2),
+                    )
+                )
         long = len(seg.samples) * FRAME / SR >= self.cfg.max_segment_s
         if self.silence_run * FRAME * 1000 >= self.cfg.hangover_ms * SR or long:
             events += self._close()
@@ -240,8 +246,16 @@ class LiveEngine:
         label = self.classifier.labels[best] if p[best] >= self.cfg.min_confidence and duration_ms >= self.cfg.min_duration_ms else None
         reason = None if label else ("too_short" if duration_ms < self.cfg.min_duration_ms else "low_confidence")
         flips = max(0, len(seg.shown) - 1)
-        ev = self._event("final", label=label, top_k=self._top(p), segment_start=round(seg.start, 4), segment_end=round(end, 4),
-                         compute_ms=round(compute_ms, 2), provisional_changes=flips, reason=reason)
+        ev = self._event(
+            "final",
+            label=label,
+            top_k=self._top(p),
+            segment_start=round(seg.start, 4),
+            segment_end=round(end, 4),
+            compute_ms=round(compute_ms, 2),
+            provisional_changes=flips,
+            reason=reason,
+        )
         if self.expect is not None:
             # The calibrated verdict the model file carries (uncalibrated files: top-1 == expected).
             verdict_of = getattr(self.classifier, "verdict_of", None)
@@ -286,8 +300,7 @@ def run_stream(engine: LiveEngine, blocks, on_event=None, on_frame=None, watch: 
 
 def summary(events: list[dict]) -> dict:
     finals = [e for e in events if e["type"] == "final"]
-    out = {"segments": len(finals), "labelled": sum(1 for e in finals if e["label"]),
-           "labels": [e["label"] for e in finals]}
+    out = {"segments": len(finals), "labelled": sum(1 for e in finals if e["label"]), "labels": [e["label"] for e in finals]}
     if any("recognised" in e for e in finals):
         out["recognised"] = sum(1 for e in finals if e.get("recognised"))
     return out

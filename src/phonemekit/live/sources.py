@@ -39,8 +39,7 @@ def mic_blocks(device: str | int | None = None, block: int = FRAME) -> Iterator[
         import sounddevice as sd
     except (ImportError, OSError) as e:
         raise LiveError(
-            "microphone input needs PortAudio and sounddevice: apt-get install libportaudio2 && pip install sounddevice "
-            "(or replay a file with --file)"
+            "microphone input needs PortAudio and sounddevice: apt-get install libportaudio2 && pip install sounddevice (or replay a file with --file)"
         ) from e
     try:
         inputs = [d for d in sd.query_devices() if d["max_input_channels"] > 0]
@@ -50,8 +49,9 @@ def mic_blocks(device: str | int | None = None, block: int = FRAME) -> Iterator[
         raise LiveError("no audio input device found; connect a microphone or replay a file with --file")
     q: queue.Queue = queue.Queue()
     try:
-        stream = sd.InputStream(samplerate=SR, channels=1, dtype="float32", blocksize=block, device=device,
-                                callback=lambda data, frames, t, status: q.put(data[:, 0].copy()))
+        stream = sd.InputStream(
+            samplerate=SR, channels=1, dtype="float32", blocksize=block, device=device, callback=lambda data, frames, t, status: q.put(data[:, 0].copy())
+        )
     except Exception as e:
         names = ", ".join(f"{i}: {d['name']}" for i, d in enumerate(sd.query_devices()) if d["max_input_channels"] > 0)
         raise LiveError(f"cannot open input device {device!r}: {e}. Input devices: {names}") from e

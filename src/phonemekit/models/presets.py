@@ -29,8 +29,10 @@ CONV_S2 = HeadConfig(kind="conv-ctc", options={"channels": 128, "kernel": 5, "la
 # The fast head: the conv trunk at 64 channels on every second frame, input
 # standardised by training statistics (folded into the projection), read out
 # by attention pooling (no CTC scoring at inference).
-POOL = HeadConfig(kind="conv-pool", options={"channels": 64, "kernel": 5, "layers": 2, "attention_heads": 4, "stride": 2,
-                                             "input_norm": "standardize", "pooling": "attention", "queries": 4})
+POOL = HeadConfig(
+    kind="conv-pool",
+    options={"channels": 64, "kernel": 5, "layers": 2, "attention_heads": 4, "stride": 2, "input_norm": "standardize", "pooling": "attention", "queries": 4},
+)
 # One wide hidden layer with heavy dropout on standardised pooled features:
 # on the demo's held-out voices it beats a tuned logistic regression on the
 # same features, where (128, 64) without input dropout fell below it.
@@ -67,8 +69,17 @@ SEED_MODELS = ("mlp", "wav2vec2-ctc", "wavlm-ctc")
 # (half the training time of the 128-wide one; the demo's 10-minute budget),
 # plus the seed models' pipeline check. The 128-wide, 64-wide and strided
 # variants are presets for the speed trade (`phonemekit benchmark`).
-DEMO_MODELS = ("whisper-mlp", "whisper-ctc-thin", "whisper-conv-ctc", "whisper-conv-pool", "fbank-mlp", "fbank-ctc-thin", "fbank-conv-ctc",
-               "fbank-conv-pool", *SEED_MODELS)
+DEMO_MODELS = (
+    "whisper-mlp",
+    "whisper-ctc-thin",
+    "whisper-conv-ctc",
+    "whisper-conv-pool",
+    "fbank-mlp",
+    "fbank-ctc-thin",
+    "fbank-conv-ctc",
+    "fbank-conv-pool",
+    *SEED_MODELS,
+)
 
 
 # Defaults, in one place, for the CLI and the API alike: each runs offline on

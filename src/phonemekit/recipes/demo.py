@@ -22,10 +22,10 @@ from phonemekit.data.audio import write_audio
 from phonemekit.data.demo import build_demo_corpus
 from phonemekit.data.manifest import LABELS, MANIFEST, load_manifest, prepare
 from phonemekit.data.piper import build_piper_corpus
-from phonemekit.deploy.benchmark import measure_speed
 from phonemekit.deploy.ensemble import ensemble_into_report
 from phonemekit.deploy.export import export_run, parity_clips
 from phonemekit.deploy.runtime import Classifier
+from phonemekit.deploy.speed import measure_speed
 from phonemekit.evaluation.compare import compare_into_report
 from phonemekit.evaluation.metrics import versus
 from phonemekit.evaluation.predict import pooled_embeddings
@@ -39,7 +39,8 @@ from phonemekit.report import plots
 from phonemekit.report.report import REPORT_JSON, REPORT_MD, Report
 from phonemekit.runs import Run
 from phonemekit.runs import runs as runs_of
-from phonemekit.training.experiment import held_out_rows, train_all
+from phonemekit.training.experiment import train_all
+from phonemekit.training.summary import held_out_rows
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +66,33 @@ def demo_models(wav2vec2: str | None, wavlm: str | None, e2e_epochs: int, names=
                 cfg = cfg.with_overrides(source=sources[fam])
             else:
                 cfg = cfg.replace(encoder=EncoderConfig(family=fam, source=CHECK_SOURCE)).with_overrides(
-                    epochs=e2e_epochs, patience=e2e_epochs, finetune_layers=-1, batch_size=16, warmup=0.1)
+                    epochs=e2e_epochs, patience=e2e_epochs, finetune_layers=-1, batch_size=16, warmup=0.1
+                )
         if epochs:
             cfg = cfg.with_overrides(epochs=epochs)
         out.append(cfg)
     return out
 
 
-def demo_steps(out: Path, *, speakers: int, takes: int, seed: int, channel: str = "room", voices: str = "espeak", wav2vec2: str | None, wavlm: str | None, e2e_epochs: int,
-               cache: Path, device: str, models: tuple[str, ...] = DEMO_MODELS, epochs: int | None = None, progress=None,
-               engine=None, workers: int = 1) -> list[Step]:
+def demo_steps(
+    out: Path,
+    *,
+    speakers: int,
+    takes: int,
+    seed: int,
+    channel: str = "room",
+    voices: str = "espeak",
+    wav2vec2: str | None,
+    wavlm: str | None,
+    e2e_epochs: int,
+    cache: Path,
+    device: str,
+    models: tuple[str, ...] = DEMO_MODELS,
+    epochs: int | None = None,
+    progress=None,
+    engine=None,
+    workers: int = 1,
+) -> list[Step]:
     corpus, data = out / "corpus", out / "data"
     models = demo_models(wav2vec2, wavlm, e2e_epochs, models, epochs)
     loso_cfgs = loso_models(models, epochs)
@@ -101,23 +119,33 @@ def demo_steps(out: Path, *, speakers: int, takes: int, seed: int, channel: str 
     e2e = [r.onnx("e2e") for r in runs]
     weights = [r.weights_path for r in runs]
     return [
-        Step("corpus", lambda: build_demo_corpus(corpus, speakers=speakers, takes=takes, seed=seed, channel=channel, voices=voices, progress=progress),
-             outputs=[corpus / "speakers.json", corpus / "recordings"],
-             config={"speakers": speakers, "takes": takes, "seed": seed, "channel": channel, "voices": voices}),
-        Step("prepare", lambda: _prepare(corpus / "recordings", data, progress),
-             inputs=[corpus / "recordings"], outputs=[data / MANIFEST, data / LABELS]),
-        Step("train", lambda: _train(data, out, models, leaky, cache, device, notes, progress, engine, workers),
-             inputs=[data / MANIFEST], outputs=[out / REPORT_JSON, out / REPORT_MD],
-             config={"models": [m.to_dict() for m in models], "leaky": sorted(leaky)}, check=check_report),
-        Step("loso", lambda: _loso(out, data, loso_cfgs, cache, device, progress, engine, workers), inputs=[data / MANIFEST],
-             outputs=[out / "loso" / REPORT_JSON], config={"models": [c.to_dict() for c in loso_cfgs], "folds": "child"}),
+        Step(
+            "corpus",
+            lambda: build_demo_corpus(corpus, speakers=speakers, takes=takes, seed=seed, channel=channel, voices=voices, progress=progress),
+            outputs=[corpus / "speakers.json", corpus / "recordings"],
+            config={"speakers": speakers, "takes": takes, "seed": seed, "channel": channel, "voices": voices},
+        ),
+        Step("prepare", lambda: _prepare(corpus / "recordings", data, progress), inputs=[corpus / "recordings"], outputs=[data / MANIFEST, data / LABELS]),
+        Step(
+            "train",
+            lambda: _train(data, out, models, leaky, cache, device, notes, progress, engine, workers),
+            inputs=[data / MANIFEST],
+            outputs=[out / REPORT_JSON, out / REPORT_MD],
+            config={"models": [m.to_dict() for m in models], "leaky": sorted(leaky)},
+            check=check_report,
+        ),
+        Step(
+            "loso",
+            lambda: _loso(out, data, loso_cfgs, cache, device, progress, engine, workers),
+            inputs=[data / MANIFEST],
+            outputs=[out / "loso" / REPORT_JSON],
+            config={"models": [c.to_dict() for c in loso_cfgs], "folds": "child"},
+        ),
         Step("unseen", lambda: _unseen(out, data, runs, cache, device, progress), inputs=weights, outputs=[out / "unseen.json"]),
-        Step("maps", lambda: _maps(out, data, runs, cache, device), inputs=weights,
-             outputs=[out / "figures" / f"embedding-{m.name}.png" for m in models]),
+        Step("maps", lambda: _maps(out, data, runs, cache, device), inputs=weights, outputs=[out / "figures" / f"embedding-{m.name}.png" for m in models]),
         Step("export", lambda: _export_all(runs), inputs=weights, outputs=e2e),
         Step("compare", lambda: _compare(runs, out), inputs=e2e, outputs=[out / "compare.json"]),
-        Step("ensemble", lambda: _ensemble(runs, out), inputs=[r.predictions_path for r in runs],
-             outputs=[out / "ensemble.json", out / "ensemble.e2e.onnx"]),
+        Step("ensemble", lambda: _ensemble(runs, out), inputs=[r.predictions_path for r in runs], outputs=[out / "ensemble.json", out / "ensemble.e2e.onnx"]),
         Step("live", lambda: _live(runs, out, data), inputs=e2e, outputs=[out / "live.json", out / "replay.wav"]),
     ]
 
@@ -128,8 +156,9 @@ def _prepare(root: Path, data: Path, progress) -> dict:
 
 
 def _train(data: Path, out: Path, models, leaky, cache, device, notes, progress, engine, workers) -> dict:
-    section = train_all(load_manifest(data), models, out, leaky=leaky, cache_root=cache, device=device, progress=progress, notes=notes,
-                        engine=engine, workers=workers)
+    section = train_all(
+        load_manifest(data), models, out, leaky=leaky, cache_root=cache, device=device, progress=progress, notes=notes, engine=engine, workers=workers
+    )
     return {"best_model": section["best_model"]}
 
 
@@ -149,12 +178,26 @@ def _loso(out: Path, data: Path, cfgs: list[ModelConfig], cache: Path, device: s
     the same clips (all speakers and all models would take hours here)."""
     m_ = load_manifest(data)
     group = "child" if "child" in m_.groups.values() else None
-    rep = train_all(m_, cfgs, out / "loso", split_kind="loso", leaky=False, cache_root=cache, device=device, progress=progress, loso_group=group,
-                    engine=engine, workers=workers)
+    rep = train_all(
+        m_,
+        cfgs,
+        out / "loso",
+        split_kind="loso",
+        leaky=False,
+        cache_root=cache,
+        device=device,
+        progress=progress,
+        loso_group=group,
+        engine=engine,
+        workers=workers,
+    )
     section: dict = {"group": group, "models": {}}
     for cfg in cfgs:
         m = rep["models"][cfg.name]
         section["models"][cfg.name] = {k: m[k] for k in ("top1", "top1_ci95", "top1_ci95_speakers", "fold_top1")}
+        if "vs_baseline" in m:
+            section["models"][cfg.name]["vs_baseline"] = {"baseline": m["baseline"], **m["vs_baseline"]}
+    section["baselines"] = {name: {k: b[k] for k in ("top1", "top1_ci95", "top1_ci95_speakers", "fold_top1")} for name, b in rep["baselines"].items()}
     if len(cfgs) == 2:
         a, b = (Run(out / "loso" / "models" / c.name).predictions("test") for c in cfgs)
         section["difference"] = {"models": [c.name for c in cfgs], **versus(a, b)}
@@ -167,8 +210,14 @@ def _unseen(out: Path, data: Path, runs: list[Run], cache: Path, device: str, pr
     fam = out / "unseen"
     build_piper_corpus(fam / "corpus", progress=progress)
     prepare(fam / "corpus" / "recordings", fam / "data", progress=progress)
-    res = evaluate_family(runs, load_manifest(data), load_manifest(fam / "data"), cache_root=cache, device=device,
-                          title="Held-out voice family (Piper joe: a natural voice, and the same raised toward a child)")
+    res = evaluate_family(
+        runs,
+        load_manifest(data),
+        load_manifest(fam / "data"),
+        cache_root=cache,
+        device=device,
+        title="Held-out voice family (Piper joe: a natural voice, and the same raised toward a child)",
+    )
     write_json(out / "unseen.json", res)
     Report.load(out).set("unseen", res).save()
     best = max(res["models"], key=lambda n: res["models"][n]["top1"])
@@ -242,7 +291,6 @@ def run_demo(out: Path, *, force: set[str] | None = None, **kw) -> list[dict]:
     pipeline, steps = Pipeline(out, force=force), demo_steps(out, **kw)
     records = pipeline.run(steps)
     ran = {r["step"] for r in records}
-    times = [{k: r[k] for k in ("step", "seconds", "peak_rss_mb", "finished")} | {"this_run": r["step"] in ran}
-             for r in pipeline.step_times(steps)]
+    times = [{k: r[k] for k in ("step", "seconds", "peak_rss_mb", "finished")} | {"this_run": r["step"] in ran} for r in pipeline.step_times(steps)]
     Report.open(out).set("pipeline", {"steps": times, "total_seconds": round(sum(t["seconds"] for t in times), 1)}).save()
     return records

@@ -9,10 +9,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from phonemekit.fileio import atomic_open  # noqa: E402
+from phonemekit.fileio import atomic_open
 
 
 def _save(fig, path: Path) -> Path:
@@ -87,8 +87,14 @@ def embedding_map(emb: np.ndarray, y: np.ndarray, labels: list[str], path: str |
     return _save(fig, Path(path))
 
 
-def model_bars(names: list[str], values: list[float], ci: list[list[float]], path: str | os.PathLike, leaky: list[float | None] | None = None,
-               ylabel: str = "test top-1 (held-out speakers)") -> Path:
+def model_bars(
+    names: list[str],
+    values: list[float],
+    ci: list[list[float]],
+    path: str | os.PathLike,
+    leaky: list[float | None] | None = None,
+    ylabel: str = "test top-1 (held-out speakers)",
+) -> Path:
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(1.3 * len(names) + 2, 3.8))
     lo = [v - c[0] for v, c in zip(values, ci)]

@@ -26,6 +26,7 @@ REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 FORMAT = "phonemekit-report/2"
 
+
 class Report:
     def __init__(self, out: str | Path, sections: dict[str, Any] | None = None) -> None:
         self.out = Path(out)

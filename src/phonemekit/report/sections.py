@@ -17,13 +17,19 @@ def table_markdown(t: dict, title: str = "") -> list[str]:
     lines += ["| preset | noise | detected | false triggers | accuracy | latency after offset mean / p90 ms | flicker |", "|---|---|---|---|---|---|---|"]
     for r in t["rows"]:
         noise = "none" if r["noise"] == "none" else f"{r['noise']} {r['snr_db']:g} dB SNR"
-        lines.append(f"| {r['preset']} | {noise} | {r['detected']}/{r['clips']} ({f(r['detection_rate'], '{:.1%}')}){mark(r, 'detection_rate')} | "
-                     f"{r['false_triggers']} ({f(r['false_trigger_rate'], '{:.1%}')}){mark(r, 'false_trigger_rate')} | {f(r['accuracy'], '{:.3f}')} | "
-                     f"{f(r['latency_offset_ms_mean'])}{mark(r, 'latency_offset_ms_mean')} / {f(r['latency_offset_ms_p90'])} | "
-                     f"{f(r['flicker_rate'], '{:.1%}')}{mark(r, 'flicker_rate')} |")
+        lines.append(
+            f"| {r['preset']} | {noise} | {r['detected']}/{r['clips']} ({f(r['detection_rate'], '{:.1%}')}){mark(r, 'detection_rate')} | "
+            f"{r['false_triggers']} ({f(r['false_trigger_rate'], '{:.1%}')}){mark(r, 'false_trigger_rate')} | {f(r['accuracy'], '{:.3f}')} | "
+            f"{f(r['latency_offset_ms_mean'])}{mark(r, 'latency_offset_ms_mean')} / {f(r['latency_offset_ms_p90'])} | "
+            f"{f(r['flicker_rate'], '{:.1%}')}{mark(r, 'flicker_rate')} |"
+        )
     if t.get("noise_only"):
-        lines += ["", f"Noise alone ({t['noise_only_seconds']:.0f} s each, 10 dB below the sounds' level): segments opened "
-                  + ", ".join(f"{k} {v}" for k, v in t["noise_only"].items()) + "."]
+        lines += [
+            "",
+            f"Noise alone ({t['noise_only_seconds']:.0f} s each, 10 dB below the sounds' level): segments opened "
+            + ", ".join(f"{k} {v}" for k, v in t["noise_only"].items())
+            + ".",
+        ]
     lines += ["", "Targets: " + ", ".join(f"{k} {v}" for k, v in t["targets"].items()) + "; ✗ marks a miss."]
     return lines
 
@@ -46,50 +52,81 @@ def train(report: dict, out: Path) -> str:
     lines = [f"Split: **{sp['kind']}**. Test speakers (never seen in training): {', '.join(sp['test_speakers'])}.", ""]
     if report["target_group"]:
         lines += [f"Target group: **{report['target_group']}** (reported on its own; it decides the best model).", ""]
-    lines += ["Top-1 on the held-out speakers with two 95% intervals: resampling clips, and resampling speakers (the honest one: "
-              "a speaker's clips are not independent, and there are few speakers). Against the baseline: the top-1 difference to a "
-              "logistic regression on the same encoder's standardised pooled features, same split, with McNemar's exact p.", ""]
-    lines += ["| model | encoder | weights | head | trained | top-1 | CI clips | CI speakers | top-3 | macro-F1 | target group | vs baseline (p) | leaky split | epochs | train s |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "Top-1 on the held-out speakers with two 95% intervals: resampling clips, and resampling speakers (the honest one: "
+        "a speaker's clips are not independent, and there are few speakers). Against the baseline: the top-1 difference to a "
+        "logistic regression on the same encoder's standardised pooled features, same split, with McNemar's exact p.",
+        "",
+    ]
+    lines += [
+        "| model | encoder | weights | head | trained | top-1 | CI clips | CI speakers | top-3 | macro-F1 | target group | vs baseline (p) | leaky split | epochs | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, m in report["models"].items():
         enc = f"{m['encoder']['family']} `{m['encoder']['source']}`" + ("" if m["encoder"].get("layer", -1) == -1 else f" layer {m['encoder']['layer']}")
         vs = m.get("vs_baseline")
         vs = "-" if vs is None else f"{100 * vs['top1_diff']:+.1f} ({vs['mcnemar_p']:.2g})"
-        lines.append(f"| {name} | {enc} | {m['weights']} | {m['head']} | {m['trained']} | {_pct(m['top1'])} | {_ci(m['top1_ci95'])} | "
-                     f"{_ci(m.get('top1_ci95_speakers'))} | {_pct(m['top3'])} | {m['macro_f1']:.3f} | {_pct(m['target_top1'])} | {vs} | "
-                     f"{_pct(m['leaky_top1'])} | {m['epochs']} | {m['train_seconds']:.0f} |")
+        lines.append(
+            f"| {name} | {enc} | {m['weights']} | {m['head']} | {m['trained']} | {_pct(m['top1'])} | {_ci(m['top1_ci95'])} | "
+            f"{_ci(m.get('top1_ci95_speakers'))} | {_pct(m['top3'])} | {m['macro_f1']:.3f} | {_pct(m['target_top1'])} | {vs} | "
+            f"{_pct(m['leaky_top1'])} | {m['epochs']} | {m['train_seconds']:.0f} |"
+        )
     lines += ["", f"Best model (by {report['headline']}): **{report['best_model']}**", ""]
     if report.get("baselines"):
-        lines += ["## Baselines (scikit-learn logistic regression, standardised mean+std pooled features, C chosen on validation)", "",
-                  "| baseline | weights | C | top-1 | CI clips | CI speakers | top-3 | target group |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Baselines (scikit-learn logistic regression, standardised mean+std pooled features, C chosen on validation)",
+            "",
+            "| baseline | weights | C | top-1 | CI clips | CI speakers | top-3 | target group |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for name, b in report["baselines"].items():
-            lines.append(f"| {name} | {b['weights']} | {b['C']:g} | {_pct(b['top1'])} | {_ci(b['top1_ci95'])} | {_ci(b['top1_ci95_speakers'])} | "
-                         f"{_pct(b['top3'])} | {_pct(b.get('target_top1'))} |")
+            lines.append(
+                f"| {name} | {b['weights']} | {b['C']:g} | {_pct(b['top1'])} | {_ci(b['top1_ci95'])} | {_ci(b['top1_ci95_speakers'])} | "
+                f"{_pct(b['top3'])} | {_pct(b.get('target_top1'))} |"
+            )
         lines.append("")
     if report.get("encoder_vs_logmel"):
-        lines += ["## Learned encoder vs log-mel, head by head", "",
-                  "| head | model | log-mel model | top-1 difference | CI speakers | McNemar p |", "|---|---|---|---|---|---|"]
+        lines += [
+            "## Learned encoder vs log-mel, head by head",
+            "",
+            "| head | model | log-mel model | top-1 difference | CI speakers | McNemar p |",
+            "|---|---|---|---|---|---|",
+        ]
         for e in report["encoder_vs_logmel"]:
-            lines.append(f"| {e['head']} | {e['model']} | {e['logmel_model']} | {100 * e['top1_diff']:+.1f} points | "
-                         f"{_ci(e['diff_ci95'], signed=True)} | {e['mcnemar_p']:.2g} |")
+            lines.append(
+                f"| {e['head']} | {e['model']} | {e['logmel_model']} | {100 * e['top1_diff']:+.1f} points | "
+                f"{_ci(e['diff_ci95'], signed=True)} | {e['mcnemar_p']:.2g} |"
+            )
         lines.append("")
     for family, h in report.get("heads_by_encoder", {}).items():
-        lines += [f"Heads on {family}: best **{h['best']}**; " + "; ".join(
-            f"vs {other}: {100 * v['top1_diff']:+.1f} points (p = {v['mcnemar_p']:.2g})" for other, v in h["vs"].items()), ""]
+        lines += [
+            f"Heads on {family}: best **{h['best']}**; "
+            + "; ".join(f"vs {other}: {100 * v['top1_diff']:+.1f} points (p = {v['mcnemar_p']:.2g})" for other, v in h["vs"].items()),
+            "",
+        ]
     for name, m in report["models"].items():
         if m.get("layer_weights"):
             lines += [f"Learned layer weights of {name} (embeddings, then layer 1 up): " + ", ".join(f"{w:.2f}" for w in m["layer_weights"]), ""]
     gaps = [(n, m["leaky_top1"] - m["top1"]) for n, m in report["models"].items() if m["leaky_top1"] is not None]
     if gaps:
-        lines += ["## Why the split matters", "",
-                  "The leaky column trains the same model with the same settings on a random clip-level split, "
-                  "where other takes of the test speakers are in training. It is what a careless evaluation would report:", ""]
-        lines += [f"- {n}: leaky {_pct(report['models'][n]['leaky_top1'])} vs honest {_pct(report['models'][n]['top1'])} "
-                  f"(overstated by {100 * g:.1f} points)" for n, g in gaps]
+        lines += [
+            "## Why the split matters",
+            "",
+            "The leaky column trains the same model with the same settings on a random clip-level split, "
+            "where other takes of the test speakers are in training. It is what a careless evaluation would report:",
+            "",
+        ]
+        lines += [
+            f"- {n}: leaky {_pct(report['models'][n]['leaky_top1'])} vs honest {_pct(report['models'][n]['top1'])} (overstated by {100 * g:.1f} points)"
+            for n, g in gaps
+        ]
         lines.append("")
     if any(m["weights"] == "random" for m in report["models"].values()):
-        lines += ["Models marked `random` use randomly initialised encoders (no pretrained weights were given), "
-                  "so their numbers say nothing about what pretrained wav2vec2 or WavLM features achieve.", ""]
+        lines += [
+            "Models marked `random` use randomly initialised encoders (no pretrained weights were given), "
+            "so their numbers say nothing about what pretrained wav2vec2 or WavLM features achieve.",
+            "",
+        ]
     for note in report.get("notes", []):
         lines += [f"Note: {note}", ""]
     lines += ["![models](figures/models.png)", ""]
@@ -113,32 +150,45 @@ def _verdicts(report: dict) -> list[str]:
         return []
     target = report.get("target_group")
     any_v = next(iter(rows.values()))
-    lines = ["## Did the child say it? Calibrated verdicts", "",
-             "A game asks for one sound and accepts or rejects the attempt. Temperature scaling and per-sound thresholds are fitted "
-             f"on the validation speakers for a target false-accept rate of {_pct(any_v['target_far'])} (sounds with too few "
-             "validation clips use one global threshold); the rates below are on the held-out test speakers, over every (clip, asked "
-             "sound) pair: a false accept is a clip of another sound accepted, a false reject a genuine attempt rejected. "
-             "ECE: expected calibration error of the top-1 confidence (15 bins).", "",
-             "ECE is shown on the validation speakers the temperature was fitted on, and on the test speakers: with few speakers "
-             "the two can disagree (validation voices harder than test ones make the fitted temperature soften a model that "
-             "was already calibrated on test), which is why both are here.", "",
-             f"| model | T | ECE val before / after | ECE test before / after | false accepts | false rejects | {target or 'target group'} FA | "
-             f"{target or 'target group'} FR | own thresholds |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Did the child say it? Calibrated verdicts",
+        "",
+        "A game asks for one sound and accepts or rejects the attempt. Temperature scaling and per-sound thresholds are fitted "
+        f"on the validation speakers for a target false-accept rate of {_pct(any_v['target_far'])} (sounds with too few "
+        "validation clips use one global threshold); the rates below are on the held-out test speakers, over every (clip, asked "
+        "sound) pair: a false accept is a clip of another sound accepted, a false reject a genuine attempt rejected. "
+        "ECE: expected calibration error of the top-1 confidence (15 bins).",
+        "",
+        "ECE is shown on the validation speakers the temperature was fitted on, and on the test speakers: with few speakers "
+        "the two can disagree (validation voices harder than test ones make the fitted temperature soften a model that "
+        "was already calibrated on test), which is why both are here.",
+        "",
+        f"| model | T | ECE val before / after | ECE test before / after | false accepts | false rejects | {target or 'target group'} FA | "
+        f"{target or 'target group'} FR | own thresholds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, v in rows.items():
         g = (v.get("per_group") or {}).get(target) or {}
-        lines.append(f"| {name} | {v['temperature']:.2f} | {v['ece_val']['before']:.3f} / {v['ece_val']['after']:.3f} | "
-                     f"{v['ece_test']['before']:.3f} / {v['ece_test']['after']:.3f} | {_pct(v['test']['far'])} | "
-                     f"{_pct(v['test']['frr'])} | {_pct(g.get('far'))} | {_pct(g.get('frr'))} | {v['own_thresholds']} |")
+        lines.append(
+            f"| {name} | {v['temperature']:.2f} | {v['ece_val']['before']:.3f} / {v['ece_val']['after']:.3f} | "
+            f"{v['ece_test']['before']:.3f} / {v['ece_test']['after']:.3f} | {_pct(v['test']['far'])} | "
+            f"{_pct(v['test']['frr'])} | {_pct(g.get('far'))} | {_pct(g.get('frr'))} | {v['own_thresholds']} |"
+        )
     lines += ["", "![DET curves](figures/det.png)", ""]
     best = report.get("best_model")
     v = rows.get(best)
     if v:
         worst = sorted(v["test"]["per_sound"].items(), key=lambda kv: -(kv[1]["frr"] + (kv[1]["far"] or 0)))[:8]
-        lines += [f"Hardest sounds for **{best}** at its operating point: " + ", ".join(
-            f"{lab} (FA {_pct(r['far'])}, FR {_pct(r['frr'])})" for lab, r in worst), "",
-            f"![reliability {best}](figures/reliability-{best}.png)", "",
-            f"Per sound, **{best}** on the held-out speakers (every model's are in report.json):", "",
-            "| sound | threshold | false accepts | false rejects | clips |", "|---|---|---|---|---|"]
+        lines += [
+            f"Hardest sounds for **{best}** at its operating point: " + ", ".join(f"{lab} (FA {_pct(r['far'])}, FR {_pct(r['frr'])})" for lab, r in worst),
+            "",
+            f"![reliability {best}](figures/reliability-{best}.png)",
+            "",
+            f"Per sound, **{best}** on the held-out speakers (every model's are in report.json):",
+            "",
+            "| sound | threshold | false accepts | false rejects | clips |",
+            "|---|---|---|---|---|",
+        ]
         lines += [f"| {lab} | {r['threshold']:.4f} | {_pct(r['far'])} | {_pct(r['frr'])} | {r['clips']} |" for lab, r in v["test"]["per_sound"].items()]
         lines.append("")
     return lines
@@ -148,19 +198,39 @@ def _verdicts(report: dict) -> list[str]:
 def loso(data: dict, out: Path) -> str:
     """Leave-one-speaker-out over a group's speakers, and the paired difference of two models."""
     group = data.get("group")
-    lines = [f"## Leave-one-speaker-out{' (' + group + ' speakers held out)' if group else ''}", "",
-             "One model per held-out speaker, trained on all other speakers; every clip is predicted by a model that never heard its speaker.", "",
-             "| model | top-1 | CI clips | CI speakers | per held-out speaker |", "|---|---|---|---|---|"]
-    for name, m in data["models"].items():
+    lines = [
+        f"## Leave-one-speaker-out{' (' + group + ' speakers held out)' if group else ''}",
+        "",
+        "One model per held-out speaker, trained on all other speakers; every clip is predicted by a model that never heard its speaker.",
+        "",
+        "| model | top-1 | CI clips | CI speakers | per held-out speaker |",
+        "|---|---|---|---|---|",
+    ]
+    # Each LOSO model stands beside the logistic regression on pooled features, fitted on the same folds.
+    for name, m in [*data["models"].items(), *data.get("baselines", {}).items()]:
         ci = lambda c: f"{c[0]:.3f}-{c[1]:.3f}"  # noqa: E731  (the top-1 column's scale)
-        lines.append(f"| {name} | {m['top1']:.3f} | {ci(m['top1_ci95'])} | {ci(m['top1_ci95_speakers'])} | "
-                     + ", ".join(f"{s} {v:.2f}" for s, v in m["fold_top1"].items()) + " |")
+        lines.append(
+            f"| {name} | {m['top1']:.3f} | {ci(m['top1_ci95'])} | {ci(m['top1_ci95_speakers'])} | "
+            + ", ".join(f"{s} {v:.2f}" for s, v in m["fold_top1"].items())
+            + " |"
+        )
     lines.append("")
+    against = [(name, m["vs_baseline"]) for name, m in data["models"].items() if m.get("vs_baseline")]
+    for name, v in against:
+        lines.append(
+            f"{name} vs {v['baseline']}: {100 * v['top1_diff']:+.1f} points "
+            f"(95% CI resampling speakers {_ci(v['diff_ci95'], signed=True)}; McNemar p = {v['mcnemar_p']:.2g})."
+        )
+    if against:
+        lines.append("")
     v = data.get("difference")
     if v:
         a, b = v["models"]
-        lines += [f"{a} vs {b} on the same held-out speakers' clips: {100 * v['top1_diff']:+.1f} points "
-                  f"(95% CI resampling speakers {_ci(v['diff_ci95'], signed=True)}; McNemar p = {v['mcnemar_p']:.2g}).", ""]
+        lines += [
+            f"{a} vs {b} on the same held-out speakers' clips: {100 * v['top1_diff']:+.1f} points "
+            f"(95% CI resampling speakers {_ci(v['diff_ci95'], signed=True)}; McNemar p = {v['mcnemar_p']:.2g}).",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -168,13 +238,17 @@ def loso(data: dict, out: Path) -> str:
 def unseen(res: dict, out: Path) -> str:
     """Models and baselines on a voice family no training speaker belongs to."""
     speakers = sorted(next(iter(res["models"].values()))["per_speaker"])
-    lines = [f"## {res.get('title', 'Held-out voice family')}", "",
-             "Trained on the corpus above; tested on every clip of a voice family no training speaker belongs to.", "",
-             "| model | weights | top-1 | top-3 | " + " | ".join(speakers) + " |", "|---|---|---|---|" + "---|" * len(speakers)]
+    lines = [
+        f"## {res.get('title', 'Held-out voice family')}",
+        "",
+        "Trained on the corpus above; tested on every clip of a voice family no training speaker belongs to.",
+        "",
+        "| model | weights | top-1 | top-3 | " + " | ".join(speakers) + " |",
+        "|---|---|---|---|" + "---|" * len(speakers),
+    ]
     rows = list(res["models"].items()) + list(res["baselines"].items())
     for name, m in sorted(rows, key=lambda kv: -kv[1]["top1"]):
-        lines.append(f"| {name} | {m['weights']} | {m['top1']:.3f} | {m['top3']:.3f} | "
-                     + " | ".join(f"{m['per_speaker'][s]:.3f}" for s in speakers) + " |")
+        lines.append(f"| {name} | {m['weights']} | {m['top1']:.3f} | {m['top3']:.3f} | " + " | ".join(f"{m['per_speaker'][s]:.3f}" for s in speakers) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -190,21 +264,34 @@ def embedding_maps(maps: dict, out: Path) -> str:
 @renderer("comparison")
 def comparison(cmp: dict, out: Path) -> str:
     """Models side by side on the same held-out clips: accuracy, speed, memory, significance."""
-    lines = ["## Comparison (same held-out clips)", "",
-             "| model | weights | top-1 (95% CI) | top-3 | target group | params | head ms (1x100 frames, ONNX) | end-to-end ms per 1 s audio | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Comparison (same held-out clips)",
+        "",
+        "| model | weights | top-1 (95% CI) | top-3 | target group | params | head ms (1x100 frames, ONNX) | end-to-end ms per 1 s audio | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     mb = lambda x: "-" if x is None else f"{x:.0f}"  # noqa: E731
     for n, m in cmp["models"].items():
         t = "-" if m.get("target_top1") is None else f"{m['target_top1']:.3f}"
-        lines.append(f"| {n} | {m['weights']} | {m['top1']:.3f} ({m['top1_ci95'][0]:.3f}-{m['top1_ci95'][1]:.3f}) | {m['top3']:.3f} | {t} | "
-                     f"{m.get('params', 0) / 1e6:.2f}M | {m.get('head_ms', float('nan')):.2f} | {m.get('e2e_ms_per_s_audio', float('nan')):.1f} "
-                     f"({m.get('e2e_engine', '-')}) | {mb(m.get('peak_rss_mb'))} |")
-    lines += ["", f"Best model ({cmp['headline']}): **{cmp['best_model']}**" + (f"; fastest end to end: **{cmp['faster_model']}**." if cmp.get("faster_model") else "."), "",
-              "Differences: 95% CI resampling speakers; McNemar's exact test on the clips.", "",
-              "| pair | top-1 difference (95% CI) | McNemar p | significant |", "|---|---|---|---|"]
+        lines.append(
+            f"| {n} | {m['weights']} | {m['top1']:.3f} ({m['top1_ci95'][0]:.3f}-{m['top1_ci95'][1]:.3f}) | {m['top3']:.3f} | {t} | "
+            f"{m.get('params', 0) / 1e6:.2f}M | {m.get('head_ms', float('nan')):.2f} | {m.get('e2e_ms_per_s_audio', float('nan')):.1f} "
+            f"({m.get('e2e_engine', '-')}) | {mb(m.get('peak_rss_mb'))} |"
+        )
+    lines += [
+        "",
+        f"Best model ({cmp['headline']}): **{cmp['best_model']}**" + (f"; fastest end to end: **{cmp['faster_model']}**." if cmp.get("faster_model") else "."),
+        "",
+        "Differences: 95% CI resampling speakers; McNemar's exact test on the clips.",
+        "",
+        "| pair | top-1 difference (95% CI) | McNemar p | significant |",
+        "|---|---|---|---|",
+    ]
     for pair, s in cmp["pairs"].items():
-        lines.append(f"| {pair} | {s['top1_diff']:+.3f} ({s['diff_ci95'][0]:+.3f} to {s['diff_ci95'][1]:+.3f}) | {s['mcnemar_p']:.3g} | "
-                     f"{'yes' if s['significant'] else 'no'} |")
+        lines.append(
+            f"| {pair} | {s['top1_diff']:+.3f} ({s['diff_ci95'][0]:+.3f} to {s['diff_ci95'][1]:+.3f}) | {s['mcnemar_p']:.3g} | "
+            f"{'yes' if s['significant'] else 'no'} |"
+        )
     if cmp.get("figure"):
         lines += ["", f"![accuracy vs latency]({cmp['figure']})"]
     return "\n".join(lines) + "\n"
@@ -213,19 +300,30 @@ def comparison(cmp: dict, out: Path) -> str:
 @renderer("ensembles")
 def ensembles(rec: dict, out: Path) -> str:
     """Ensembles fit on validation, reported on test."""
-    lines = ["## Ensembles (fit on validation, reported on test)", "",
-             f"Members: {', '.join(rec['members'])}. Chosen on validation: **{rec['chosen']}**.", "",
-             "| method | validation top-1 | test top-1 (95% CI) | top-3 |", "|---|---|---|---|"]
+    lines = [
+        "## Ensembles (fit on validation, reported on test)",
+        "",
+        f"Members: {', '.join(rec['members'])}. Chosen on validation: **{rec['chosen']}**.",
+        "",
+        "| method | validation top-1 | test top-1 (95% CI) | top-3 |",
+        "|---|---|---|---|",
+    ]
     for method, r in rec["methods"].items():
         lines.append(f"| {method} | {r['val_top1']:.3f} | {r['top1']:.3f} ({r['top1_ci95'][0]:.3f}-{r['top1_ci95'][1]:.3f}) | {r['top3']:.3f} |")
     if rec.get("verdict"):
         v = rec["verdict"]
-        lines += ["", f"Verdicts of the chosen ensemble (calibrated on validation, T = {rec['calibration']['temperature']:.2f}): "
-                  f"false accepts {100 * v['far']:.1f}%, false rejects {100 * v['frr']:.1f}% on test; ECE {v['ece_test_before']:.3f} -> "
-                  f"{v['ece_test_after']:.3f}."]
+        lines += [
+            "",
+            f"Verdicts of the chosen ensemble (calibrated on validation, T = {rec['calibration']['temperature']:.2f}): "
+            f"false accepts {100 * v['far']:.1f}%, false rejects {100 * v['frr']:.1f}% on test; ECE {v['ece_test_before']:.3f} -> "
+            f"{v['ece_test_after']:.3f}.",
+        ]
     if "onnx" in rec:
-        lines += ["", f"Exported as one file: `{rec['onnx']['path']}` ({rec['onnx']['bytes'] / 1e6:.1f} MB), top-1 agreement with torch "
-                  f"{rec['onnx']['parity']['top1_agreement']:.3f} on {rec['onnx']['parity']['clips']} clips."]
+        lines += [
+            "",
+            f"Exported as one file: `{rec['onnx']['path']}` ({rec['onnx']['bytes'] / 1e6:.1f} MB), top-1 agreement with torch "
+            f"{rec['onnx']['parity']['top1_agreement']:.3f} on {rec['onnx']['parity']['clips']} clips.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -235,10 +333,14 @@ def live(data: dict, out: Path) -> str:
     if "tables" not in data:  # written by an older phonemekit: shown once the live step runs again
         return "## Live replay\n\nRecorded in an older format; `phonemekit demo --force live` measures it again.\n"
     excerpt = f"; the other models on its first {data['others_clips']}" if data.get("others_clips", data["clips"]) < data["clips"] else ""
-    lines = [f"## Live replay ({data['clips']} held-out clips{excerpt})", "",
-             "Detected: sounds a final label segment overlaps. False triggers: segments overlapping no sound. Latency: from the end "
-             "of each sound to its final label (VAD hangover plus compute). Flicker: segments whose shown label changed after it "
-             "first appeared. Noise is generated (pink, mains hum, knocks) and mixed at the SNR shown, relative to the sounds' level.", ""]
+    lines = [
+        f"## Live replay ({data['clips']} held-out clips{excerpt})",
+        "",
+        "Detected: sounds a final label segment overlaps. False triggers: segments overlapping no sound. Latency: from the end "
+        "of each sound to its final label (VAD hangover plus compute). Flicker: segments whose shown label changed after it "
+        "first appeared. Noise is generated (pink, mains hum, knocks) and mixed at the SNR shown, relative to the sounds' level.",
+        "",
+    ]
     best = data.get("best_model")
     for name, t in data["tables"].items():
         lines += table_markdown(t, f"### {name}" + (" (best model)" if name == best else "")) + [""]
@@ -248,11 +350,17 @@ def live(data: dict, out: Path) -> str:
 @renderer("pipeline")
 def pipeline(data: dict, out: Path) -> str:
     """Wall time and peak memory of each step, as last run (`steps.jsonl` keeps every run)."""
-    lines = ["## Pipeline time", "", "Each step's latest run on this machine; a step skipped this time (done earlier, inputs unchanged) "
-             "shows the figures of the run that did it, and a step that resumed (models already trained are reused) shows that "
-             "shorter run. The total adds these figures: a run from scratch when every step ran this time. Peak RSS is the main "
-             "process's; training workers (`--workers`) hold their own features and models beside it.", "",
-             "| step | seconds | peak RSS MB | finished | ran this time |", "|---|---|---|---|---|"]
+    lines = [
+        "## Pipeline time",
+        "",
+        "Each step's latest run on this machine; a step skipped this time (done earlier, inputs unchanged) "
+        "shows the figures of the run that did it, and a step that resumed (models already trained are reused) shows that "
+        "shorter run. The total adds these figures: a run from scratch when every step ran this time. Peak RSS is the main "
+        "process's; training workers (`--workers`) hold their own features and models beside it.",
+        "",
+        "| step | seconds | peak RSS MB | finished | ran this time |",
+        "|---|---|---|---|---|",
+    ]
     for t in data["steps"]:
         lines.append(f"| {t['step']} | {t['seconds']:.0f} | {t['peak_rss_mb']:.0f} | {t['finished']} | {'yes' if t['this_run'] else 'no'} |")
     lines += [f"| **total** | **{data['total_seconds']:.0f}** ({data['total_seconds'] / 60:.1f} min) | | | |"]

@@ -43,8 +43,9 @@ def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.npy"))}
 
 
-def run_extract_benchmark(*, encoders: tuple[str, ...] = ("fbank", "whisper", "wavlm"), clips: int = 48, seconds: float = 1.0,
-                          workers: tuple[int, ...] = (1, 2), batch_size: int = 8) -> dict:
+def run_extract_benchmark(
+    *, encoders: tuple[str, ...] = ("fbank", "whisper", "wavlm"), clips: int = 48, seconds: float = 1.0, workers: tuple[int, ...] = (1, 2), batch_size: int = 8
+) -> dict:
     ray = _ray()
     threads = torch.get_num_threads()
     res: dict = {"clips": clips, "clip_seconds": seconds, "threads": threads, "encoders": {}}
@@ -72,13 +73,18 @@ def run_extract_benchmark(*, encoders: tuple[str, ...] = ("fbank", "whisper", "w
                     t0 = time.perf_counter()
                     r = RayEngine(workers=w, shard_batches=1).extract(m, enc, str(tmp / f"{family}-ray{w}"), batch_size=batch_size)
                     took = time.perf_counter() - t0
-                    entry[f"ray_{w}"] = {"seconds": round(took, 2), "clips_per_s": clips / took, "seconds_per_audio_second": took / audio,
-                                         "overhead_vs_local": took / local - 1, "identical_bytes": _files(tmp / f"{family}-ray{w}") == reference,
-                                         "per_worker_clips_per_s": {k: v["clips_per_s"] for k, v in r.workers.items()},
-                                         # Encoding alone (the workers' own clocks): what a long job converges to once
-                                         # the actors have started and loaded their encoder.
-                                         "steady_clips_per_s": sum(v["clips_per_s"] or 0 for v in r.workers.values()),
-                                         "startup_seconds": took - max(v["seconds"] for v in r.workers.values())}
+                    entry[f"ray_{w}"] = {
+                        "seconds": round(took, 2),
+                        "clips_per_s": clips / took,
+                        "seconds_per_audio_second": took / audio,
+                        "overhead_vs_local": took / local - 1,
+                        "identical_bytes": _files(tmp / f"{family}-ray{w}") == reference,
+                        "per_worker_clips_per_s": {k: v["clips_per_s"] for k, v in r.workers.items()},
+                        # Encoding alone (the workers' own clocks): what a long job converges to once
+                        # the actors have started and loaded their encoder.
+                        "steady_clips_per_s": sum(v["clips_per_s"] or 0 for v in r.workers.values()),
+                        "startup_seconds": took - max(v["seconds"] for v in r.workers.values()),
+                    }
                 # Hours of compute for the large corpus at the measured cost per second of audio (this machine, all its cores).
                 entry["estimate_hours_one_machine"] = MYST_HOURS * entry["local"]["seconds_per_audio_second"]
                 res["encoders"][family] = entry
@@ -88,18 +94,24 @@ def run_extract_benchmark(*, encoders: tuple[str, ...] = ("fbank", "whisper", "w
 
 
 def markdown(res: dict) -> str:
-    lines = [f"Feature extraction, {res['clips']} clips of {res['clip_seconds']:g} s, {res['threads']} threads per worker; Ray started in "
-             f"{res['ray_init_seconds']:.1f} s (once, not counted below; actor start and model loads are). Ray cells: clips/s of the whole "
-             "job (overhead vs local), then the workers' steady encoding rate and the job's fixed start-up.", "",
-             "| encoder | weights | local clips/s | Ray 1 worker: job (overhead); steady; start-up | Ray 2 workers: job (overhead); steady; start-up | "
-             f"bytes equal to local | s per s of audio (local) | hours for {MYST_HOURS:.0f} h on one such machine |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Feature extraction, {res['clips']} clips of {res['clip_seconds']:g} s, {res['threads']} threads per worker; Ray started in "
+        f"{res['ray_init_seconds']:.1f} s (once, not counted below; actor start and model loads are). Ray cells: clips/s of the whole "
+        "job (overhead vs local), then the workers' steady encoding rate and the job's fixed start-up.",
+        "",
+        "| encoder | weights | local clips/s | Ray 1 worker: job (overhead); steady; start-up | Ray 2 workers: job (overhead); steady; start-up | "
+        f"bytes equal to local | s per s of audio (local) | hours for {MYST_HOURS:.0f} h on one such machine |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for fam, e in res["encoders"].items():
         rays = [e[k] for k in sorted(e) if k.startswith("ray_")]
-        cells = [f"{r['clips_per_s']:.1f} ({100 * r['overhead_vs_local']:+.0f}%); {r['steady_clips_per_s']:.1f}; {r['startup_seconds']:.1f} s"
-                 for r in rays]
-        lines.append(f"| {fam} `{e['source']}` | {e['weights'].split(' ')[0]} | {e['local']['clips_per_s']:.1f} | " + " | ".join(cells)
-                     + f" | {'yes' if all(r['identical_bytes'] for r in rays) else 'NO'} | {e['local']['seconds_per_audio_second']:.4f} | "
-                     f"{e['estimate_hours_one_machine']:.1f} |")
+        cells = [f"{r['clips_per_s']:.1f} ({100 * r['overhead_vs_local']:+.0f}%); {r['steady_clips_per_s']:.1f}; {r['startup_seconds']:.1f} s" for r in rays]
+        lines.append(
+            f"| {fam} `{e['source']}` | {e['weights'].split(' ')[0]} | {e['local']['clips_per_s']:.1f} | "
+            + " | ".join(cells)
+            + f" | {'yes' if all(r['identical_bytes'] for r in rays) else 'NO'} | {e['local']['seconds_per_audio_second']:.4f} | "
+            f"{e['estimate_hours_one_machine']:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -65,14 +65,28 @@ class RayEngine:
     threads: int | None = None  # intra-op threads per worker; default: the driver's, for bytes equal to a local run
     name = "ray"
 
-    def extract(self, manifest: Manifest, encoder: Encoder, cache_root, *, audio_cfg: AudioConfig | None = None, batch_size: int = 16,
-                max_batch_seconds: float = 40.0, progress=None, device: str = "cpu") -> ExtractResult:
+    def extract(
+        self,
+        manifest: Manifest,
+        encoder: Encoder,
+        cache_root,
+        *,
+        audio_cfg: AudioConfig | None = None,
+        batch_size: int = 16,
+        max_batch_seconds: float = 40.0,
+        progress=None,
+        device: str = "cpu",
+    ) -> ExtractResult:
         ray = _ray()
         if not ray.is_initialized():
             try:
                 ray.init(address=self.address, ignore_reinit_error=True, log_to_driver=False, logging_level=logging.WARNING)
             except (ConnectionError, RuntimeError, ValueError) as e:
-                hint = "" if os.environ.get("RAY_AUTH_MODE") else " (a cluster with token authentication, Ray's default since 2.5x, needs RAY_AUTH_MODE=token here too)"
+                hint = (
+                    ""
+                    if os.environ.get("RAY_AUTH_MODE")
+                    else " (a cluster with token authentication, Ray's default since 2.5x, needs RAY_AUTH_MODE=token here too)"
+                )
                 raise EngineError(f"cannot reach the Ray cluster at {self.address or 'a new local runtime'}: {e}{hint}") from e
         cache = FeatureCache(cache_root, encoder.spec)  # the driver checks the spec once and plans
         batches = plan(manifest, batch_size=batch_size, max_batch_seconds=max_batch_seconds)
@@ -84,11 +98,9 @@ class RayEngine:
             return ExtractResult(0, cached, [], cache.dir)
         gpus = ray.cluster_resources().get("GPU", 0)
         n = max(1, min(self.workers or int(gpus or ray.cluster_resources().get("CPU", 1)), len(shards)))
-        worker_cls = ray.remote(num_cpus=1, num_gpus=1 if gpus else 0, max_restarts=self.max_retries,
-                                max_task_retries=self.max_retries)(ShardWorker)
+        worker_cls = ray.remote(num_cpus=1, num_gpus=1 if gpus else 0, max_restarts=self.max_retries, max_task_retries=self.max_retries)(ShardWorker)
         threads = self.threads or torch.get_num_threads()
-        actors = [worker_cls.remote(encoder.cfg, cache_root, encoder.spec.weights_sha256, audio_cfg, "cuda" if gpus else "cpu", threads)
-                  for _ in range(n)]
+        actors = [worker_cls.remote(encoder.cfg, cache_root, encoder.spec.weights_sha256, audio_cfg, "cuda" if gpus else "cpu", threads) for _ in range(n)]
         pool = ray.util.ActorPool(actors)
         task = progress.add_task(f"extracting {encoder.family} on Ray ({n} workers)", total=sum(map(len, batches))) if progress else None
         if progress:
@@ -113,8 +125,15 @@ class RayEngine:
         cache.sweep()  # temp files of workers on this host killed after their last restart
         for w in workers.values():
             w["clips_per_s"] = w["clips"] / w["seconds"] if w["seconds"] else None
-        log.info("extract on Ray (%d workers): %d computed, %d cached, %d failed in %.1f s -> %s", n, computed, cached, len(failed),
-                 time.perf_counter() - t0, cache.dir)
+        log.info(
+            "extract on Ray (%d workers): %d computed, %d cached, %d failed in %.1f s -> %s",
+            n,
+            computed,
+            cached,
+            len(failed),
+            time.perf_counter() - t0,
+            cache.dir,
+        )
         return ExtractResult(computed, cached, failed, cache.dir, workers)
 
 
@@ -122,8 +141,7 @@ class ShardWorker:
     """A Ray actor: one encoder load, then shard after shard of planned
     batches. Plain class; `RayEngine` wraps it with `ray.remote`."""
 
-    def __init__(self, encoder_cfg: EncoderConfig, cache_root, weights_sha256: str, audio_cfg: AudioConfig | None, device: str,
-                 threads: int) -> None:
+    def __init__(self, encoder_cfg: EncoderConfig, cache_root, weights_sha256: str, audio_cfg: AudioConfig | None, device: str, threads: int) -> None:
         torch.set_num_threads(threads)
         self.encoder = build_encoder(encoder_cfg).eval().to(device)
         if self.encoder.spec.weights_sha256 != weights_sha256:
@@ -137,8 +155,15 @@ class ShardWorker:
         t0 = time.perf_counter()
         manifest = Manifest(root, [r for b in shard for r in b], [])
         computed, cached, failed = encode_batches(shard, manifest, self.encoder, self.cache, audio_cfg=self.audio_cfg, device=self.device)
-        return {"worker": self.name, "computed": computed, "cached": cached, "failed": failed, "clips": sum(map(len, shard)),
-                "audio_seconds": sum(r["duration"] for b in shard for r in b), "seconds": time.perf_counter() - t0}
+        return {
+            "worker": self.name,
+            "computed": computed,
+            "cached": cached,
+            "failed": failed,
+            "clips": sum(map(len, shard)),
+            "audio_seconds": sum(r["duration"] for b in shard for r in b),
+            "seconds": time.perf_counter() - t0,
+        }
 
 
 def _ray():

@@ -128,14 +128,17 @@ def create_app(model_path: str | Path, cfg: ServeConfig | None = None, *, classi
             with suppress(asyncio.CancelledError):
                 await task
 
-    app = FastAPI(title="phonemekit", version=__version__, lifespan=lifespan,
-                  description="Classify single speech sounds, and answer \"did the child say it?\" with a calibrated verdict.")
+    app = FastAPI(
+        title="phonemekit",
+        version=__version__,
+        lifespan=lifespan,
+        description='Classify single speech sounds, and answer "did the child say it?" with a calibrated verdict.',
+    )
     app.state.phonemekit = state
     strip_queries_from_logs()
     app.add_middleware(Guard, token=cfg.token, allowed_hosts=cfg.allowed_hosts, cors_origins=cfg.cors_origins)
     if cfg.cors_origins:  # outside the guard: preflights are answered here, and refusals carry CORS headers
-        app.add_middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"])
+        app.add_middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
 
     @app.exception_handler(ApiError)
     async def _api_error(request, e: ApiError):
@@ -152,22 +155,43 @@ def create_app(model_path: str | Path, cfg: ServeConfig | None = None, *, classi
 
     @app.get("/health", summary="Liveness")
     async def health() -> dict:
-        return {"status": "ok", "model": state.classifier.name, "uptime_s": round(time.time() - state.started, 1),
-                "streams": len(state.engines), "served": state.served, "reloads": state.reloads}
+        return {
+            "status": "ok",
+            "model": state.classifier.name,
+            "uptime_s": round(time.time() - state.started, 1),
+            "streams": len(state.engines),
+            "served": state.served,
+            "reloads": state.reloads,
+        }
 
     @app.get("/model", summary="What the loaded model recognises and where it came from")
     async def model() -> dict:
         return model_info(state.classifier)
 
-    @app.post("/classify", summary="Classify one clip", openapi_extra={"requestBody": {"required": True, "content": {
-        "audio/wav": {"schema": {"type": "string", "format": "binary"}},
-        "audio/flac": {"schema": {"type": "string", "format": "binary"}},
-        "audio/ogg": {"schema": {"type": "string", "format": "binary"}},
-        "application/octet-stream": {"schema": {"type": "string", "format": "binary"},
-                                     "description": "a WAV/FLAC/OGG file, or raw PCM16 (little-endian mono) with ?sample_rate="}}}})
-    async def classify(request: Request, expect: str | None = Query(None, description="the sound the game asked for: adds the verdict"),
-                       top_k: int = Query(3, ge=1, le=100), sample_rate: int | None = Query(None, description="raw PCM16 input: its sample rate"),
-                       ) -> dict:
+    @app.post(
+        "/classify",
+        summary="Classify one clip",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "audio/wav": {"schema": {"type": "string", "format": "binary"}},
+                    "audio/flac": {"schema": {"type": "string", "format": "binary"}},
+                    "audio/ogg": {"schema": {"type": "string", "format": "binary"}},
+                    "application/octet-stream": {
+                        "schema": {"type": "string", "format": "binary"},
+                        "description": "a WAV/FLAC/OGG file, or raw PCM16 (little-endian mono) with ?sample_rate=",
+                    },
+                },
+            }
+        },
+    )
+    async def classify(
+        request: Request,
+        expect: str | None = Query(None, description="the sound the game asked for: adds the verdict"),
+        top_k: int = Query(3, ge=1, le=100),
+        sample_rate: int | None = Query(None, description="raw PCM16 input: its sample rate"),
+    ) -> dict:
         clf = state.classifier
         if expect is not None:
             _check_expect(expect, clf)
@@ -190,8 +214,12 @@ def create_app(model_path: str | Path, cfg: ServeConfig | None = None, *, classi
         if cfg.record_dir:
             write_audio(cfg.record_dir / unique_name("clip"), clip.samples, exclusive=True)
         top = np.argsort(-p)[: min(top_k, len(p))]
-        out = {"model": clf.name, "duration_s": round(clip.duration, 3), "warnings": clip.warnings,
-               "top_k": [{"label": clf.labels[i], "probability": round(float(p[i]), 6)} for i in top]}
+        out = {
+            "model": clf.name,
+            "duration_s": round(clip.duration, 3),
+            "warnings": clip.warnings,
+            "top_k": [{"label": clf.labels[i], "probability": round(float(p[i]), 6)} for i in top],
+        }
         if expect is not None:
             out["verdict"] = clf.verdict_of(p, expect)
         return out
@@ -269,8 +297,11 @@ async def _run_stream(ws: WebSocket, engine: LiveEngine, sample_rate: int, state
             # A stream holds a slot: one open for ever, or trickling audio slower than it could be spoken, keeps it from a real child.
             elapsed = time.monotonic() - opened
             if elapsed >= cfg.max_stream_wall_s or (elapsed > cfg.starve_grace_s and received < cfg.min_audio_rate * elapsed):
-                why = f"open longer than {cfg.max_stream_wall_s:g} s" if elapsed >= cfg.max_stream_wall_s else \
-                    f"{received:.2f} s of audio in {elapsed:.1f} s (a stream must keep up {cfg.min_audio_rate:g}x real time)"
+                why = (
+                    f"open longer than {cfg.max_stream_wall_s:g} s"
+                    if elapsed >= cfg.max_stream_wall_s
+                    else f"{received:.2f} s of audio in {elapsed:.1f} s (a stream must keep up {cfg.min_audio_rate:g}x real time)"
+                )
                 await _send(ws, {"type": "error", "error": "starved", "detail": f"stream closed: {why}"})
                 await run(engine.flush)
                 await ws.close(code=1008, reason="starved")
@@ -317,7 +348,7 @@ async def _run_stream(ws: WebSocket, engine: LiveEngine, sample_rate: int, state
                         except (ConfigError, TypeError) as e:
                             error = str(e)
                     else:
-                        error = f"unknown command {cmd!r:.80} (known: {{\"expect\": LABEL}}, {{\"type\": \"end\"}})"
+                        error = f'unknown command {cmd!r:.80} (known: {{"expect": LABEL}}, {{"type": "end"}})'
             if error:
                 bad += 1
                 await _send(ws, {"type": "error", "error": "bad_frame", "detail": error})

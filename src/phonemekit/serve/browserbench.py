@@ -37,8 +37,7 @@ def browser_timings(model: Path, web_dir: Path, clip_seconds: float = 1.0, clips
         browser = p.chromium.launch(executable_path=chromium_path(), args=FLAGS)
         page = browser.new_page()
         page.goto(server.url + "/")
-        page.wait_for_function("document.getElementById('status').dataset.ready === 'true' || document.getElementById('status').dataset.error",
-                               timeout=300_000)
+        page.wait_for_function("document.getElementById('status').dataset.ready === 'true' || document.getElementById('status').dataset.error", timeout=300_000)
         error = page.evaluate("document.getElementById('status').dataset.error")
         if error:
             raise RuntimeError(f"the page could not load {model.name}: {error}")
@@ -46,6 +45,12 @@ def browser_timings(model: Path, web_dir: Path, clip_seconds: float = 1.0, clips
         page.evaluate("async (w) => { await window.phonemekit.classify(w); }", wave)  # warm-up
         ms = [page.evaluate("async (w) => (await window.phonemekit.classify(w)).ms", wave) for _ in range(clips)]
         browser.close()
-    return {"model": model.name, "bytes": model.stat().st_size, "load_ms": round(load_ms), "clip_seconds": clip_seconds,
-            "infer_ms_median": round(float(np.median(ms)), 1), "infer_ms_max": round(float(np.max(ms)), 1),
-            "rtf": round(float(np.median(ms)) / 1000 / clip_seconds, 4)}
+    return {
+        "model": model.name,
+        "bytes": model.stat().st_size,
+        "load_ms": round(load_ms),
+        "clip_seconds": clip_seconds,
+        "infer_ms_median": round(float(np.median(ms)), 1),
+        "infer_ms_max": round(float(np.max(ms)), 1),
+        "rtf": round(float(np.median(ms)) / 1000 / clip_seconds, 4),
+    }

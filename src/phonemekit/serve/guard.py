@@ -82,8 +82,13 @@ class Guard:
         headers = Headers(scope=scope)
         host = headers.get("host", "")
         if not self.any_host and host_name(host) not in self.hosts:
-            return await self.refuse(scope, send, 421, "unknown_host",
-                                     f"this server does not answer to Host {host[:100]!r}; start it with --allowed-host NAME for a name of your own")
+            return await self.refuse(
+                scope,
+                send,
+                421,
+                "unknown_host",
+                f"this server does not answer to Host {host[:100]!r}; start it with --allowed-host NAME for a name of your own",
+            )
         origin = headers.get("origin")
         if origin is not None and origin != self.own_origin(scope, host) and origin not in self.origins:
             return await self.refuse(scope, send, 403, "origin_refused", f"requests from {origin[:100]!r} are not allowed (see --cors)")

@@ -134,21 +134,27 @@ async def _run(url: str, clips: list[bytes], pcm: bytes, clients: int, streams: 
     headers = {"authorization": f"Bearer {token}"} if token else {}
     t0 = time.perf_counter()
     until = t0 + seconds
-    await asyncio.gather(*[_http_client(url, clips, until, lat, errors, headers) for _ in range(clients)],
-                         *[_stream_client(url, pcm, until, finals, errors, token) for _ in range(streams)])
+    await asyncio.gather(
+        *[_http_client(url, clips, until, lat, errors, headers) for _ in range(clients)],
+        *[_stream_client(url, pcm, until, finals, errors, token) for _ in range(streams)],
+    )
     wall = time.perf_counter() - t0
     ms = np.array(lat) * 1000
     return {
-        "clients": clients, "streams": streams, "seconds": round(wall, 2), "requests": len(lat),
+        "clients": clients,
+        "streams": streams,
+        "seconds": round(wall, 2),
+        "requests": len(lat),
         "requests_per_s": round(len(lat) / wall, 1),
         "latency_ms_p50": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
         "latency_ms_p99": round(float(np.percentile(ms, 99)), 1) if len(ms) else None,
-        "stream_finals": len(finals), "errors": len(errors), "error_examples": errors[:5],
+        "stream_finals": len(finals),
+        "errors": len(errors),
+        "error_examples": errors[:5],
     }
 
 
-def load_test(url: str, clips: list[bytes], pcm: bytes, *, clients: int = 4, streams: int = 2, seconds: float = 10.0,
-              token: str | None = None) -> dict:
+def load_test(url: str, clips: list[bytes], pcm: bytes, *, clients: int = 4, streams: int = 2, seconds: float = 10.0, token: str | None = None) -> dict:
     """Drive a running server at `url`."""
     if not 0 < seconds <= 600:
         raise ValueError("a load test runs for (0, 600] seconds")
@@ -160,8 +166,21 @@ def load_test_model(model: Path, clips: list[bytes], pcm: bytes, *, clients: int
     import httpx
 
     port = free_port()
-    cmd = [sys.executable, "-m", "phonemekit.cli", "serve", str(model), "--port", str(port), "--workers", str(workers),
-           "--max-requests", str(max(8, clients)), "--max-streams", str(max(8, streams))]
+    cmd = [
+        sys.executable,
+        "-m",
+        "phonemekit.cli",
+        "serve",
+        str(model),
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--max-requests",
+        str(max(8, clients)),
+        "--max-streams",
+        str(max(8, streams)),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"
     try:

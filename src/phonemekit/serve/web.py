@@ -74,11 +74,29 @@ def mount_web(app: FastAPI, state: State, web_dir: Path, collect_dir: Path | Non
     async def page() -> dict:
         return {"labels": labels_of(state.classifier), "collect": collect_dir is not None}
 
-    @app.post("/api/recordings", summary="Save one guided recording (only with --collect DIR)", openapi_extra={"requestBody": {
-        "required": True, "content": {"application/json": {"schema": {"type": "object", "required": ["speaker", "label", "consent", "audio"],
-                                                                      "properties": {"speaker": {"type": "string"}, "label": {"type": "string"},
-                                                                                     "consent": {"type": "boolean"},
-                                                                                     "audio": {"type": "string", "format": "byte"}}}}}}})
+    @app.post(
+        "/api/recordings",
+        summary="Save one guided recording (only with --collect DIR)",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["speaker", "label", "consent", "audio"],
+                            "properties": {
+                                "speaker": {"type": "string"},
+                                "label": {"type": "string"},
+                                "consent": {"type": "boolean"},
+                                "audio": {"type": "string", "format": "byte"},
+                            },
+                        }
+                    }
+                },
+            }
+        },
+    )
     async def recording(request: Request) -> dict:
         if collect_dir is None:
             raise ApiError(403, "collection_off", "this server does not keep recordings (start it with --collect DIR)")

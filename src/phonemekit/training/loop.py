@@ -52,8 +52,19 @@ def _is_oom(e: BaseException) -> bool:
 
 
 class Trainer:
-    def __init__(self, cfg: ModelConfig, manifest: Manifest, train_rows: list[dict], val_rows: list[dict], run_dir: str | Path, *,
-                 cache_root: str | Path = "cache", device: str = "cpu", progress=None, engine=None) -> None:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        manifest: Manifest,
+        train_rows: list[dict],
+        val_rows: list[dict],
+        run_dir: str | Path,
+        *,
+        cache_root: str | Path = "cache",
+        device: str = "cpu",
+        progress=None,
+        engine=None,
+    ) -> None:
         self.cfg, self.manifest, self.run_dir = cfg, manifest, Path(run_dir)
         self.run = Run(self.run_dir)
         self.device, self.progress = device, progress
@@ -170,8 +181,12 @@ class Trainer:
                 else:
                     for g, lr in zip(self.opt.param_groups, self.base_lrs):
                         g["lr"] = lr * scale
-                log.warning("batch did not fit in memory: micro-batch %d x %d accumulation steps (effective batch kept at %d)",
-                            self.micro_batch, accum, self.cfg.train.batch_size)
+                log.warning(
+                    "batch did not fit in memory: micro-batch %d x %d accumulation steps (effective batch kept at %d)",
+                    self.micro_batch,
+                    accum,
+                    self.cfg.train.batch_size,
+                )
                 if self.device.startswith("cuda"):
                     torch.cuda.empty_cache()
 
@@ -198,8 +213,14 @@ class Trainer:
         lr = self.opt.param_groups[0]["lr"]
         if isinstance(self.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.sched.step(val_top1)
-        return {"epoch": self.epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": val_loss, "val_top1": val_top1,
-                "lr": lr, "seconds": round(time.perf_counter() - t0, 2)}
+        return {
+            "epoch": self.epoch + 1,
+            "train_loss": float(np.mean(losses)),
+            "val_loss": val_loss,
+            "val_top1": val_top1,
+            "lr": lr,
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
 
     # -- state ------------------------------------------------------------------------
 
@@ -247,13 +268,24 @@ class Trainer:
             improved = score[0] > self.best[0] + 1e-6 or (abs(score[0] - self.best[0]) <= 1e-6 and score[1] < self.best[1])
             if improved:
                 self.best, self.best_epoch, self.bad_epochs = score, self.epoch, 0
-                self.run.save_checkpoint(self.model, metrics={"val_top1": score[0], "val_loss": score[1], "epoch": self.epoch},
-                                extra={"data": str(self.manifest.path) if self.manifest.path else None})
+                self.run.save_checkpoint(
+                    self.model,
+                    metrics={"val_top1": score[0], "val_loss": score[1], "epoch": self.epoch},
+                    extra={"data": str(self.manifest.path) if self.manifest.path else None},
+                )
             else:
                 self.bad_epochs += 1
             self._save_state()
-            log.info("%s epoch %d: train loss %.3f, val loss %.3f, val top-1 %.3f (%.1f s)%s", self.cfg.name, rec["epoch"],
-                     rec["train_loss"], rec["val_loss"], rec["val_top1"], rec["seconds"], " *" if improved else "")
+            log.info(
+                "%s epoch %d: train loss %.3f, val loss %.3f, val top-1 %.3f (%.1f s)%s",
+                self.cfg.name,
+                rec["epoch"],
+                rec["train_loss"],
+                rec["val_loss"],
+                rec["val_top1"],
+                rec["seconds"],
+                " *" if improved else "",
+            )
         self.run.write_history(self.history)
         audit("train", model=self.cfg.name, epochs=self.epoch, train_clips=len(self.train_data), checkpoint_sha256=self.run.sha256)
         best = self.run.load(map_location=self.device)
@@ -262,7 +294,18 @@ class Trainer:
         return TrainResult(best, self.run_dir, self.history, self.best_epoch, time.perf_counter() - t0)
 
 
-def train_model(cfg: ModelConfig, manifest: Manifest, train_rows: list[dict], val_rows: list[dict], run_dir: str | Path, *,
-                cache_root: str | Path = "cache", device: str = "cpu", resume: bool = False, progress=None, engine=None) -> TrainResult:
+def train_model(
+    cfg: ModelConfig,
+    manifest: Manifest,
+    train_rows: list[dict],
+    val_rows: list[dict],
+    run_dir: str | Path,
+    *,
+    cache_root: str | Path = "cache",
+    device: str = "cpu",
+    resume: bool = False,
+    progress=None,
+    engine=None,
+) -> TrainResult:
     """`engine` extracts a frozen encoder's features (default: this machine; see `phonemekit.scale`)."""
     return Trainer(cfg, manifest, train_rows, val_rows, run_dir, cache_root=cache_root, device=device, progress=progress, engine=engine).fit(resume)

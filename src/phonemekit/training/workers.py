@@ -80,8 +80,9 @@ class Jobs:
             queue = ctx.Queue()
             self._listener = logging.handlers.QueueListener(queue, _Forward())
             self._listener.start()
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
-                                             initargs=(queue, logging.getLogger().getEffectiveLevel(), self.threads, os.getpid()))
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=ctx, initializer=_init_worker, initargs=(queue, logging.getLogger().getEffectiveLevel(), self.threads, os.getpid())
+            )
             log.info("training in %d worker processes, %d torch thread(s) each", self.workers, self.threads)
         return self
 
@@ -91,7 +92,7 @@ class Jobs:
         fut: Future = Future()
         try:
             fut.set_result(fn(*args, **kw))
-        except Exception as e:  # noqa: BLE001 - delivered by result(), as a worker's would be
+        except Exception as e:
             fut.set_exception(e)
         return fut
 

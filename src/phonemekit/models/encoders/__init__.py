@@ -15,6 +15,6 @@ from phonemekit.models.encoders.base import (
 )
 
 # Importing the modules registers the families.
-from phonemekit.models.encoders import fbank, hf, whisper  # noqa: E402,F401  isort:skip
+from phonemekit.models.encoders import fbank, hf, whisper  # noqa: F401  isort:skip
 
 __all__ = ["Encoder", "EncoderOutput", "EncoderSpec", "available_encoders", "build_encoder", "default_source", "frozen_encoder", "register_encoder"]

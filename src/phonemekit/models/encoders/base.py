@@ -129,6 +129,7 @@ _DEFAULT_SOURCES: dict[str, str] = {}
 
 def register_encoder(name: str, description: str = "", default_source: str | None = None) -> Callable:
     """Register a family; `default_source` is what `--source` means when omitted."""
+
     def deco(factory: Callable[[EncoderConfig], Encoder]) -> Callable[[EncoderConfig], Encoder]:
         if name in _REGISTRY:
             raise ValueError(f"encoder {name!r} registered twice")
@@ -165,7 +166,7 @@ def frozen_encoder(cfg: EncoderConfig) -> Encoder:
 
 
 @functools.lru_cache(maxsize=4)
-def _shared(cfg: EncoderConfig, stamp) -> Encoder:  # noqa: ARG001 - the stamp is part of the key
+def _shared(cfg: EncoderConfig, stamp) -> Encoder:
     return build_encoder(cfg).eval()
 
 

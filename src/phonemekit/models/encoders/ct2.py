@@ -32,7 +32,7 @@ class _Reader:
     def take(self, n: int) -> memoryview:
         if n < 0 or self.pos + n > len(self.data):
             raise MissingWeightsError(f"{self.path} is truncated or not a CTranslate2 model")
-        out = self.data[self.pos:self.pos + n]
+        out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -90,5 +90,4 @@ def read_ct2(path: str | Path) -> dict[str, np.ndarray]:
         if w is not None and w.dtype == np.int8:
             scale = variables[name].astype(np.float32)
             variables[base] = w.astype(np.float32) / scale.reshape(-1, *([1] * (w.ndim - 1)))
-    return {k: (v.astype(np.float32) if v.dtype in (np.float16, np.int8, np.int16) and not k.endswith("num_heads") else v)
-            for k, v in variables.items()}
+    return {k: (v.astype(np.float32) if v.dtype in (np.float16, np.int8, np.int16) and not k.endswith("num_heads") else v) for k, v in variables.items()}

@@ -30,12 +30,29 @@ log = logging.getLogger(__name__)
 # padding in a batch does not change a clip's features.
 _CONV = {"conv_kernel": (10, 3, 3, 3, 3, 2, 2), "conv_stride": (5, 2, 2, 2, 2, 2, 2)}
 RANDOM_SIZES: dict[str, dict] = {
-    "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                 conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-                 feat_extract_norm="layer", **_CONV),
-    "small": dict(hidden_size=128, num_hidden_layers=3, num_attention_heads=4, intermediate_size=256,
-                  conv_dim=(64,) * 7, num_conv_pos_embeddings=32, num_conv_pos_embedding_groups=8,
-                  feat_extract_norm="layer", do_stable_layer_norm=True, **_CONV),
+    "tiny": dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(32,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        feat_extract_norm="layer",
+        **_CONV,
+    ),
+    "small": dict(
+        hidden_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=256,
+        conv_dim=(64,) * 7,
+        num_conv_pos_embeddings=32,
+        num_conv_pos_embedding_groups=8,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        **_CONV,
+    ),
     "base": {},
 }
 

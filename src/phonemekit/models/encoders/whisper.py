@@ -23,7 +23,6 @@ import functools
 import importlib
 import logging
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from phonemekit.fileio import sha256_file
 from phonemekit.models.encoders.base import Encoder, EncoderOutput, register_encoder
 from phonemekit.models.encoders.ct2 import read_ct2
 from phonemekit.models.encoders.hf import hub_reachable
+from phonemekit.models.encoders.whisper_convert import from_ct2, from_transformers
 from phonemekit.torchutil import lengths_mask
 
 log = logging.getLogger(__name__)
@@ -103,8 +103,15 @@ class LogMel(nn.Module):
         # (librosa's Slaney filters), so features match the reference exactly.
         from transformers.audio_utils import mel_filter_bank
 
-        fb = mel_filter_bank(num_frequency_bins=N_FFT // 2 + 1, num_mel_filters=n_mels, min_frequency=0.0, max_frequency=8000.0,
-                             sampling_rate=SAMPLE_RATE, norm="slaney", mel_scale="slaney")
+        fb = mel_filter_bank(
+            num_frequency_bins=N_FFT // 2 + 1,
+            num_mel_filters=n_mels,
+            min_frequency=0.0,
+            max_frequency=8000.0,
+            sampling_rate=SAMPLE_RATE,
+            norm="slaney",
+            mel_scale="slaney",
+        )
         n = np.arange(N_FFT)
         window = 0.5 - 0.5 * np.cos(2 * np.pi * n / N_FFT)  # periodic Hann, as torch.hann_window
         k = np.arange(N_FFT // 2 + 1)[:, None]
@@ -226,65 +233,8 @@ def dims_from_state(state: dict[str, torch.Tensor], n_head: int) -> Dims:
     return Dims(n_mels=n_mels, n_ctx=state["positional_embedding"].shape[0], n_state=n_state, n_head=n_head, n_layer=n_layer)
 
 
-_HF_LAYER_NAMES = (("self_attn_layer_norm.", "attn_ln."), ("self_attn.q_proj.", "attn.query."), ("self_attn.k_proj.", "attn.key."),
-                   ("self_attn.v_proj.", "attn.value."), ("self_attn.out_proj.", "attn.out."), ("final_layer_norm.", "mlp_ln."),
-                   ("fc1.", "mlp.0."), ("fc2.", "mlp.2."))
-
-
-def from_transformers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """transformers' WhisperEncoder names -> this module's (openai's) names."""
-    out = {}
-    for k, v in state.items():
-        if k == "embed_positions.weight":
-            k = "positional_embedding"
-        elif k.startswith("layer_norm."):
-            k = "ln_post." + k[len("layer_norm."):]
-        elif k.startswith("layers."):
-            _, i, rest = k.split(".", 2)
-            for a, b in _HF_LAYER_NAMES:
-                if rest.startswith(a):
-                    rest = b + rest[len(a):]
-                    break
-            k = f"blocks.{i}.{rest}"
-        out[k] = v
-    return out
-
-
-def from_ct2(variables: dict[str, np.ndarray]) -> tuple[dict[str, torch.Tensor], int]:
-    """CTranslate2 WhisperSpec encoder variables -> this module's names.
-    The attention's q, k, v are one fused matrix there; k has no bias."""
-    def t(name: str) -> torch.Tensor:
-        if name not in variables:
-            raise KeyError(name)
-        return torch.from_numpy(np.array(variables[name], dtype=np.float32))  # a copy: the reader hands out read-only views
-
-    def ln(src: str, dst: str) -> dict:
-        return {f"{dst}.weight": t(f"{src}/gamma"), f"{dst}.bias": t(f"{src}/beta")}
-
-    def lin(src: str, dst: str) -> dict:
-        return {f"{dst}.weight": t(f"{src}/weight"), f"{dst}.bias": t(f"{src}/bias")}
-
-    e = "encoder"
-    state = {**lin(f"{e}/conv1", "conv1"), **lin(f"{e}/conv2", "conv2"), **ln(f"{e}/layer_norm", "ln_post"),
-             "positional_embedding": t(f"{e}/position_encodings/encodings")}
-    n_layer = len({m.group(1) for k in variables if (m := re.match(rf"{e}/layer_(\d+)/", k))})
-    for i in range(n_layer):
-        p, b = f"{e}/layer_{i}", f"blocks.{i}"
-        qkv_w, qkv_b = t(f"{p}/self_attention/linear_0/weight"), t(f"{p}/self_attention/linear_0/bias")
-        (qw, kw, vw), (qb, _, vb) = qkv_w.chunk(3), qkv_b.chunk(3)
-        state.update({f"{b}.attn.query.weight": qw, f"{b}.attn.query.bias": qb, f"{b}.attn.key.weight": kw,
-                      f"{b}.attn.value.weight": vw, f"{b}.attn.value.bias": vb})
-        state.update(lin(f"{p}/self_attention/linear_1", f"{b}.attn.out"))
-        state.update(ln(f"{p}/self_attention/layer_norm", f"{b}.attn_ln"))
-        state.update(ln(f"{p}/ffn/layer_norm", f"{b}.mlp_ln"))
-        state.update(lin(f"{p}/ffn/linear_0", f"{b}.mlp.0"))
-        state.update(lin(f"{p}/ffn/linear_1", f"{b}.mlp.2"))
-    n_head = int(np.asarray(variables[f"{e}/num_heads"]).reshape(-1)[0])
-    return state, n_head
-
-
 @functools.lru_cache(maxsize=8)
-def _sha256(path: str, mtime_ns: int, size: int) -> str:  # noqa: ARG001  (mtime and size key the cache: a changed file is hashed again)
+def _sha256(path: str, mtime_ns: int, size: int) -> str:
     return sha256_file(path)
 
 
@@ -303,8 +253,7 @@ def bundled_folder(name: str) -> Path:
         raise MissingWeightsError(f"{b.package} is installed but has no {b.folder}/model.bin; reinstall it")
     st = model_bin.stat()
     if _sha256(str(model_bin), st.st_mtime_ns, st.st_size) != b.sha256:
-        raise MissingWeightsError(f"{model_bin} does not match the pinned sha256 of whisper:{name} (modified or a different release); "
-                                  f"reinstall {b.package}")
+        raise MissingWeightsError(f"{model_bin} does not match the pinned sha256 of whisper:{name} (modified or a different release); reinstall {b.package}")
     return folder
 
 
@@ -342,7 +291,7 @@ def _load_openai(path: Path) -> AudioEncoder:
         dims, weights = ckpt["dims"], ckpt["model_state_dict"]
     except Exception as e:  # torch raises several unrelated types for a bad file
         raise _missing(str(path), f"not an openai-whisper checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
-    state = {k[len("encoder."):]: v.float() for k, v in weights.items() if k.startswith("encoder.")}
+    state = {k[len("encoder.") :]: v.float() for k, v in weights.items() if k.startswith("encoder.")}
     return _build(state, int(dims["n_audio_head"]), str(path))
 
 
@@ -357,7 +306,6 @@ def _load_ct2(model_bin: Path) -> AudioEncoder:
 def _load_transformers(source: str, path: Path, revision: str | None) -> AudioEncoder:
     import transformers
 
-
     if path.exists() and not (path / "config.json").is_file():
         raise _missing(source, "the folder has neither config.json (transformers), model.bin (CTranslate2) nor is a .pt file")
     kwargs = {"revision": revision} if revision else {}
@@ -366,8 +314,9 @@ def _load_transformers(source: str, path: Path, revision: str | None) -> AudioEn
         model = transformers.WhisperModel.from_pretrained(where, local_files_only=True, **kwargs)
     except OSError as first:
         if path.exists() or not hub_reachable():
-            raise _missing(source, "not a local folder or cached hub model, and the hub is unreachable (offline)"
-                           if not path.exists() else str(first).splitlines()[0]) from first
+            raise _missing(
+                source, "not a local folder or cached hub model, and the hub is unreachable (offline)" if not path.exists() else str(first).splitlines()[0]
+            ) from first
         try:
             model = transformers.WhisperModel.from_pretrained(source, **kwargs)
         except OSError as e:
@@ -408,7 +357,7 @@ class WhisperEncoder(Encoder):
         super().set_trainable(top_layers)
         if top_layers > 0:
             blocks = self.model.blocks
-            for block in blocks[max(0, len(blocks) - top_layers):]:
+            for block in blocks[max(0, len(blocks) - top_layers) :]:
                 block.requires_grad_(True)
             self.model.ln_post.requires_grad_(True)  # the last hidden state passes through it
 

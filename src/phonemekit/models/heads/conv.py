@@ -72,8 +72,7 @@ class ConvOptions:
         check_size(1 <= self.kernel <= 31 and self.kernel % 2 == 1, "kernel", "an odd integer in [1, 31]")
         check_layers(self.layers, "layers", minimum=0)
         check_size(0 <= self.attention_heads <= self.channels, "attention_heads", "an integer in [0, channels]")
-        check_size(not self.attention_heads or self.channels % self.attention_heads == 0, "channels",
-                   f"a multiple of attention_heads ({self.attention_heads})")
+        check_size(not self.attention_heads or self.channels % self.attention_heads == 0, "channels", f"a multiple of attention_heads ({self.attention_heads})")
         check_dropout(self.dropout, "dropout")
         check_size(1 <= self.stride <= 4, "stride", "an integer in [1, 4]")
         check_size(self.input_norm in ("layer", "standardize"), "input_norm", "layer|standardize")
