@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup web demo check docs test test-fast bench clean
+.PHONY: setup web demo real check docs test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	# The CPU build of torch is pinned and installed first so that nothing
 	# later pulls a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
-	$(BIN)/pip install --quiet -e '.[train,live,whisper,ray,serve,dev]'
+	$(BIN)/pip install --quiet -e '.[train,live,whisper,ray,serve,real,dev]'
 	touch $(STAMP)
 
 # The browser package (web/): onnxruntime-web and esbuild from the npm
@@ -56,6 +56,12 @@ test: check
 # A quick loop while developing: the same without the slow tests.
 test-fast: $(STAMP) $(WEB_STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not gpu and not network"
+
+# Real children's speech: speechocean762 (CC BY 4.0), a copy you point to;
+# it never enters the repository. Resumable; see docs/real-speech.md.
+real: $(STAMP)
+	@test -n "$(SPEECHOCEAN762)" || { echo "usage: make real SPEECHOCEAN762=DIR (a copy of speechocean762)"; exit 2; }
+	$(BIN)/phonemekit real $(SPEECHOCEAN762) --out runs/real
 
 bench: $(STAMP)
 	$(BIN)/phonemekit benchmark --json runs/benchmark.json

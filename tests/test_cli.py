@@ -79,7 +79,7 @@ def test_a_folder_of_clips_holding_a_stray_manifest_is_still_a_folder(corpus, tm
 
     (corpus / "manifest.jsonl").write_text('{"path": "elsewhere.wav"}\n')  # not a prepared dataset: no dataset.json
     items = list_inputs(corpus, ["aa", "ee", "sh"])
-    assert len(items) == 45 and {label for _, label in items} == {"aa", "ee", "sh"}
+    assert len(items) == 45 and {label for _, label, _ in items} == {"aa", "ee", "sh"}
     (corpus / "manifest.jsonl").unlink()
     prepare(corpus, tmp_path / "data")  # a prepared dataset is read as one
     assert len(list_inputs(tmp_path / "data", ["aa", "ee", "sh"])) == 45

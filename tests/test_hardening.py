@@ -308,7 +308,7 @@ def test_deeply_nested_folders_are_walked_not_recursed(tmp_path, corpus):
         assert s["reasons"] == {"bad_layout": 1}
         r = runner.invoke(app, ["purge", "--older-than", "0", "--what", "audio", "--audio", str(corpus)])
         assert r.exit_code == 0 and "would be deleted" in r.output
-        assert any(p.name == "x.wav" for p, _ in list_inputs(corpus, ["aa"]))
+        assert any(p.name == "x.wav" for p, _, _ in list_inputs(corpus, ["aa"]))
     finally:  # removed here, deepest first: shutil.rmtree (pytest's clean-up) recurses
         (deep / "x.wav").unlink()
         for level in reversed(levels):

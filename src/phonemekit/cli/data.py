@@ -159,3 +159,35 @@ def purge(
             f"{w:6s} {r['root']}: {r['files']} files, {r['bytes'] / 1e6:.1f} MB older than {older_than:g} days"
             + (" deleted" if yes else " would be deleted (dry run; add --yes)")
         )
+
+
+@command("import")
+def import_cmd(
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="speechocean762, kaldi, textgrid, timit or audiofolder.")],
+    src: Annotated[Path, typer.Argument(help="The corpus folder.")],
+    out: Annotated[Path, typer.Option(help="Where the prepared dataset goes (manifest.jsonl, utterances.jsonl, ...).")],
+) -> None:
+    """Import a corpus in its own format as a prepared dataset (align it next if it has no phone times)."""
+    from phonemekit.data.importers import import_corpus
+
+    s = import_corpus(fmt, src, out)
+    log.info("%s: %d utterances of %d speakers, %d phone clips, %d rejected -> %s", fmt, s["utterances"], s["speakers_total"], s["clips"],
+             s["rejected"], out)  # fmt: skip
+    if s["rejected"]:
+        log.warning("rejected by reason: %s (details in %s)", s["reasons"], out / "rejected.jsonl")
+
+
+@command()
+def align(
+    data: Annotated[Path, typer.Argument(help="A dataset from `phonemekit import`.")],
+    aligner: Annotated[str, typer.Option(help="pocketsphinx (see the aligner registry).")] = "pocketsphinx",
+    workers: Annotated[int, typer.Option(min=1, help="Processes.")] = 2,
+    context: Annotated[float, typer.Option(min=0, max=0.5, help="Seconds kept on each side of a phone.")] = 0.05,
+    min_ms: Annotated[float, typer.Option(min=0, help="Shorter phones are dropped.")] = 40.0,
+) -> None:
+    """Align an imported corpus (cached, resumable) and write its phone segments into the manifest."""
+    from phonemekit.align import align_dataset
+
+    with progress_bar() as p:
+        s = align_dataset(data, aligner, workers=workers, context=context, min_ms=min_ms, progress=p)
+    log.info("%d utterances aligned; %d phone segments kept (%s) -> %s", s.get("utterances_aligned", 0), s["kept"], s["kept_why"], data)

@@ -30,7 +30,7 @@ def train(
     batch_size: Annotated[int | None, typer.Option(min=1)] = None,
     lr: Annotated[float | None, typer.Option()] = None,
     finetune_layers: Annotated[int | None, typer.Option(help="0 frozen, N top layers, -1 everything.")] = None,
-    split: Annotated[str, typer.Option(help="speaker-disjoint | loso")] = "speaker-disjoint",
+    split: Annotated[str, typer.Option(help="speaker-disjoint | loso | corpus (the data's own train/test)")] = "speaker-disjoint",
     cache: Cache = Path("cache"),
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUT.")] = False,
     device: Device = "auto",
@@ -74,7 +74,7 @@ def train_all_cmd(
     models: Annotated[str, typer.Option(help="Comma-separated presets.")] = ",".join(DEFAULT_MODELS),
     wav2vec2: Annotated[str | None, typer.Option(help="wav2vec2 weights (hub id or folder).")] = None,
     wavlm: Annotated[str | None, typer.Option(help="WavLM weights (hub id or folder).")] = None,
-    split: Annotated[str, typer.Option(help="speaker-disjoint | loso")] = "speaker-disjoint",
+    split: Annotated[str, typer.Option(help="speaker-disjoint | loso | corpus (the data's own train/test)")] = "speaker-disjoint",
     leaky: Annotated[bool, typer.Option(help="Also train on a leaky clip-level split to show what it would claim.")] = True,
     epochs: Annotated[int | None, typer.Option(min=1)] = None,
     cache: Cache = Path("cache"),
@@ -169,7 +169,7 @@ def evaluate(
         f"top-3 {res['top3']:.3f}  macro-F1 {res['macro_f1']:.3f}"
     )
     for g, v in res["per_group"].items():
-        typer.echo(f"  group {g}: top-1 {v:.3f}")
+        typer.echo(f"  group {g}: top-1 {v['top1']:.3f} ({v['speakers']} speakers)")
 
 
 @command("family-test")
@@ -272,3 +272,25 @@ def demo(
     log.info(
         "demo finished in %.0f s; report: %s, figures: %s, step log: %s", time.perf_counter() - t0, out / "report.md", out / "figures", out / "steps.jsonl"
     )
+
+
+@command()
+def real(
+    src: Annotated[Path, typer.Argument(help="A copy of speechocean762 (train/, test/, WAVE/, resource/).")],
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/real"),
+    models: Annotated[str, typer.Option(help="Comma-separated presets.")] = "whisper-mlp,fbank-mlp",
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override the epochs of every model.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Processes for alignment and training.")] = 2,
+    force: Annotated[list[str] | None, typer.Option(help="Redo this step (repeatable): import, align, train.")] = None,
+    device: Device = "auto",
+) -> None:
+    """Real children: import and align speechocean762, train, evaluate on its test children and adults (resumable)."""
+    from phonemekit.recipes.real import run_real
+    from phonemekit.torchutil import resolve_device
+
+    t0 = time.perf_counter()
+    with progress_bar() as p:
+        run_real(src, out, force=set(force or []), models=tuple(m.strip() for m in models.split(",") if m.strip()), epochs=epochs,
+                 workers=workers, device=resolve_device(device), progress=p)  # fmt: skip
+    _print_report(out)
+    log.info("real-speech recipe finished in %.0f s; report: %s", time.perf_counter() - t0, out / "report.md")

@@ -152,7 +152,7 @@ def encode_batch(
             keep.append(r)
         except (AudioValidationError, DataError, OSError) as e:
             if r in todo:
-                failed.append({"path": r["path"], "reason": getattr(e, "reason", "unreadable"), "detail": str(e)})
+                failed.append({"path": r["path"], "sha256": r["sha256"], "reason": getattr(e, "reason", "unreadable"), "detail": str(e)})
                 log.warning("skipping clip %s (%s): %s", clip_id(r), r["label"], getattr(e, "reason", None) or type(e).__name__)
     computed = 0
     if keep:

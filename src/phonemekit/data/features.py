@@ -15,6 +15,7 @@ from phonemekit.config import AudioConfig
 from phonemekit.data import augment
 from phonemekit.data.audio import load_audio
 from phonemekit.data.manifest import Manifest
+from phonemekit.data.segments import segment_samples
 from phonemekit.errors import AudioValidationError, DataError
 
 log = logging.getLogger(__name__)
@@ -90,8 +91,11 @@ class ClipData:
 
 
 def load_waveform(manifest: Manifest, row: dict, audio_cfg: AudioConfig | None) -> np.ndarray:
-    """A row's samples, refused when the file's bytes are no longer the ones `prepare` hashed."""
+    """A row's samples, refused when the file's bytes are no longer the ones `prepare` hashed.
+    A segment row (a phone inside its utterance) is cut from its file."""
     path = manifest.audio_path(row)
+    if "start" in row:
+        return segment_samples(path, row, audio_cfg)
     clip = load_audio(path, audio_cfg)
     if clip.sha256 != row["sha256"]:
         raise AudioValidationError(path, "changed", "file changed since prepare; re-run prepare")

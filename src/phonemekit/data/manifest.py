@@ -29,6 +29,7 @@ from pathlib import Path
 from phonemekit.config import AudioConfig
 from phonemekit.data import audio
 from phonemekit.data.inventory import label_problem
+from phonemekit.data.segments import segment_samples
 from phonemekit.errors import AudioValidationError, DataError
 from phonemekit.fileio import folder_lock, inside, read_json, read_jsonl, sha256_file, walk_files, write_json, write_jsonl
 from phonemekit.privacy import audit
@@ -75,6 +76,12 @@ class Manifest:
     def audio_path(self, row: dict) -> Path:
         """Where a row's audio is; a path that leads out of the data root is refused."""
         return inside(self.root, row.get("path"))
+
+    def samples(self, row: dict, audio_cfg: AudioConfig | None = None):
+        """A row's audio (float32, 16 kHz): its file, or its segment of an utterance."""
+        if "start" in row:
+            return segment_samples(self.audio_path(row), row, audio_cfg)
+        return audio.load_audio(self.audio_path(row), audio_cfg).samples
 
 
 def _bad_name(name: str) -> str | None:
@@ -222,11 +229,11 @@ def _prepare(root: Path, out: Path, audio_cfg: AudioConfig, strict: bool, labels
 
     label_list = sorted({r["label"] for r in rows} | set(labels or []))
     dataset = {"root": str(root.resolve()), "labels": label_list, "num_clips": len(rows), "num_rejected": len(rejected)}
-    _ensure_salt(out)
-    changed = _write_if_changed(out / MANIFEST, rows, jsonl=True)
-    changed |= _write_if_changed(out / REJECTED, rejected, jsonl=True)
-    changed |= _write_if_changed(out / LABELS, label_list)
-    changed |= _write_if_changed(out / DATASET, dataset)
+    ensure_salt(out)
+    changed = write_if_changed(out / MANIFEST, rows, jsonl=True)
+    changed |= write_if_changed(out / REJECTED, rejected, jsonl=True)
+    changed |= write_if_changed(out / LABELS, label_list)
+    changed |= write_if_changed(out / DATASET, dataset)
     if changed:
         audit("ingest", clips=len(rows), rejected=len(rejected), speakers=len({r["speaker"] for r in rows}), manifest_sha256=sha256_file(out / MANIFEST))
     summary = summarise(rows, label_list)
@@ -283,7 +290,7 @@ def _drop_duplicates(rows: list[dict], how: str) -> tuple[list[dict], list[dict]
     return kept, rejected
 
 
-def _ensure_salt(out: Path) -> None:
+def ensure_salt(out: Path) -> None:
     """The data's pseudonym salt: random, owner-only, written once."""
     path = out / SALT
     if path.exists():
@@ -314,7 +321,7 @@ def summarise(rows: list[dict], labels: list[str], min_clips: int = 5) -> dict:
     }
 
 
-def _write_if_changed(path: Path, obj, jsonl: bool = False) -> bool:
+def write_if_changed(path: Path, obj, jsonl: bool = False) -> bool:
     if path.exists():
         try:
             old = read_jsonl(path) if jsonl else read_json(path)
@@ -393,4 +400,10 @@ def _row_problem(r: object, labels: set[str]) -> str | None:
     d = r.get("duration")
     if isinstance(d, bool) or not isinstance(d, (int, float)) or not math.isfinite(d) or d <= 0:
         return "duration is not a positive number"
+    if "start" in r:  # a segment of an utterance
+        a, b = r.get("start"), r.get("end")
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in (a, b)) or not 0 <= a < b:
+            return "start/end are not a segment"
+        if not isinstance(r.get("source_sha256"), str) or not _SHA256.fullmatch(r["source_sha256"]):
+            return "source_sha256 is not a sha256"
     return None

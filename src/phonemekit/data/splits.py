@@ -82,3 +82,22 @@ def leaky_split(rows: list[dict], *, test_frac: float = 0.25, val_frac: float = 
     random.Random(seed).shuffle(idx)
     n_test, n_val = round(len(idx) * test_frac), round(len(idx) * val_frac)
     return {"test": sorted(idx[:n_test]), "val": sorted(idx[n_test : n_test + n_val]), "train": sorted(idx[n_test + n_val :])}
+
+
+def corpus_split(speaker_parts: dict[str, str], groups: dict[str, str] | None = None, *, val_frac: float = 0.12,
+                 salt: str = "phonemekit") -> Split:  # fmt: skip
+    """The corpus's own split (each speaker's `train` or `test`), kept:
+    validation speakers are drawn from the train speakers (stratified by
+    group), so nothing is ever chosen on a test speaker."""
+    train = sorted(s for s, p in speaker_parts.items() if p == "train")
+    test = sorted(s for s, p in speaker_parts.items() if p == "test")
+    if len(train) < 2 or not test:
+        raise DataError(f"the corpus split needs train and test speakers (found {len(train)} train, {len(test)} test)")
+    groups = groups or {}
+    val = []
+    for g in sorted({groups.get(s, "unknown") for s in train}):
+        members = _order([s for s in train if groups.get(s, "unknown") == g], salt)
+        val += members[: max(1, round(len(members) * val_frac))] if len(members) >= 4 else []
+    if not val:
+        val = _order(train, salt)[:1]
+    return Split("corpus", tuple(s for s in train if s not in val), tuple(sorted(val)), tuple(test))

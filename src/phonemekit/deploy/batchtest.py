@@ -4,6 +4,7 @@ checkpoint or an ONNX file, write per-file predictions, report accuracy."""
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -33,27 +34,33 @@ def load_predictor(model: str | Path, trusted: set[str] | None = None) -> tuple[
     return m.labels, lambda waves: torch_probs(m, waves), "torch"
 
 
-def list_inputs(data: str | Path, labels: list[str]) -> list[tuple[Path, str | None]]:
-    """Files of a manifest, or every audio file under a folder; the expected
-    label is the parent folder's name when it is a known label."""
+def list_inputs(data: str | Path, labels: list[str]) -> list[tuple[Path, str | None, Callable[[], np.ndarray]]]:
+    """(file, expected label, how to read its samples) for the clips of a
+    prepared dataset (segments of utterances included), or every audio file
+    under a folder (the expected label is the parent folder's name when it
+    is a known label)."""
     data = Path(data)
     if is_prepared(data):  # a plain folder that happens to hold a manifest.jsonl is still a folder of clips
         m = load_manifest(data)
-        return [(m.audio_path(r), r["label"]) for r in m.rows]
+        return [(m.audio_path(r), r["label"], functools.partial(m.samples, r)) for r in m.rows]
     if data.is_file():
-        return [(data, None)]
+        return [(data, None, functools.partial(_samples, data))]
     if not data.is_dir():
         raise DataError(f"{data} is neither a manifest, a folder nor an audio file")
     files = sorted(p for p, _ in walk_files(data) if p.suffix.lower() in AUDIO_EXTENSIONS and is_regular(p))
-    return [(p, p.parent.name if p.parent.name in labels else None) for p in files]
+    return [(p, p.parent.name if p.parent.name in labels else None, functools.partial(_samples, p)) for p in files]
 
 
-def run_batch(labels: list[str], predict: Predictor, items: list[tuple[Path, str | None]], top_k: int = 3, progress=None) -> tuple[list[dict], dict]:
+def _samples(path: Path) -> np.ndarray:
+    return load_audio(path).samples
+
+
+def run_batch(labels: list[str], predict: Predictor, items: list[tuple], top_k: int = 3, progress=None) -> tuple[list[dict], dict]:
     rows, failed = [], []
     task = progress.add_task("classifying", total=len(items)) if progress else None
-    for path, expected in items:
+    for path, expected, read in items:
         try:
-            wave = load_audio(path).samples
+            wave = read()
         except AudioValidationError as e:
             failed.append({"path": str(path), "reason": e.reason})
             log.warning("skipping %s", e)

@@ -29,7 +29,6 @@ import torch
 from torch import nn
 
 from phonemekit import __version__
-from phonemekit.data.audio import load_audio
 from phonemekit.data.features import collate_waves
 from phonemekit.data.manifest import load_manifest
 from phonemekit.deploy import onnx as ox
@@ -277,7 +276,7 @@ def parity_clips(run: str | Path | Run, data: str | Path | None, n: int) -> list
         raise ExportError("no manifest recorded in the run; pass --data for the parity clips")
     m = load_manifest(src)
     rows = m.rows[:: max(1, len(m.rows) // n)][:n]
-    return [load_audio(m.audio_path(r)).samples for r in rows]
+    return [m.samples(r) for r in rows]
 
 
 def evaluate_exports(run: str | Path | Run, data: str | Path | None = None) -> dict:
@@ -292,7 +291,7 @@ def evaluate_exports(run: str | Path | Run, data: str | Path | None = None) -> d
     held = run.predictions("test")
     keep = {r["sha256"] for r in held.rows}
     rows = [r for r in m.rows if r["sha256"] in keep]
-    waves = [load_audio(m.audio_path(r)).samples for r in rows]
+    waves = [m.samples(r) for r in rows]
     y = np.array([run.labels.index(r["label"]) for r in rows])
     files = {}
     for path in sorted(run.onnx_dir.glob("*.onnx")):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from phonemekit.data.manifest import load_manifest
-from phonemekit.evaluation.metrics import align, correct, metrics, paired
+from phonemekit.evaluation.metrics import align, correct, group_top1, metrics, paired
 from phonemekit.fileio import write_json, write_text
 from phonemekit.report import plots
 from phonemekit.report.report import REPORT_JSON, Report, render
@@ -37,7 +37,7 @@ def compare_runs(runs: list[Run], *, groups: dict[str, str] | None = None, targe
     for n, p in aligned.items():
         m = metrics(p, groups)
         entry = {k: m[k] for k in ("n", "top1", "top3", "macro_f1", "top1_ci95", "top1_ci95_speakers", "per_speaker", "per_group")}
-        entry["target_top1"] = m["per_group"].get(target_group) if target_group else None
+        entry["target_top1"] = group_top1(m["per_group"], target_group)
         entry["weights"] = by_name[n].weights
         if speed_of:
             entry.update(speed_of(by_name[n]))

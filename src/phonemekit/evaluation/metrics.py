@@ -105,10 +105,26 @@ def metrics(p: Predictions, groups: dict[str, str] | None = None) -> dict:
         "top1_ci95_speakers": speaker_bootstrap_ci(correct, speakers),
         "per_class": per_class,
         "per_speaker": {s: float(correct[speakers == s].mean()) for s in sorted(set(speakers))},
-        "per_group": {g: float(correct[group_of == g].mean()) for g in sorted(set(group_of))},
+        "per_group": {g: _group(correct[group_of == g], rank[group_of == g], speakers[group_of == g]) for g in sorted(set(group_of))},
         "confused_pairs": confused_pairs(cm, p.labels),
         "confusion": cm.tolist(),
     }
+
+
+def _group(correct: np.ndarray, rank: np.ndarray, speakers: np.ndarray) -> dict:
+    """One group's figures (children, adults): top-1 with its interval over the group's speakers."""
+    return {
+        "top1": float(correct.mean()),
+        "top3": float((rank < 3).mean()),
+        "top1_ci95_speakers": speaker_bootstrap_ci(correct, speakers),
+        "clips": int(len(correct)),
+        "speakers": int(len(set(speakers.tolist()))),
+    }
+
+
+def group_top1(per_group: dict, group: str | None) -> float | None:
+    """A group's top-1 from a `per_group` entry (None when the group is absent)."""
+    return per_group[group]["top1"] if group in per_group else None
 
 
 def align(preds: list[Predictions]) -> list[Predictions]:

@@ -39,8 +39,8 @@ def clip_data(model: PhonemeModel, manifest: Manifest, rows: list[dict], *, cach
     if encoder.spec != model.spec:
         raise IntegrityError(f"the encoder at {model.cfg.encoder.source} is not the one this model was trained on (spec differs)")
     res = extract(Manifest(manifest.root, rows, manifest.labels), encoder, cache_root, audio_cfg=model.cfg.audio, progress=progress, device=device)
-    failed = {f["path"] for f in res.failed}
-    return load_clips(manifest, [r for r in rows if r["path"] not in failed], cache=FeatureCache(cache_root, model.spec))
+    failed = {f["sha256"] for f in res.failed}
+    return load_clips(manifest, [r for r in rows if r["sha256"] not in failed], cache=FeatureCache(cache_root, model.spec))
 
 
 def _encoded_batches(model: PhonemeModel, data, device: str, batch_size: int):

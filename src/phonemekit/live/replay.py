@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from phonemekit.data.audio import load_audio
 from phonemekit.live.vad import SR, dbfs
 
 
@@ -19,7 +18,7 @@ def build_replay(manifest, *, clips: int = 40, gap_s: float = 0.6, seed: int = 0
     parts, truth, t = [], [], 0.0
     for r in pick:
         gap = rng.standard_normal(int(gap_s * SR)).astype(np.float32) * 3e-4
-        x = load_audio(manifest.audio_path(r)).samples
+        x = manifest.samples(r)
         start, end = _sound_bounds(x)
         parts += [gap, x]
         t += gap_s

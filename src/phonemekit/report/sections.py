@@ -134,7 +134,7 @@ def train(report: dict, out: Path) -> str:
     for name, m in report["models"].items():
         lines += [f"## {name}", ""]
         lines += ["Per speaker: " + ", ".join(f"{s} {_pct(v)}" for s, v in m["per_speaker"].items()), ""]
-        lines += ["Per group: " + ", ".join(f"{g} {_pct(v)}" for g, v in m["per_group"].items()), ""]
+        lines += ["Per group: " + ", ".join(f"{g} {_pct(v['top1'])} ({v['speakers']} speakers)" for g, v in m["per_group"].items()), ""]
         if m["confused_pairs"]:
             lines += ["Most confused: " + ", ".join(f"{c['true']} -> {c['predicted']} ({c['count']})" for c in m["confused_pairs"]), ""]
         lines += [f"![confusion {name}](figures/confusion-{name}.png)", ""]
@@ -344,6 +344,23 @@ def live(data: dict, out: Path) -> str:
     best = data.get("best_model")
     for name, t in data["tables"].items():
         lines += table_markdown(t, f"### {name}" + (" (best model)" if name == best else "")) + [""]
+    return "\n".join(lines)
+
+
+@renderer("alignment")
+def alignment(data: dict, out: Path) -> str:
+    """How an imported corpus was aligned, and which phones became examples."""
+    failed = {k.removeprefix("failed_"): v for k, v in data.items() if k.startswith("failed_")}
+    dropped = {k.removeprefix("dropped_"): v for k, v in data.items() if k.startswith("dropped_")}
+    lines = [
+        f"## Alignment ({data['aligner']})",
+        "",
+        f"{data.get('utterances_aligned', 0)} utterances aligned" + (f"; not aligned: {failed}" if failed else "") + ". "
+        f"{data.get('words', 0)} words, {data.get('phones', 0)} phones in words whose phone count matches the canonical one "
+        f"({data.get('words_count_mismatch', 0)} utterances with another word count skipped). "
+        f"{data['kept']} phones kept as examples ({data['kept_why']}); dropped: {dropped or 'none'}.",
+        "",
+    ]
     return "\n".join(lines)
 
 

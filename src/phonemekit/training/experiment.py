@@ -13,7 +13,7 @@ from pathlib import Path
 
 from phonemekit.config import EncoderConfig, ModelConfig
 from phonemekit.data.manifest import Manifest
-from phonemekit.data.splits import Split, leaky_split, loso_folds, speaker_disjoint
+from phonemekit.data.splits import Split, corpus_split, leaky_split, loso_folds, speaker_disjoint
 from phonemekit.errors import DataError
 from phonemekit.evaluation.baseline import baseline_name, fit_baseline
 from phonemekit.evaluation.calibration import fit_calibration
@@ -88,10 +88,16 @@ def run_leaky(cfg: ModelConfig, manifest: Manifest, run_dir: Path, *, cache_root
 def make_split(manifest: Manifest, kind: str, held_out: list[str] | None = None) -> Split:
     if kind == "speaker-disjoint":
         return speaker_disjoint(manifest.speakers, manifest.groups)
+    if kind == "corpus":  # the corpus's own train/test split (rows carry `split`), validation from train
+        parts = {}
+        for r in manifest.rows:
+            if r.get("split") in ("train", "test") and parts.setdefault(r["speaker"], r["split"]) != r["split"]:
+                raise DataError(f"speaker {r['speaker']!r} is in both parts of the corpus split")
+        return corpus_split(parts, manifest.groups)
     if kind == "loso":
         sp = tuple(manifest.speakers)
         return Split("loso", sp, sp, tuple(sorted(held_out)) if held_out else sp)
-    raise DataError(f"unknown split kind {kind!r} (speaker-disjoint | loso)")
+    raise DataError(f"unknown split kind {kind!r} (speaker-disjoint | loso | corpus)")
 
 
 @dataclass(frozen=True)

@@ -90,10 +90,10 @@ class Trainer:
             sub = Manifest(manifest.root, train_rows + val_rows, manifest.labels, manifest.path)
             res = (engine or LocalEngine()).extract(sub, encoder, cache_root, audio_cfg=cfg.audio, progress=progress, device=device)
             cache = FeatureCache(cache_root, spec)
-            failed = {f["path"] for f in res.failed}
+            failed = {f["sha256"] for f in res.failed}
             self.model = PhonemeModel(cfg, manifest.labels, spec, None)
-            self.train_data = load_clips(manifest, [r for r in train_rows if r["path"] not in failed], cache=cache)
-            self.val_data = load_clips(manifest, [r for r in val_rows if r["path"] not in failed], cache=cache)
+            self.train_data = load_clips(manifest, [r for r in train_rows if r["sha256"] not in failed], cache=cache)
+            self.val_data = load_clips(manifest, [r for r in val_rows if r["sha256"] not in failed], cache=cache)
             if hasattr(self.model.head, "fit_statistics"):  # frozen features: input statistics of the training clips
                 items = self.train_data.items
                 if self.model.layer_mix is not None:  # statistics of the initial (uniform) mix

@@ -12,7 +12,7 @@ from phonemekit.data.manifest import Manifest
 from phonemekit.data.splits import Split
 from phonemekit.evaluation import calibration
 from phonemekit.evaluation.baseline import baseline_name
-from phonemekit.evaluation.metrics import groups_of, versus
+from phonemekit.evaluation.metrics import group_top1, groups_of, versus
 from phonemekit.evaluation.predict import Predictions
 from phonemekit.privacy import Namer
 from phonemekit.report import plots
@@ -50,7 +50,7 @@ def build_report(
             "leaky_top1": leaky_top1.get(r.name),
             "per_speaker": namer.keys(m["per_speaker"]),
             "per_group": m["per_group"],
-            "target_top1": m["per_group"].get(target_group) if target_group else None,
+            "target_top1": group_top1(m["per_group"], target_group),
             # What a game asks ("I asked for /s/; did the child say it?"):
             # calibrated accept/reject at the operating point fitted on val.
             "verdict": _verdict(r, manifest) if r.calibration else None,
@@ -93,7 +93,7 @@ def build_report(
         "target_group": target_group,
         "headline": key,
         "models": models,
-        "baselines": {name: {**entry, "target_top1": entry["per_group"].get(target_group) if target_group else None} for name, (entry, _) in baselines.items()},
+        "baselines": {name: {**entry, "target_top1": group_top1(entry["per_group"], target_group)} for name, (entry, _) in baselines.items()},
         "best_model": best,
         "encoder_vs_logmel": encoder_vs_logmel,
         "heads_by_encoder": heads,

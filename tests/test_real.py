@@ -1,0 +1,268 @@
+"""Real speech in the formats speech people keep it: each importer on a tiny
+fixture written in its format (hostile entries included), forced alignment
+on synthesised sentences, segment rows as views into their utterances, and
+the real-corpus recipe end to end on a speechocean762-format fixture."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from phonemekit.data.audio import write_audio
+from phonemekit.data.phones import to_label
+
+pytest.importorskip("pocketsphinx")
+
+SENTENCES = ("we call it bear", "she sat on a mat", "a big red fish", "the cat is here")
+# speaker: (split, age, eSpeak voice, pitch)
+SPEAKERS = {
+    "0001": ("train", 7, "en-us+f3", 80),
+    "0002": ("train", 31, "en-us+m3", 40),
+    "0003": ("train", 8, "en-us+f5", 75),
+    "0004": ("train", 40, "en-us+m1", 35),
+    "0005": ("train", 9, "en-us+f2", 70),
+    "0101": ("test", 7, "en-us+f4", 85),
+    "0102": ("test", 35, "en-us+m2", 45),
+}
+
+
+def _say(text: str, voice: str, pitch: int) -> np.ndarray:
+    from phonemekit.data.demo import ESpeak
+
+    e = ESpeak()
+    x = soxr.resample(e.synth(text, voice, pitch, 150), e.sample_rate, 16000).astype(np.float32)
+    pad = np.zeros(3200, np.float32)
+    return np.concatenate([pad, x, pad])
+
+
+def _phones(word: str) -> list[str]:
+    from pocketsphinx import Decoder
+
+    d = Decoder(samprate=16000, loglevel="FATAL")
+    return d.lookup_word(word).split()
+
+
+@pytest.fixture(scope="module")
+def speechocean(tmp_path_factory) -> Path:
+    """A speechocean762-shaped corpus of synthesised sentences, with its
+    canonical phones (stress and position marks as the corpus writes them),
+    experts' scores, and hostile wav.scp entries."""
+    root = tmp_path_factory.mktemp("so762")
+    tables = {"train": {k: [] for k in ("wav.scp", "text", "utt2spk", "spk2age", "spk2gender")},
+              "test": {k: [] for k in ("wav.scp", "text", "utt2spk", "spk2age", "spk2gender")}}  # fmt: skip
+    text_phone, scores = [], {}
+    for spk, (split, age, voice, pitch) in SPEAKERS.items():
+        t = tables[split]
+        t["spk2age"].append(f"{spk}\t{age}")
+        t["spk2gender"].append(f"{spk}\t{'f' if 'f' in voice[-2:] else 'm'}")
+        for i, sentence in enumerate(SENTENCES):
+            utt = f"{spk}{i:04d}"
+            rel = f"WAVE/SPEAKER{spk}/{utt}.WAV"
+            write_audio(root / rel, _say(sentence, voice, pitch))
+            t["wav.scp"].append(f"{utt}\t{rel}")
+            t["text"].append(f"{utt}\t{sentence.upper()}")
+            t["utt2spk"].append(f"{utt} {spk}")
+            words = []
+            for wi, word in enumerate(sentence.split()):
+                ph = _phones(word)
+                marks = ["S"] if len(ph) == 1 else ["B", *["I"] * (len(ph) - 2), "E"]
+                vowel = lambda p: p in ("AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW")  # noqa: E731
+                text_phone.append(f"{utt}.{wi}\t" + " ".join(f"{p}{'1' if vowel(p) else ''}_{m}" for p, m in zip(ph, marks)))
+                words.append({"phones-accuracy": [2.0] * len(ph)})
+            scores[utt] = {"words": words}
+    # The first word of every utterance of one child: scored mispronounced by the experts.
+    for utt, s in scores.items():
+        if utt.startswith("0005"):
+            s["words"][0]["phones-accuracy"] = [0.4] * len(s["words"][0]["phones-accuracy"])
+    # Hostile entries: a path out of the root, a command, a missing file, a corrupt file.
+    write_audio(root.parent / "outside.wav", np.zeros(1600, np.float32) + 0.1)
+    (root / "WAVE" / "bad.WAV").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    tables["train"]["wav.scp"] += ["x1\t../outside.wav", "x2\tsox in.wav -t wav - |", "x3\tWAVE/none.WAV", "x4\tWAVE/bad.WAV"]
+    tables["train"]["utt2spk"] += ["x1 0001", "x2 0001", "x3 0001", "x4 0001"]
+    for split, t in tables.items():
+        for name, lines in t.items():
+            (root / split).mkdir(exist_ok=True)
+            (root / split / name).write_text("\n".join(lines) + "\n")
+    (root / "resource").mkdir()
+    (root / "resource" / "text-phone").write_text("\n".join(text_phone) + "\n")
+    (root / "resource" / "scores.json").write_text(json.dumps(scores))
+    return root
+
+
+def test_phone_tables_map_declared_labels_and_nothing_else():
+    assert to_label("IY0_E", "arpabet") == "ee_iy" and to_label("DH", "arpabet") == "th_voiced" and to_label("HH", "arpabet") == "h"
+    assert to_label("ax-h", "timit") == "u_ah" and to_label("tcl", "timit") is None and to_label("zh", "timit") == "sh"
+    assert to_label("ʃ", "ipa") == "sh" and to_label("t͡ʃ", "ipa") == "ch"
+    assert to_label("QQ", "arpabet") is None and to_label("xx", "timit") is None and to_label("☃", "ipa") is None
+
+
+def test_speechocean762_import_keeps_its_split_ages_phones_and_scores(speechocean, tmp_path):
+    from phonemekit.data.importers import import_corpus
+
+    s = import_corpus("speechocean762", speechocean, tmp_path / "data")
+    utts = [json.loads(x) for x in (tmp_path / "data" / "utterances.jsonl").read_text().splitlines()]
+    assert s["utterances"] == len(SPEAKERS) * len(SENTENCES) == len(utts)
+    u = next(x for x in utts if x["utt"] == "00010000")
+    assert (u["split"], u["group"], u["age"], u["text"]) == ("train", "child", "7", "WE CALL IT BEAR")
+    assert u["words"][0] == [0, ["W", "IY"]] and u["scores"][0] == [2.0, 2.0]
+    assert {x["group"] for x in utts if x["speaker"] == "0102"} == {"adult"}
+    rejected = {(r["path"], r["reason"]) for r in map(json.loads, (tmp_path / "data" / "rejected.jsonl").read_text().splitlines())}
+    assert rejected == {("../outside.wav", "path_escape"), ("x1", "missing"), ("x2", "command_in_wav_scp"), ("x2", "missing"),
+                        ("WAVE/none.WAV", "missing"), ("WAVE/bad.WAV", "corrupt")}  # fmt: skip
+    assert not (speechocean.parent / "data").exists() and sorted(p.name for p in (tmp_path / "data").iterdir()) == sorted(
+        ["manifest.jsonl", "utterances.jsonl", "labels.json", "dataset.json", "rejected.jsonl", "salt", ".phonemekit.lock"]
+    )
+
+
+def test_a_score_file_of_the_wrong_types_is_rejected_and_the_import_goes_on(speechocean, tmp_path):
+    import shutil
+
+    from phonemekit.data.importers import import_corpus
+
+    copy = tmp_path / "so"
+    shutil.copytree(speechocean, copy)
+    (copy / "resource" / "scores.json").write_text(json.dumps({"00010000": {"words": [{"phones-accuracy": ["two", None]}]}, "x": 3}))
+    s = import_corpus("speechocean762", copy, tmp_path / "data")
+    utts = [json.loads(x) for x in (tmp_path / "data" / "utterances.jsonl").read_text().splitlines()]
+    assert s["utterances"] == 28 and all(u.get("scores") is None for u in utts)
+    (copy / "resource" / "scores.json").write_text("[1, 2")
+    s = import_corpus("speechocean762", copy, tmp_path / "data2")
+    assert s["reasons"].get("bad_scores") == 1 and s["utterances"] == 28
+
+
+def test_alignment_keeps_agreeing_phones_rejects_what_it_cannot_place_and_resumes(speechocean, tmp_path):
+    from phonemekit.align import align_dataset
+    from phonemekit.data.importers import import_corpus
+    from phonemekit.data.manifest import load_manifest
+
+    import_corpus("speechocean762", speechocean, tmp_path / "data")
+    utts = (tmp_path / "data" / "utterances.jsonl").read_text().splitlines()
+    # One utterance says a word outside the dictionary: it is rejected with that reason.
+    bad = json.loads(utts[3])
+    bad["text"] = "WE CALL IT ZQXWV"
+    utts[3] = json.dumps(bad)
+    (tmp_path / "data" / "utterances.jsonl").write_text("\n".join(utts) + "\n")
+    stats = align_dataset(tmp_path / "data", workers=1)
+    m = load_manifest(tmp_path / "data")
+    failed = {k: v for k, v in stats.items() if k.startswith("failed_")}
+    assert stats["failed_unknown_word"] == 1 and stats["utterances_aligned"] + sum(failed.values()) == 28 and stats["utterances_aligned"] >= 24
+    rejected = [json.loads(x) for x in (tmp_path / "data" / "rejected.jsonl").read_text().splitlines()]
+    assert ("unknown_word", bad["path"]) in {(r["reason"], r["path"]) for r in rejected}
+    assert stats["kept"] == len(m.rows) > 100 and stats["dropped_expert_score"] > 0
+    assert not [r for r in m.rows if r["speaker"] == "0005" and r["word_index"] == 0]  # scored wrong by the experts
+    r = m.rows[0]
+    assert r["start"] < r["end"] and r["label"] == to_label(r["phone"], "arpabet") and r["sha256"] != r["source_sha256"]
+    x = m.samples(r)
+    assert abs(len(x) - round((r["end"] - r["start"]) * 16000)) <= 1
+    whole = sf.read(m.audio_path(r), dtype="float32")[0]
+    np.testing.assert_allclose(x, whole[round(r["start"] * 16000) : round(r["start"] * 16000) + len(x)], atol=1e-4)
+    # Resumed: a kill left half a line; only that utterance is aligned again.
+    cache = tmp_path / "data" / "alignments" / "pocketsphinx.jsonl"
+    lines = cache.read_text().splitlines()
+    cache.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20])
+    again = align_dataset(tmp_path / "data", workers=1)
+    assert again == stats and len(cache.read_text().splitlines()) == len(lines) + 1  # the cut line stays, unread
+    assert len({json.loads(x)["sha256"] for x in cache.read_text().splitlines() if x.endswith("}")}) == 28
+
+
+def test_a_segment_of_a_changed_file_is_refused(speechocean, tmp_path):
+    import shutil
+
+    from phonemekit.align import align_dataset
+    from phonemekit.data.importers import import_corpus
+    from phonemekit.data.manifest import load_manifest
+    from phonemekit.data.segments import _utterance
+    from phonemekit.errors import AudioValidationError
+
+    copy = tmp_path / "so"
+    shutil.copytree(speechocean, copy)
+    import_corpus("speechocean762", copy, tmp_path / "data")
+    align_dataset(tmp_path / "data", workers=1)
+    m = load_manifest(tmp_path / "data")
+    r = m.rows[0]
+    write_audio(m.audio_path(r), 0.5 * m.samples(r).repeat(20))
+    _utterance.cache_clear()
+    with pytest.raises(AudioValidationError, match="changed"):
+        m.samples(r)
+
+
+def test_kaldi_segments_timit_textgrid_and_audiofolder_fixtures(tmp_path):
+    from phonemekit.data.importers import import_corpus
+    from phonemekit.data.manifest import load_manifest
+
+    x = _say("a big red fish", "en-us", 50)
+    dur = len(x) / 16000
+    # Kaldi with a segments file: two utterances inside one recording.
+    k = tmp_path / "kaldi"
+    write_audio(k / "rec1.wav", np.concatenate([x, x]))
+    (k / "wav.scp").write_text("rec1 rec1.wav\n")
+    (k / "segments").write_text(f"u1 rec1 0.0 {dur:.2f}\nu2 rec1 {dur:.2f} {2 * dur:.2f}\nu3 rec1 zero one\n")
+    (k / "utt2spk").write_text("u1 s1\nu2 s1\nu3 s1\n")
+    (k / "text").write_text("u1 A BIG RED FISH\nu2 A BIG RED FISH\n")
+    s = import_corpus("kaldi", k, tmp_path / "k-data")
+    assert s["utterances"] == 2 and s["reasons"] == {"bad_segment": 1}
+    # TIMIT: .PHN sample offsets, 61 phones folded; a malformed line and closures.
+    t = tmp_path / "timit" / "TRAIN" / "DR1" / "FCJF0"
+    write_audio(t / "SA1.WAV", x)
+    n = len(x)
+    (t / "SA1.PHN").write_text(f"0 2000 h#\n2000 4000 ax\n4000 4500 bcl\n4500 5200 b\n5200 7000 ih\nnonsense\n7000 {n} xx\n")
+    s = import_corpus("timit", tmp_path / "timit", tmp_path / "t-data")
+    m = load_manifest(tmp_path / "t-data")
+    assert [r["label"] for r in m.rows] == ["u_ah", "b", "i_ih"] and s["unknown_phones"] == {"xx": 1} and s["reasons"] == {"bad_line": 1}
+    assert m.rows[0]["split"] == "train" and m.rows[0]["speaker"] == "FCJF0"
+
+    # TextGrid: IPA phones; a file with overlapping intervals, and an interval that starts below zero, are rejected.
+    def textgrid(path: Path, intervals: list) -> None:
+        write_audio(path.with_suffix(".wav"), x)
+        items = "".join(
+            f'        intervals [{i}]:\n            xmin = {a}\n            xmax = {b}\n            text = "{t}"\n' for i, (a, b, t) in enumerate(intervals, 1)
+        )
+        path.write_text(
+            f'File type = "ooTextFile"\nObject class = "TextGrid"\n\nxmin = 0\nxmax = {dur}\ntiers? <exists>\nsize = 1\nitem []:\n'
+            f'    item [1]:\n        class = "IntervalTier"\n        name = "phones"\n        xmin = 0\n        xmax = {dur}\n'
+            f"        intervals: size = {len(intervals)}\n{items}"
+        )
+
+    g = tmp_path / "grids" / "kid1"
+    g.mkdir(parents=True)
+    textgrid(g / "fish.TextGrid", [(0.2, 0.3, "f"), (0.3, 0.45, "ɪ"), (0.45, 0.6, "ʃ"), (0.6, 0.7, "ʘ")])
+    textgrid(g / "overlap.TextGrid", [(0.2, 0.3, "f"), (0.25, 0.45, "ɪ")])
+    textgrid(g / "negative.TextGrid", [(-0.2, 0.3, "f"), (0.3, 0.45, "ɪ")])
+    s = import_corpus("textgrid", tmp_path / "grids", tmp_path / "g-data")
+    m = load_manifest(tmp_path / "g-data")
+    labels = {(Path(r["path"]).stem, r["label"]) for r in m.rows}
+    assert {("fish", "f"), ("fish", "i_ih"), ("fish", "sh")} <= labels and not [r for r in m.rows if Path(r["path"]).stem == "overlap"]
+    assert ("negative", "f") not in labels and s["unknown_phones"] == {"ʘ": 1}
+    assert set(s["reasons"]) <= {"bad_textgrid", "bad_interval"} and sum(s["reasons"].values()) == 2
+    # audiofolder: metadata.csv; an unknown label is counted, a path out of the root refused.
+    a = tmp_path / "af"
+    write_audio(a / "clips" / "one.wav", x)
+    write_audio(a / "clips" / "two.wav", x[::-1].copy())
+    (a / "metadata.csv").write_text("file_name,label,speaker\nclips/one.wav,ʃ,kid\nclips/two.wav,sh,kid\nclips/one.wav,ʘ,kid\n../x.wav,sh,kid\n")
+    s = import_corpus("audiofolder", a, tmp_path / "a-data")
+    m = load_manifest(tmp_path / "a-data")
+    assert [r["label"] for r in m.rows] == ["sh", "sh"] and "start" not in m.rows[0] and s["unknown_phones"] == {"ʘ": 1}
+    assert s["reasons"] == {"path_escape": 1}
+
+
+def test_the_real_recipe_end_to_end_on_a_fixture(speechocean, tmp_path):
+    from phonemekit.recipes.real import run_real
+    from phonemekit.report.report import Report
+
+    out = tmp_path / "real"
+    run_real(speechocean, out, models=("fbank-mlp",), epochs=3, workers=1)
+    sec = Report.load(out)
+    train = sec["train"]
+    assert train["split"]["kind"] == "corpus" and len(train["split"]["test_speakers"]) == 2 and len(train["split"]["val_speakers"]) >= 1
+    m = train["models"]["fbank-mlp"]
+    assert set(m["per_group"]) == {"child", "adult"} and m["per_group"]["child"]["speakers"] == 1
+    (base,) = train["baselines"].values()
+    assert "top1" in base["per_group"]["child"] and sec["alignment"]["kept"] > 100
+    assert [s["step"] for s in sec["pipeline"]["steps"]] == ["import", "align", "train"]
+    again = run_real(speechocean, out, models=("fbank-mlp",), epochs=3, workers=1)
+    assert again == []  # every step done: nothing runs twice
