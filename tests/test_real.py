@@ -263,6 +263,8 @@ def test_the_real_recipe_end_to_end_on_a_fixture(speechocean, tmp_path):
     assert set(m["per_group"]) == {"child", "adult"} and m["per_group"]["child"]["speakers"] == 1
     (base,) = train["baselines"].values()
     assert "top1" in base["per_group"]["child"] and sec["alignment"]["kept"] > 100
-    assert [s["step"] for s in sec["pipeline"]["steps"]] == ["import", "align", "train"]
+    assert [s["step"] for s in sec["pipeline"]["steps"]] == ["import", "align", "train", "bundle"]
+    card = (out / "children" / "card.md").read_text()
+    assert "chosen among fbank-mlp" in card.lower() and "| child |" in card and (out / "children" / "model.safetensors").is_file()
     again = run_real(speechocean, out, models=("fbank-mlp",), epochs=3, workers=1)
     assert again == []  # every step done: nothing runs twice

@@ -43,7 +43,7 @@ def export(
 
 @command("test-batch")
 def test_batch(
-    model: Annotated[Path, typer.Argument(help="An .onnx file or a run folder (torch checkpoint).")],
+    model: Annotated[Path, typer.Argument(help="An .onnx file, a run folder (torch checkpoint), or a bundled model by name (children).")],
     data: Annotated[Path, typer.Argument(help="Folder of audio (label = parent folder name), a manifest, or one file.")],
     out: Annotated[Path, typer.Option(help="Per-file predictions (.csv or .json).")] = Path("predictions.csv"),
     top_k: Annotated[int, typer.Option(min=1)] = 3,

