@@ -13,9 +13,10 @@ game that only classifies never imports torch.
 
 __version__ = "0.1.0"
 
-_API = {"prepare": "phonemekit.api", "train": "phonemekit.api", "load": "phonemekit.api", "export": "phonemekit.api", "Classifier": "phonemekit.deploy.runtime"}
+_API = {"prepare": "phonemekit.api", "train": "phonemekit.api", "load": "phonemekit.api", "export": "phonemekit.api",
+        "assess_word": "phonemekit.api", "Classifier": "phonemekit.deploy.runtime"}  # fmt: skip
 
-__all__ = ["Classifier", "export", "load", "prepare", "train", "__version__"]
+__all__ = ["Classifier", "assess_word", "export", "load", "prepare", "train", "__version__"]
 
 
 def __getattr__(name: str):

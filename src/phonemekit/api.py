@@ -15,7 +15,7 @@ from phonemekit.models.presets import DEFAULT_MODEL, model_config
 from phonemekit.runs import Run
 from phonemekit.training.experiment import train_all
 
-__all__ = ["Classifier", "export", "load", "prepare", "train"]
+__all__ = ["Classifier", "assess_word", "export", "load", "prepare", "train"]
 
 
 def prepare(root: str | Path, out: str | Path, **kw) -> dict:
@@ -43,3 +43,17 @@ def export(run: str | Path, *, data: str | Path | None = None, clips: int = 32, 
     """Export a run to ONNX (head and end-to-end forms, int8 where it pays)
     with a parity check on real clips of its training manifest (or `data`)."""
     return export_run(run, parity_clips(run, data, clips), **kw)
+
+
+def assess_word(audio: str | Path, *, word: str | None = None, phones: list[str] | None = None, mode: str = "segment",
+                model: str | Path = "children") -> dict:  # fmt: skip
+    """A verdict for every sound of `word` (or of `phones`) in a recording:
+    correct, substituted (with the sound heard) or missing; see `phonemekit.assess`."""
+    from phonemekit.assess import assess, word_sounds
+    from phonemekit.config import AudioConfig
+    from phonemekit.data.audio import load_audio
+
+    clf = Classifier.load(model)
+    expected = list(phones) if phones else word_sounds(word or "")
+    samples = load_audio(audio, AudioConfig(max_seconds=30)).samples
+    return assess(clf, samples, expected, mode=mode, word=word, words=[word] if word else None)

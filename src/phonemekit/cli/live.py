@@ -116,3 +116,40 @@ def live(
             raise typer.BadParameter(str(e)) from e
         table = live_table(clf, replay, truth, noises=noises, noise_presets=(preset,))
         typer.echo("\n".join(table_markdown(table, f"{clf.name}: every preset")))
+
+
+@command()
+def assess(
+    audio: Annotated[Path, typer.Argument(help="A recording of the child reading (WAV/FLAC/OGG).")],
+    word: Annotated[str | None, typer.Option(help="The word the child was asked to read (phonics lexicon, then the CMU dictionary).")] = None,
+    phones: Annotated[str | None, typer.Option(help='The expected sounds instead of a word, e.g. "k a_ae t".')] = None,
+    mode: Annotated[str, typer.Option(help="segment: sounds said apart; blend: the word said whole.")] = "segment",
+    model: Annotated[Path, typer.Option(help="An end-to-end .onnx model, or a bundled model by name.")] = Path("children"),
+    json_out: Annotated[bool, typer.Option("--json", help="Print the verdicts as JSON.")] = False,
+) -> None:
+    """A verdict for every sound of a word: correct, substituted (with what was heard) or missing."""
+    import json as _json
+
+    from phonemekit.assess import assess as run_assess
+    from phonemekit.assess.lexicon import parse_phones, word_sounds
+    from phonemekit.config import AudioConfig
+    from phonemekit.data.audio import load_audio
+    from phonemekit.deploy.runtime import Classifier
+    from phonemekit.errors import ConfigError
+
+    if (word is None) == (phones is None):
+        raise ConfigError('give the expected word (--word cat) or its sounds (--phones "k a_ae t"), one of the two')
+    clf = Classifier.load(model)
+    expected = parse_phones(phones, clf.labels) if phones else word_sounds(word)
+    samples = load_audio(audio, AudioConfig(max_seconds=30)).samples
+    res = run_assess(clf, samples, expected, mode=mode, word=word, words=[word] if word else None)
+    if json_out:
+        typer.echo(_json.dumps(res, indent=1))
+        return
+    typer.echo(f"{res['word'] or ' '.join(expected)} ({mode}): {res['correct']} of {len(expected)} sounds correct")
+    for s in res["sounds"]:
+        heard = "" if s["verdict"] == "correct" or s["heard"] is None else f" (heard {s['heard']})"
+        at = "" if s["start"] is None else f"  {s['start']:.2f}-{s['end']:.2f} s"
+        typer.echo(f"  {s['expected']:10s} {s['verdict']}{heard}{at}")
+    for s in res["inserted"]:
+        typer.echo(f"  {'+':10s} inserted {s['heard']}  {s['start']:.2f}-{s['end']:.2f} s")

@@ -1,0 +1,133 @@
+"""The verdicts: sounds heard (with times and probabilities) matched to the
+sounds expected by alignment, each judged with the model's calibrated
+verdict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from phonemekit.deploy.runtime import Classifier
+from phonemekit.errors import ConfigError
+
+MODES = ("segment", "blend")
+CONTEXT_S = 0.05  # kept around a phone cut from a blended word (as in training on aligned phones)
+
+
+@dataclass
+class Heard:
+    start: float
+    end: float
+    probs: np.ndarray
+
+
+class _Recording:
+    """The classifier, remembering its latest answer: the live engine scores a
+    segment (pre-roll and trailing silence included) as it closes it, and
+    those are the probabilities a verdict must use."""
+
+    def __init__(self, clf: Classifier) -> None:
+        self.clf, self.last = clf, None
+
+    def __getattr__(self, name):
+        return getattr(self.clf, name)
+
+    def probs(self, waves, batch_size: int = 1):
+        p = self.clf.probs(waves, batch_size)
+        self.last = p[0]
+        return p
+
+
+def heard_segments(clf: Classifier, samples: np.ndarray, preset: str = "balanced") -> list[Heard]:
+    """Sounds said apart: the live engine's VAD cuts them and scores each whole segment, as `live` does."""
+    from phonemekit.live.engine import LiveEngine, load_live_config
+    from phonemekit.live.sources import array_blocks
+
+    rec = _Recording(clf)
+    engine = LiveEngine(rec, load_live_config(preset))
+    heard = []
+    for block in [*array_blocks(samples), None]:
+        for e in engine.feed(block) if block is not None else engine.flush():
+            if e["type"] == "final" and e.get("label") is not None:  # the segment's own scores: the latest call, at its close
+                heard.append(Heard(e["segment_start"], e["segment_end"], rec.last))
+    return heard
+
+
+def heard_phones(clf: Classifier, samples: np.ndarray, words: list[str], expected: list[str]) -> list[Heard]:
+    """A word said whole: the forced aligner places its phones, each is classified with its context."""
+    from phonemekit.align import get_aligner
+    from phonemekit.align.base import AlignmentError
+
+    try:
+        aligned = get_aligner("pocketsphinx").align(samples, words)
+    except AlignmentError as e:
+        raise ConfigError(f"the word could not be aligned in this audio ({e.reason}); try --mode segment") from None
+    phones = [p for w in aligned for p in w.phones]
+    if len(phones) != len(expected):  # the aligner's dictionary pronunciation differs: keep the phones it found
+        phones = phones[: len(expected)]
+    sr = clf.sample_rate
+    clips = [samples[max(0, int((p.start - CONTEXT_S) * sr)) : int((p.end + CONTEXT_S) * sr)] for p in phones]
+    probs = clf.probs(clips) if clips else np.zeros((0, len(clf.labels)))
+    return [Heard(p.start, p.end, q) for p, q in zip(phones, probs)]
+
+
+def match(expected: list[str], heard: list[Heard], labels: list[str]) -> list[tuple[int | None, int | None]]:
+    """Needleman-Wunsch over (expected sound, heard segment): a pair costs the
+    model's doubt that the segment is that sound (1 - p), a gap costs 1, so a
+    missing or extra sound shifts nothing. Returns aligned index pairs."""
+    n, m = len(expected), len(heard)
+    cost = np.zeros((n + 1, m + 1))
+    cost[:, 0], cost[0, :] = np.arange(n + 1), np.arange(m + 1)
+    idx = [labels.index(s) for s in expected]
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            pair = 1.0 - float(heard[j - 1].probs[idx[i - 1]])
+            cost[i, j] = min(cost[i - 1, j - 1] + pair, cost[i - 1, j] + 1, cost[i, j - 1] + 1)
+    pairs, i, j = [], n, m
+    while i or j:
+        if i and j and np.isclose(cost[i, j], cost[i - 1, j - 1] + 1.0 - float(heard[j - 1].probs[idx[i - 1]])):
+            pairs.append((i - 1, j - 1))
+            i, j = i - 1, j - 1
+        elif i and np.isclose(cost[i, j], cost[i - 1, j] + 1):
+            pairs.append((i - 1, None))
+            i -= 1
+        else:
+            pairs.append((None, j - 1))
+            j -= 1
+    return pairs[::-1]
+
+
+def assess(clf: Classifier, samples: np.ndarray, expected: list[str], *, mode: str = "segment", words: list[str] | None = None,
+           word: str | None = None) -> dict:  # fmt: skip
+    """Verdicts for the sounds of a word: the documented JSON shape."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode {mode!r} ({' | '.join(MODES)})")
+    unknown = [s for s in expected if s not in clf.labels]
+    if unknown:
+        raise ConfigError(f"sounds this model does not know: {' '.join(unknown)}")
+    heard = heard_segments(clf, samples) if mode == "segment" else heard_phones(clf, samples, words or [word or ""], expected)
+    sounds, inserted = [], []
+    for i, j in match(expected, heard, clf.labels):
+        if i is None:
+            h = heard[j]
+            k = int(np.argmax(h.probs))
+            inserted.append({"heard": clf.labels[k], "probability": round(float(h.probs[k]), 4), "start": round(h.start, 3), "end": round(h.end, 3)})
+            continue
+        if j is None:
+            sounds.append({"expected": expected[i], "verdict": "missing", "heard": None, "probability": None, "score": 0.0, "start": None, "end": None})
+            continue
+        h = heard[j]
+        k = int(np.argmax(h.probs))
+        v = clf.verdict_of(h.probs, expected[i])
+        sounds.append({
+            "expected": expected[i],
+            "verdict": "correct" if v["accepted"] else "substituted",
+            "heard": clf.labels[k],
+            "probability": round(float(h.probs[k]), 4),
+            "score": v["probability"],  # the calibrated probability of the expected sound
+            "start": round(h.start, 3),
+            "end": round(h.end, 3),
+        })  # fmt: skip
+    return {"word": word, "mode": mode, "expected": expected, "sounds": sounds, "inserted": inserted,
+            "correct": sum(s["verdict"] == "correct" for s in sounds), "model": clf.name}  # fmt: skip
