@@ -20,8 +20,9 @@ from pathlib import Path
 
 from phonemekit.align.base import AlignmentError, get_aligner
 from phonemekit.data.audio import load_audio
+from phonemekit.data.dataset_files import write_if_changed
 from phonemekit.data.importers.base import UTTERANCES
-from phonemekit.data.manifest import DATASET, MANIFEST, REJECTED, write_if_changed
+from phonemekit.data.manifest import DATASET, MANIFEST, REJECTED
 from phonemekit.data.phones import to_label
 from phonemekit.data.segments import SOURCE_AUDIO, segment_row
 from phonemekit.errors import AudioValidationError, DataError

@@ -15,12 +15,10 @@ every command that reads this manifest names speakers the same way.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
 import re
-import secrets
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,10 +26,11 @@ from pathlib import Path
 
 from phonemekit.config import AudioConfig
 from phonemekit.data import audio
+from phonemekit.data.dataset_files import SALT, ensure_salt, write_if_changed
 from phonemekit.data.inventory import label_problem
 from phonemekit.data.segments import segment_samples
 from phonemekit.errors import AudioValidationError, DataError
-from phonemekit.fileio import folder_lock, inside, read_json, read_jsonl, sha256_file, walk_files, write_json, write_jsonl
+from phonemekit.fileio import folder_lock, inside, read_json, read_jsonl, sha256_file, walk_files
 from phonemekit.privacy import audit
 
 log = logging.getLogger(__name__)
@@ -40,7 +39,6 @@ MANIFEST = "manifest.jsonl"
 LABELS = "labels.json"
 REJECTED = "rejected.jsonl"
 DATASET = "dataset.json"
-SALT = "salt"
 DUPLICATES = ("keep-first", "reject-all")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -290,19 +288,6 @@ def _drop_duplicates(rows: list[dict], how: str) -> tuple[list[dict], list[dict]
     return kept, rejected
 
 
-def ensure_salt(out: Path) -> None:
-    """The data's pseudonym salt: random, owner-only, written once."""
-    path = out / SALT
-    if path.exists():
-        return
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(16))
-
-
 def summarise(rows: list[dict], labels: list[str], min_clips: int = 5) -> dict:
     counts = Counter((r["speaker"], r["label"]) for r in rows)
     speakers = sorted({r["speaker"] for r in rows})
@@ -319,18 +304,6 @@ def summarise(rows: list[dict], labels: list[str], min_clips: int = 5) -> dict:
         "missing_speakers": missing,
         "seconds": round(sum(r["duration"] for r in rows), 1),
     }
-
-
-def write_if_changed(path: Path, obj, jsonl: bool = False) -> bool:
-    if path.exists():
-        try:
-            old = read_jsonl(path) if jsonl else read_json(path)
-        except (OSError, ValueError):
-            old = None
-        if json.dumps(old, sort_keys=True) == json.dumps(obj, sort_keys=True):
-            return False
-    (write_jsonl if jsonl else write_json)(path, obj)
-    return True
 
 
 def _previous_rows(out: Path, root: Path) -> dict[str, dict]:

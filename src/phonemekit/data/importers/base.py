@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from phonemekit.data.dataset_files import ensure_salt, write_if_changed
 from phonemekit.data.inventory import SOUNDS
-from phonemekit.data.manifest import DATASET, LABELS, MANIFEST, REJECTED, ensure_salt, summarise, write_if_changed
+from phonemekit.data.manifest import DATASET, LABELS, MANIFEST, REJECTED, summarise
 from phonemekit.data.segments import SOURCE_AUDIO
 from phonemekit.errors import AudioValidationError, DataError
 from phonemekit.fileio import ensure_folder, folder_lock, inside, write_jsonl
