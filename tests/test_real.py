@@ -251,20 +251,24 @@ def test_kaldi_segments_timit_textgrid_and_audiofolder_fixtures(tmp_path):
 
 
 def test_the_real_recipe_end_to_end_on_a_fixture(speechocean, tmp_path):
+    from phonemekit.data.manifest import load_manifest
     from phonemekit.recipes.real import run_real
     from phonemekit.report.report import Report
 
     out = tmp_path / "real"
-    run_real(speechocean, out, models=("fbank-mlp",), epochs=3, workers=1)
+    run_real(speechocean, out, models=("fbank-mlp", "whisper-mlp"), epochs=3, workers=1, synthetic=(3, 1))
     sec = Report.load(out)
     train = sec["train"]
     assert train["split"]["kind"] == "corpus" and len(train["split"]["test_speakers"]) == 2 and len(train["split"]["val_speakers"]) >= 1
     m = train["models"]["fbank-mlp"]
     assert set(m["per_group"]) == {"child", "adult"} and m["per_group"]["child"]["speakers"] == 1
-    (base,) = train["baselines"].values()
+    base = next(v for k, v in train["baselines"].items() if "fbank" in k)
     assert "top1" in base["per_group"]["child"] and sec["alignment"]["kept"] > 100
-    assert [s["step"] for s in sec["pipeline"]["steps"]] == ["import", "align", "train", "bundle"]
+    assert [s["step"] for s in sec["pipeline"]["steps"]] == ["import", "align", "train", "transfer", "bundle"]
     card = (out / "children" / "card.md").read_text()
-    assert "chosen among fbank-mlp" in card.lower() and "| child |" in card and (out / "children" / "model.safetensors").is_file()
-    again = run_real(speechocean, out, models=("fbank-mlp",), epochs=3, workers=1)
+    assert "chosen among fbank-mlp, whisper-mlp" in card.lower() and "| child |" in card and (out / "children" / "model.safetensors").is_file()
+    rows = {(r["trained_on"], r["tested_on"]): r for r in sec["transfer"]["rows"]}
+    assert set(rows) == {(a, b) for a in ("synthetic", "real") for b in ("synthetic held-out voices", "real test speakers")}
+    assert rows[("real", "real test speakers")]["clips"] == sum(1 for r in load_manifest(out / "data").rows if r["split"] == "test")
+    again = run_real(speechocean, out, models=("fbank-mlp", "whisper-mlp"), epochs=3, workers=1, synthetic=(3, 1))
     assert again == []  # every step done: nothing runs twice

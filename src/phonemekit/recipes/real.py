@@ -15,9 +15,13 @@ import numpy as np
 
 from phonemekit.align import align_dataset
 from phonemekit.config import ModelConfig
+from phonemekit.data.demo import build_demo_corpus
 from phonemekit.data.importers import import_corpus
 from phonemekit.data.importers.base import UTTERANCES
-from phonemekit.data.manifest import DATASET, MANIFEST, load_manifest
+from phonemekit.data.manifest import DATASET, MANIFEST, load_manifest, prepare
+from phonemekit.data.splits import speaker_disjoint
+from phonemekit.evaluation.metrics import metrics
+from phonemekit.evaluation.predict import predict
 from phonemekit.fileio import write_text
 from phonemekit.models.presets import get_preset
 from phonemekit.recipes.pipeline import Pipeline, Step
@@ -27,10 +31,12 @@ from phonemekit.training.experiment import train_all
 
 # Pooled heads on Whisper tiny.en and on log-mel: each phone clip encoded alone, as a game sends it.
 REAL_MODELS = ("whisper-mlp", "fbank-mlp")
+TRANSFER_MODEL = "whisper-mlp"  # trained on synthetic and on real speech, each tested on both
 
 
 def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, epochs: int | None = None, workers: int = 2,
-               device: str = "cpu", progress=None) -> list[Step]:  # fmt: skip
+               device: str = "cpu", synthetic: tuple[int, int] = (18, 2), progress=None) -> list[Step]:  # fmt: skip
+    """`synthetic`: (speakers, takes) of the demo corpus in the transfer table."""
     data, cache = out / "data", out / "cache"
     cfgs: list[ModelConfig] = [get_preset(m).with_overrides(epochs=epochs) for m in models]
 
@@ -49,14 +55,51 @@ def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, e
     def bundle() -> dict:
         return choose_and_bundle(out, [c.name for c in cfgs], out / "children")
 
+    def transfer() -> dict:
+        cfg = get_preset(TRANSFER_MODEL).with_overrides(epochs=epochs)
+        section = transfer_table(out, data, cache, cfg, synthetic=synthetic, device=device, workers=workers, progress=progress)
+        Report.open(out).set("transfer", section).save()
+        return {"rows": len(section["rows"])}
+
     return [
         Step("import", lambda: _import(src, data), outputs=[data / UTTERANCES, data / DATASET], config={"src": str(src.resolve())}),
         Step("align", align, inputs=[data / UTTERANCES], outputs=[data / MANIFEST], config={"aligner": "pocketsphinx"}),
         Step(
             "train", train, inputs=[data / MANIFEST], outputs=[out / REPORT_JSON, out / REPORT_MD], config={"models": [c.to_dict() for c in cfgs]}
         ),  # fmt: skip
+        Step(
+            "transfer",
+            transfer,
+            inputs=[out / "models" / TRANSFER_MODEL / WEIGHTS],
+            outputs=[out / "synthetic" / "data" / MANIFEST],
+            config={"model": TRANSFER_MODEL, "speakers": 18, "takes": 2},
+        ),  # fmt: skip
         Step("bundle", bundle, inputs=[out / "models" / c.name / WEIGHTS for c in cfgs], outputs=[out / "children" / WEIGHTS, out / "children" / "card.md"]),
     ]
+
+
+def transfer_table(out: Path, data: Path, cache: Path, cfg: ModelConfig, *, synthetic: tuple[int, int] = (18, 2), device: str = "cpu",
+                   workers: int = 2, progress=None) -> dict:  # fmt: skip
+    """Trained on synthetic or on real speech, tested on both: the demo's
+    synthetic corpus (eSpeak voices in simulated rooms; its held-out voices)
+    and the real corpus's test speakers, with the same model preset."""
+    syn = out / "synthetic"
+    build_demo_corpus(syn / "corpus", speakers=synthetic[0], takes=synthetic[1], progress=progress)
+    prepare(syn / "corpus" / "recordings", syn / "data", progress=progress)
+    syn_m, real_m = load_manifest(syn / "data"), load_manifest(data)
+    train_all(syn_m, [cfg], syn, leaky=False, cache_root=cache, device=device, workers=workers, progress=progress)
+    tests = {
+        "synthetic held-out voices": (syn_m, syn_m.rows_of(speaker_disjoint(syn_m.speakers, syn_m.groups).test)),
+        "real test speakers": (real_m, [r for r in real_m.rows if r.get("split") == "test"]),
+    }
+    rows = []
+    for trained_on, run in (("synthetic", Run(syn / "models" / cfg.name)), ("real", Run(out / "models" / cfg.name))):
+        model = run.load()
+        for tested_on, (m, test_rows) in tests.items():
+            r = metrics(predict(model, m, test_rows, cache_root=cache, device=device), m.groups)
+            rows.append({"trained_on": trained_on, "tested_on": tested_on, "top1": r["top1"], "top1_ci95_speakers": r["top1_ci95_speakers"],
+                         "per_group": {g: v["top1"] for g, v in r["per_group"].items()}, "clips": r["n"]})  # fmt: skip
+    return {"model": cfg.name, "rows": rows}
 
 
 def choose_and_bundle(out: Path, names: list[str], dest: Path) -> dict:

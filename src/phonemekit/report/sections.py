@@ -364,6 +364,24 @@ def alignment(data: dict, out: Path) -> str:
     return "\n".join(lines)
 
 
+@renderer("transfer")
+def transfer(data: dict, out: Path) -> str:
+    """The same preset trained on synthetic or on real speech, each tested on both."""
+    lines = [
+        f"## Transfer ({data['model']})",
+        "",
+        "Trained on the synthetic demo corpus (its training voices) or on the real corpus (its train speakers); each tested on the "
+        "synthetic held-out voices and on the real test speakers. Each clip encoded alone.",
+        "",
+        "| trained on | tested on | top-1 | CI speakers | per group | clips |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in data["rows"]:
+        groups = ", ".join(f"{g} {v:.3f}" for g, v in r["per_group"].items())
+        lines.append(f"| {r['trained_on']} | {r['tested_on']} | {r['top1']:.3f} | {_ci(r['top1_ci95_speakers'])} | {groups} | {r['clips']} |")
+    return "\n".join(lines) + "\n"
+
+
 @renderer("pipeline")
 def pipeline(data: dict, out: Path) -> str:
     """Wall time and peak memory of each step, as last run (`steps.jsonl` keeps every run)."""
