@@ -256,7 +256,7 @@ def test_the_real_recipe_end_to_end_on_a_fixture(speechocean, tmp_path):
     from phonemekit.report.report import Report
 
     out = tmp_path / "real"
-    run_real(speechocean, out, models=("fbank-mlp", "whisper-mlp"), epochs=3, workers=1, synthetic=(3, 1))
+    run_real(speechocean, out, models=("fbank-mlp", "whisper-mlp", "whisper-mlp-context"), epochs=3, workers=1, synthetic=(3, 1))
     sec = Report.load(out)
     train = sec["train"]
     assert train["split"]["kind"] == "corpus" and len(train["split"]["test_speakers"]) == 2 and len(train["split"]["val_speakers"]) >= 1
@@ -270,5 +270,46 @@ def test_the_real_recipe_end_to_end_on_a_fixture(speechocean, tmp_path):
     rows = {(r["trained_on"], r["tested_on"]): r for r in sec["transfer"]["rows"]}
     assert set(rows) == {(a, b) for a in ("synthetic", "real") for b in ("synthetic held-out voices", "real test speakers")}
     assert rows[("real", "real test speakers")]["clips"] == sum(1 for r in load_manifest(out / "data").rows if r["split"] == "test")
-    again = run_real(speechocean, out, models=("fbank-mlp", "whisper-mlp"), epochs=3, workers=1, synthetic=(3, 1))
+    ctx = train["models"]["whisper-mlp-context"]
+    assert train["models"]["whisper-mlp"]["per_group"]["child"]["in_context_top1"] == ctx["per_group"]["child"]["top1"]
+    assert train["best_model"] != "whisper-mlp-context"  # a game hears a clip alone: the best model is of the clip view
+    again = run_real(speechocean, out, models=("fbank-mlp", "whisper-mlp", "whisper-mlp-context"), epochs=3, workers=1, synthetic=(3, 1))
     assert again == []  # every step done: nothing runs twice
+
+
+def test_the_utterance_view_slices_each_phone_from_its_encoded_utterance(speechocean, tmp_path):
+    import dataclasses
+
+    import torch
+
+    from phonemekit.align import align_dataset
+    from phonemekit.config import EncoderConfig
+    from phonemekit.data.cache import FeatureCache, extract
+    from phonemekit.data.importers import import_corpus
+    from phonemekit.data.manifest import load_manifest
+    from phonemekit.models.encoders import build_encoder
+
+    import_corpus("speechocean762", speechocean, tmp_path / "data")
+    align_dataset(tmp_path / "data", workers=1)
+    m = load_manifest(tmp_path / "data")
+    clip = build_encoder(EncoderConfig(family="fbank", source="fbank"))
+    utt = build_encoder(EncoderConfig(family="fbank", source="fbank", view="utterance"))
+    assert utt.spec.key() != clip.spec.key() and clip.spec.to_dict() == {k: v for k, v in dataclasses.asdict(clip.spec).items() if k != "view"}
+    res = extract(m, utt, tmp_path / "cache")
+    assert res.computed == len(m.rows) and not res.failed
+    r = m.rows[5]
+    whole = m.samples(
+        {k: v for k, v in r.items() if k not in ("start", "end")}
+        | {
+            "start": 0.0,
+            "end": next(u for u in map(json.loads, (tmp_path / "data" / "utterances.jsonl").read_text().splitlines()) if u["sha256"] == r["source_sha256"])[
+                "duration"
+            ],
+        }
+    )
+    out = utt(torch.from_numpy(whole)[None], torch.tensor([len(whole)]))
+    frames = utt.select(out)[0, : int(out.lengths[0])].numpy()
+    a = int(r["start"] * utt.frame_rate)
+    got = FeatureCache(tmp_path / "cache", utt.spec).get(r["sha256"])
+    np.testing.assert_allclose(got, frames[a : a + len(got)], atol=1e-5)
+    assert extract(m, utt, tmp_path / "cache").computed == 0  # cached, each utterance encoded once

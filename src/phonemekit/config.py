@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from phonemekit.errors import ConfigError
 
 T = TypeVar("T")
+VIEWS = ("clip", "utterance")
 WEIGHTED = "weighted"  # encoder.layer: a learned mix of every hidden layer
 # A model's name names its folders and files: letters, digits, '.', '_', '-',
 # starting with a letter or digit, so it can never climb out of a folder.
@@ -65,9 +66,14 @@ class EncoderConfig:
     source: str = "facebook/wav2vec2-base"
     revision: str | None = None
     layer: int | str = -1
+    # "clip": each clip encoded alone (what a game sends: one sound). "utterance":
+    # a phone segment's frames sliced from its whole utterance, encoded once
+    # (reading a word or a sentence); for evaluation, never exported for single clips.
+    view: str = "clip"
 
     def __post_init__(self) -> None:
         _check(bool(self.family), "encoder.family", "non-empty")
+        _check(self.view in VIEWS, "encoder.view", " | ".join(VIEWS))
         _check((isinstance(self.layer, int) and abs(self.layer) < 1000) or self.layer == WEIGHTED, "encoder.layer", f"an integer or '{WEIGHTED}'")
 
 

@@ -13,7 +13,7 @@ from rich.table import Table
 from phonemekit.cli.base import Address, Cache, Device, Engine, JsonOut, TargetFar, Workers, command
 from phonemekit.console import console, progress_bar
 from phonemekit.data.manifest import load_or_prepare
-from phonemekit.models.presets import DEFAULT_MODEL, DEFAULT_MODELS, DEMO_MODELS, model_config
+from phonemekit.models.presets import DEFAULT_MODEL, DEFAULT_MODELS, DEMO_MODELS, REAL_MODELS, model_config
 
 log = logging.getLogger("phonemekit")
 
@@ -278,7 +278,7 @@ def demo(
 def real(
     src: Annotated[Path, typer.Argument(help="A copy of speechocean762 (train/, test/, WAVE/, resource/).")],
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/real"),
-    models: Annotated[str, typer.Option(help="Comma-separated presets.")] = "whisper-mlp,fbank-mlp",
+    models: Annotated[str, typer.Option(help="Comma-separated presets.")] = ",".join(REAL_MODELS),
     epochs: Annotated[int | None, typer.Option(min=1, help="Override the epochs of every model.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Processes for alignment and training.")] = 2,
     force: Annotated[list[str] | None, typer.Option(help="Redo this step (repeatable): import, align, train.")] = None,

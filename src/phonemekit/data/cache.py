@@ -27,6 +27,7 @@ import torch
 from phonemekit.config import AudioConfig
 from phonemekit.data.features import batches_by_length, clip_id, collate_waves, load_waveform
 from phonemekit.data.manifest import Manifest
+from phonemekit.data.segments import utterance_samples
 from phonemekit.data.store import Store
 from phonemekit.errors import AudioValidationError, DataError
 from phonemekit.fileio import sweep_dead_temps
@@ -197,10 +198,51 @@ def extract(
     encoder.eval().to(device)
     cache = FeatureCache(cache_root, encoder.spec)
     cache.sweep()
-    batches = plan(manifest, batch_size=batch_size, max_batch_seconds=max_batch_seconds)
-    task = progress.add_task(f"extracting {encoder.family}", total=sum(map(len, batches))) if progress else None
-    computed, cached, failed = encode_batches(
-        batches, manifest, encoder, cache, audio_cfg=audio_cfg, device=device, on_batch=(lambda b: progress.advance(task, len(b))) if progress else None
-    )
+    if cache.spec.view == "utterance":
+        computed, cached, failed = encode_in_context(manifest, encoder, cache, audio_cfg=audio_cfg, device=device, progress=progress)
+    else:
+        batches = plan(manifest, batch_size=batch_size, max_batch_seconds=max_batch_seconds)
+        task = progress.add_task(f"extracting {encoder.family}", total=sum(map(len, batches))) if progress else None
+        computed, cached, failed = encode_batches(
+            batches, manifest, encoder, cache, audio_cfg=audio_cfg, device=device, on_batch=(lambda b: progress.advance(task, len(b))) if progress else None
+        )
     log.info("extract: %d computed, %d cached, %d failed -> %s", computed, cached, len(failed), cache.dir)
     return ExtractResult(computed, cached, failed, cache.dir)
+
+
+@torch.no_grad()
+def encode_in_context(manifest: Manifest, encoder: Encoder, cache: FeatureCache, *, audio_cfg: AudioConfig | None, device: str,
+                      progress=None) -> tuple[int, int, list[dict]]:  # fmt: skip
+    """The utterance view: each utterance encoded once, whole, and every
+    segment's frames sliced from it (a clip that is a file of its own is
+    its own utterance). What reading a word or a sentence sees: the phone
+    with the context the encoder heard around it."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in {r["sha256"]: r for r in manifest.rows}.values():
+        groups.setdefault((r["path"], r.get("source_sha256", r["sha256"])), []).append(r)
+    task = progress.add_task(f"extracting {encoder.family} (utterances)", total=len(groups)) if progress else None
+    computed = cached = 0
+    failed: list[dict] = []
+    rate = encoder.spec.frame_rate
+    for (path, sha), rows in groups.items():
+        todo = [r for r in rows if not cache.has(r["sha256"])]
+        cached += len(rows) - len(todo)
+        if todo:
+            try:
+                first = todo[0]
+                x = utterance_samples(manifest.audio_path(first), sha, audio_cfg) if "start" in first else load_waveform(manifest, first, audio_cfg)
+            except (AudioValidationError, DataError, OSError) as e:
+                failed += [{"path": r["path"], "sha256": r["sha256"], "reason": getattr(e, "reason", "unreadable"), "detail": str(e)} for r in todo]
+                log.warning("skipping utterance %s: %s", path, getattr(e, "reason", None) or type(e).__name__)
+            else:
+                wave, lengths = collate_waves([x])
+                out = encoder(wave.to(device), lengths.to(device))
+                frames = encoder.select(out)[0, : int(out.lengths[0])].float().cpu().numpy()
+                for r in todo:
+                    a, b = (int(r["start"] * rate), int(np.ceil(r["end"] * rate))) if "start" in r else (0, len(frames))
+                    a = min(a, len(frames) - 1)
+                    cache.put(r["sha256"], frames[a : max(a + 1, min(b, len(frames)))])
+                    computed += 1
+        if progress:
+            progress.advance(task)
+    return computed, cached, failed

@@ -51,10 +51,15 @@ def _utterance(path: str, sha256: str, sample_rate: int) -> np.ndarray:
     return clip.samples
 
 
+def utterance_samples(path: Path, source_sha256: str, audio_cfg: AudioConfig | None = None) -> np.ndarray:
+    """A segment's whole utterance (validated against the sha256 the rows carry)."""
+    return _utterance(str(path), source_sha256, (audio_cfg or AudioConfig()).sample_rate)
+
+
 def segment_samples(path: Path, row: dict, audio_cfg: AudioConfig | None = None) -> np.ndarray:
     """The samples of a segment row, from its (validated) utterance."""
     rate = (audio_cfg or AudioConfig()).sample_rate
-    x = _utterance(str(path), row["source_sha256"], rate)
+    x = utterance_samples(path, row["source_sha256"], audio_cfg)
     a, b = int(round(row["start"] * rate)), int(round(row["end"] * rate))
     if not 0 <= a < b <= len(x):
         raise AudioValidationError(path, "bad_segment", f"{row['start']}-{row['end']} s is not inside the file's {len(x) / rate:.2f} s")

@@ -237,6 +237,9 @@ def export_run(
     if not waves:
         raise ExportError("export needs real clips for the parity check (none given)")
     run = run if isinstance(run, Run) else Run(run)
+    if run.encoder_spec.view != "clip":
+        raise ExportError(f"{run.path} reads phones in the context of their utterance (view {run.encoder_spec.view!r}); an exported graph "
+                          "hears one clip alone, so only models of the clip view are exported")  # fmt: skip
     out_dir = Path(out_dir) if out_dir else run.onnx_dir
     model = run.load(with_encoder=True, trusted=trusted)
     name = model.cfg.name

@@ -37,7 +37,8 @@ C_GRID = (0.01, 0.1, 1.0)
 
 def baseline_name(enc: EncoderConfig) -> str:
     layer = "" if enc.layer == -1 else f", layer {enc.layer}"
-    return f"logreg [{enc.family} {enc.source}{layer}]"
+    view = "" if enc.view == "clip" else f", {enc.view} view"
+    return f"logreg [{enc.family} {enc.source}{layer}{view}]"
 
 
 def pooled(cache: FeatureCache, rows: list[dict], labels: list[str]) -> tuple[np.ndarray, np.ndarray, list[dict]]:

@@ -18,6 +18,8 @@ WAVLM = EncoderConfig(family="wavlm", source="microsoft/wavlm-base")
 # Every layer, mixed by learned weights: which layer carries the sounds is
 # learned from the training speakers, not picked by hand on one corpus.
 WHISPER = EncoderConfig(family="whisper", source="whisper:tiny.en", layer="weighted")
+# The same features, each phone sliced from its whole utterance (reading a word or sentence; evaluation only).
+WHISPER_IN_CONTEXT = EncoderConfig(family="whisper", source="whisper:tiny.en", layer="weighted", view="utterance")
 FBANK = EncoderConfig(family="fbank", source="fbank")  # pooled heads: the mean carries the spectral envelope
 FBANK_CMN = EncoderConfig(family="fbank", source="fbank+cmn")  # frame heads: per-clip mean removed (channel)
 CTC = HeadConfig(kind="ctc", options={"proj": 128, "hidden": 128, "layers": 2})
@@ -54,6 +56,7 @@ PRESETS: dict[str, ModelConfig] = {
     "wav2vec2-ctc-thin": ModelConfig(name="wav2vec2-ctc-thin", encoder=W2V, head=THIN, train=TrainConfig(lr=1e-3)),
     "wavlm-ctc-thin": ModelConfig(name="wavlm-ctc-thin", encoder=WAVLM, head=THIN, train=TrainConfig(lr=1e-3)),
     "whisper-mlp": ModelConfig(name="whisper-mlp", encoder=WHISPER, head=MLP, train=TrainConfig(lr=1e-3, epochs=60, patience=10)),
+    "whisper-mlp-context": ModelConfig(name="whisper-mlp-context", encoder=WHISPER_IN_CONTEXT, head=MLP, train=TrainConfig(lr=1e-3, epochs=60, patience=10)),
     # Frame heads on Whisper features reach their best validation loss in
     # 10-15 epochs (then overfit), so they train half as long as on log-mel.
     "whisper-ctc": ModelConfig(name="whisper-ctc", encoder=WHISPER, head=CTC, train=TrainConfig(lr=2e-3, epochs=15)),
@@ -87,6 +90,9 @@ DEMO_MODELS = (
 DEFAULT_MODEL = "whisper-mlp"
 DEFAULT_MODELS = ("whisper-mlp", "whisper-conv-pool", "fbank-mlp")  # train-all
 DEFAULT_ENCODER = "whisper"  # extract
+# The real-children recipe: pooled heads on Whisper tiny.en and on log-mel, each phone clip encoded
+# alone (as a game sends it), and the Whisper head on phones seen in their utterance.
+REAL_MODELS = ("whisper-mlp", "fbank-mlp", "whisper-mlp-context")
 
 
 def get_preset(name: str) -> ModelConfig:

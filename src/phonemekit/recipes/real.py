@@ -23,14 +23,13 @@ from phonemekit.data.splits import speaker_disjoint
 from phonemekit.evaluation.metrics import metrics
 from phonemekit.evaluation.predict import predict
 from phonemekit.fileio import write_text
-from phonemekit.models.presets import get_preset
+from phonemekit.models.presets import REAL_MODELS, get_preset
 from phonemekit.recipes.pipeline import Pipeline, Step
 from phonemekit.report.report import REPORT_JSON, REPORT_MD, Report
 from phonemekit.runs import WEIGHTS, Run
 from phonemekit.training.experiment import train_all
 
-# Pooled heads on Whisper tiny.en and on log-mel: each phone clip encoded alone, as a game sends it.
-REAL_MODELS = ("whisper-mlp", "fbank-mlp")
+CONTEXT_SUFFIX = "-context"  # a model of the utterance view, reported beside its clip twin as `in_context_top1`
 TRANSFER_MODEL = "whisper-mlp"  # trained on synthetic and on real speech, each tested on both
 
 
@@ -50,10 +49,12 @@ def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, e
                             target_group="child", progress=progress, workers=workers,
                             notes=["speechocean762 (CC BY 4.0): Mandarin-L1 speakers reading English; test children and adults are its "
                                    "official test speakers. Each phone clip is the aligned phone +-50 ms, encoded alone."])  # fmt: skip
+        add_in_context(section)
+        Report.open(out).set("train", section).save()
         return {"best_model": section["best_model"]}
 
-    def bundle() -> dict:
-        return choose_and_bundle(out, [c.name for c in cfgs], out / "children")
+    def bundle() -> dict:  # a game hears one clip: only models of the clip view
+        return choose_and_bundle(out, [c.name for c in cfgs if c.encoder.view == "clip"], out / "children")
 
     def transfer() -> dict:
         cfg = get_preset(TRANSFER_MODEL).with_overrides(epochs=epochs)
@@ -76,6 +77,19 @@ def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, e
         ),  # fmt: skip
         Step("bundle", bundle, inputs=[out / "models" / c.name / WEIGHTS for c in cfgs], outputs=[out / "children" / WEIGHTS, out / "children" / "card.md"]),
     ]
+
+
+def add_in_context(section: dict) -> None:
+    """Each clip-view model's per-group figures get its utterance-view twin's
+    top-1 beside them (`per_group.<g>.in_context_top1`): the same phones,
+    seen in their sentence."""
+    models = section["models"]
+    for name, twin in [(n[: -len(CONTEXT_SUFFIX)], n) for n in models if n.endswith(CONTEXT_SUFFIX)]:
+        if name in models:
+            for g, v in models[name]["per_group"].items():
+                if g in models[twin]["per_group"]:
+                    v["in_context_top1"] = models[twin]["per_group"][g]["top1"]
+            models[name]["in_context_top1"] = models[twin]["top1"]
 
 
 def transfer_table(out: Path, data: Path, cache: Path, cfg: ModelConfig, *, synthetic: tuple[int, int] = (18, 2), device: str = "cpu",

@@ -77,6 +77,8 @@ class RayEngine:
         progress=None,
         device: str = "cpu",
     ) -> ExtractResult:
+        if encoder.spec.view != "clip":  # each utterance is one job; shards of clips would encode it many times
+            raise ConfigError(f"features of the {encoder.spec.view} view are extracted locally (--engine local)")
         ray = _ray()
         if not ray.is_initialized():
             try:

@@ -38,7 +38,7 @@ def build_report(
     for r in runs:
         m = r.metrics
         models[r.name] = {
-            "encoder": {"family": r.cfg.encoder.family, "source": r.cfg.encoder.source, "layer": r.cfg.encoder.layer},
+            "encoder": {"family": r.cfg.encoder.family, "source": r.cfg.encoder.source, "layer": r.cfg.encoder.layer, "view": r.cfg.encoder.view},
             "weights": r.weights,
             "head": r.cfg.head.kind,
             "trained": "end-to-end" if r.cfg.train.finetune_layers else "frozen encoder, cached features",
@@ -69,7 +69,9 @@ def build_report(
         if r.layer_weights:
             models[r.name]["layer_weights"] = r.layer_weights
     key = "target_top1" if target_group and all(v["target_top1"] is not None for v in models.values()) else "top1"
-    best = max(models, key=lambda k: models[k][key]) if models else None
+    # The best model is one a game can use: a clip heard alone (the utterance view needs the sentence around the sound).
+    usable = [r.name for r in runs if r.cfg.encoder.view == "clip"] or list(models)
+    best = max(usable, key=lambda k: models[k][key]) if models else None
     frozen = [r for r in runs if not r.cfg.train.finetune_layers]
     # Same head on a learned encoder vs on log-mel features, and the heads
     # ranked on each encoder: the two questions the comparison exists for.

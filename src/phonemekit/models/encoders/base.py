@@ -31,9 +31,13 @@ class EncoderSpec:
     num_layers: int
     weights: str  # "pretrained" | "random" | "none" (no learned weights)
     weights_sha256: str  # fingerprint of the parameters that produce the features
+    view: str = "clip"  # how a clip is encoded (`EncoderConfig.view`)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["view"] == "clip":  # the default leaves the keys and specs cached before views existed as they were
+            del d["view"]
+        return d
 
     def key(self) -> str:
         """Cache key: changes whenever anything that shapes the features does."""
@@ -119,6 +123,7 @@ class Encoder(nn.Module):
             num_layers=self.num_layers,
             weights=self.weights,
             weights_sha256=self.weights_fingerprint(),
+            view=self.cfg.view,
         )
 
 
