@@ -128,3 +128,26 @@ def test_end_to_end_fine_tuning_updates_the_encoder(tmp_path, prepared, tiny_mod
     side = Run(tmp_path / "run").sidecar
     assert side["includes_encoder"] and res.model.encoder is not None
     assert predict(res.model, prepared, parts["test"]).scores.shape == (len(parts["test"]), 3)
+
+
+def test_a_run_saved_before_a_config_field_existed_resumes(tmp_path):
+    """A training state whose config lacks a field added since (with its
+    default) is the same config: it resumes instead of refusing."""
+    import torch
+
+    from phonemekit.training.loop import STATE
+
+    from .conftest import train_toy
+
+    m, run = train_toy(tmp_path, {"kind": "mlp", "options": {"hidden": [8]}})
+    state = torch.load(run / STATE, weights_only=True)
+    del state["config"]["encoder"]["view"]  # as written before `view` existed
+    torch.save(state, run / STATE)
+    from phonemekit.config import EncoderConfig, HeadConfig, ModelConfig, TrainConfig
+    from phonemekit.training.loop import train_model
+
+    cfg = ModelConfig(name="toy", encoder=EncoderConfig(family="fbank", source="fbank"), head=HeadConfig("mlp", {"hidden": [8]}),
+                      train=TrainConfig(epochs=1, batch_size=8))  # fmt: skip
+    rows = [r for r in m.rows if r["speaker"] != "s1"]
+    res = train_model(cfg, m, rows, [r for r in m.rows if r["speaker"] == "s1"], run, cache_root=tmp_path / "cache", resume=True)
+    assert res.history and len(res.history) == 1  # resumed at its last epoch: nothing trained again

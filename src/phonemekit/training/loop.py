@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from phonemekit.config import ModelConfig
+from phonemekit.config import ModelConfig, from_dict
 from phonemekit.data.cache import FeatureCache
 from phonemekit.data.features import Batch, ClipData, load_clips
 from phonemekit.data.manifest import Manifest
@@ -243,7 +243,12 @@ class Trainer:
 
     def _load_state(self) -> None:
         state = torch.load(self.run_dir / STATE, map_location=self.device, weights_only=True)
-        if state["config"] != self.cfg.to_dict():
+        # Read back through the typed config, so a field added since (with its default) is no difference.
+        try:
+            saved = from_dict(ModelConfig, state["config"]).to_dict()
+        except ConfigError:
+            saved = None
+        if saved != self.cfg.to_dict():
             raise ConfigError(f"cannot resume {self.run_dir}: it was started with a different config (use a new --out or drop --resume)")
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
