@@ -96,3 +96,21 @@ def test_assess_word_in_the_api(served_model, tmp_path):
     write_audio(tmp_path / "w.wav", _said("aa", "sh"))
     res = phonemekit.assess_word(tmp_path / "w.wav", phones=["aa", "ee", "sh"], model=served_model["model"])
     assert [s["verdict"] for s in res["sounds"]][1] == "missing" and res["expected"] == ["aa", "ee", "sh"]
+
+
+def test_post_assess_on_the_server(served_model):
+    import httpx
+
+    from phonemekit.serve.app import ServeConfig, create_app
+
+    from .test_serve import Server, wav_bytes
+
+    with Server(create_app(served_model["model"], ServeConfig(token="T0k3n"))) as s:
+        auth = {"authorization": "Bearer T0k3n"}
+        r = httpx.post(f"{s.url}/assess?phones=aa+ee+sh", content=wav_bytes(_said("aa", "ee", "aa")), headers=auth, timeout=30)
+        assert r.status_code == 200, r.text
+        assert [x["verdict"] for x in r.json()["sounds"]][2] == "substituted" and r.json()["sounds"][2]["heard"] == "aa"
+        assert httpx.post(f"{s.url}/assess?phones=aa", content=wav_bytes(_said("aa"))).status_code == 401  # the token covers it
+        assert httpx.post(f"{s.url}/assess?phones=aa+zz", content=wav_bytes(_said("aa")), headers=auth).json()["error"] == "unknown_word"
+        assert httpx.post(f"{s.url}/assess?phones=aa", content=b"RIFF....", headers=auth).status_code == 422
+        assert httpx.post(f"{s.url}/assess", content=wav_bytes(_said("aa")), headers=auth).status_code == 400

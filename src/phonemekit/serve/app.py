@@ -5,6 +5,7 @@ WebSocket, on FastAPI/uvicorn.
     GET  /model               labels (IPA, example word), rates, hashes, calibration, versions
     POST /classify            one clip: WAV/FLAC/OGG bytes, or raw PCM16 with ?sample_rate=;
                               ?expect=LABEL adds the calibrated verdict, ?top_k=
+    POST /assess              a word's recording: a verdict for every sound (?word= or ?phones=, ?mode=; serve.assess)
     WS   /stream              PCM16 frames in (?sample_rate= at open), the events of
                               `phonemekit live` out (one engine, `live.engine`)
 
@@ -46,6 +47,7 @@ from phonemekit.errors import AudioValidationError, ConfigError, PhonemekitError
 from phonemekit.evaluation.calibration import check_expect
 from phonemekit.live.engine import LiveEngine, load_live_config
 from phonemekit.live.vad import SR
+from phonemekit.serve.assess import mount_assess
 from phonemekit.serve.common import ApiError, State, labels_of, read_body
 from phonemekit.serve.guard import LOOPBACK_HOSTS, SUBPROTOCOL, TOKEN_PREFIX, Guard, strip_queries_from_logs
 from phonemekit.serve.web import mount_web
@@ -250,6 +252,7 @@ def create_app(model_path: str | Path, cfg: ServeConfig | None = None, *, classi
         finally:
             state.engines.discard(engine)
 
+    mount_assess(app, state)
     if cfg.web_dir is not None:  # last: the page's static files sit under every route above
         mount_web(app, state, cfg.web_dir, cfg.collect_dir)
     return app
