@@ -55,6 +55,16 @@ class Imported:
     def reject(self, path: object, reason: str, detail: str = "") -> None:
         self.rejected.append({"path": str(path), "reason": reason, "detail": detail[:300]})
 
+    def audio_beside(self, path: Path, suffixes: tuple[str, ...]) -> tuple[Path, str] | tuple[None, None]:
+        """The audio file beside an annotation file (`x.PHN` -> `x.WAV`), and its path
+        relative to the root; (None, None), with a rejection, when there is none."""
+        audio = next((path.with_suffix(e) for e in suffixes if path.with_suffix(e).exists()), None)
+        if audio is None:
+            self.reject(path, "missing", f"no audio file ({'/'.join(suffixes)}) beside {path.name}")
+            return None, None
+        rel = self.relative(audio)
+        return (audio, rel) if rel is not None else (None, None)
+
     def relative(self, path: str | Path, base: Path | None = None) -> str | None:
         """`path` (absolute, or relative to `base`, default the root) as a path
         relative to the root; None (and a rejection) when it leaves the root."""

@@ -25,11 +25,7 @@ def textgrid(src: Path, tier: str = "phones", table: str = "ipa", context: float
     for path, _ in walk_files(src):
         if path.suffix.lower() != ".textgrid":
             continue
-        audio = next((path.with_suffix(e) for e in AUDIO_EXTENSIONS if path.with_suffix(e).exists()), None)
-        if audio is None:
-            imp.reject(path, "missing", "no audio file beside the TextGrid")
-            continue
-        rel = imp.relative(audio)
+        audio, rel = imp.audio_beside(path, AUDIO_EXTENSIONS)
         if rel is None:
             continue
         if path.stat().st_size > MAX_TEXTGRID_BYTES:

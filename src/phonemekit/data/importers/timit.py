@@ -19,11 +19,7 @@ def timit(src: Path, context: float = 0.05) -> Imported:
     for path, _ in walk_files(src):
         if path.suffix.lower() != ".phn":
             continue
-        wav = next((p for p in (path.with_suffix(".WAV"), path.with_suffix(".wav")) if p.exists()), None)
-        if wav is None:
-            imp.reject(path, "missing", "no .WAV beside the .PHN")
-            continue
-        rel = imp.relative(wav)
+        wav, rel = imp.audio_beside(path, (".WAV", ".wav"))
         if rel is None:
             continue
         parts = Path(rel).parts
