@@ -313,3 +313,19 @@ def test_the_utterance_view_slices_each_phone_from_its_encoded_utterance(speecho
     got = FeatureCache(tmp_path / "cache", utt.spec).get(r["sha256"])
     np.testing.assert_allclose(got, frames[a : a + len(got)], atol=1e-5)
     assert extract(m, utt, tmp_path / "cache").computed == 0  # cached, each utterance encoded once
+
+
+def test_import_and_align_on_the_command_line(speechocean, tmp_path):
+    from typer.testing import CliRunner
+
+    from phonemekit.cli import app
+
+    r = CliRunner().invoke(app, ["import", "speechocean762", str(speechocean), "--out", str(tmp_path / "data")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["align", str(tmp_path / "data"), "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    assert len((tmp_path / "data" / "manifest.jsonl").read_text().splitlines()) > 100
+    bad = CliRunner().invoke(app, ["import", "nocorpus", str(speechocean), "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "unknown corpus format 'nocorpus'" in bad.output
+    bad = CliRunner().invoke(app, ["align", str(tmp_path / "nothing")])
+    assert bad.exit_code == 2 and "run `phonemekit import" in bad.output
