@@ -74,6 +74,12 @@ def _read_cache(path: Path) -> dict[str, dict]:
     return done
 
 
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
 def align_dataset(data: str | Path, aligner: str = "pocketsphinx", *, workers: int = 2, context: float = 0.05, min_ms: float = 40.0,
                   progress=None) -> dict:  # fmt: skip
     """Align every utterance of an imported dataset (resumably) and write its
@@ -93,7 +99,7 @@ def align_dataset(data: str | Path, aligner: str = "pocketsphinx", *, workers: i
         if todo:
             log.info("aligning %d utterances (%d already aligned) with %s on %d processes", len(todo), len(done), aligner, workers)
             with open(cache, "a", encoding="utf-8") as f, ProcessPoolExecutor(max(1, workers)) as pool:
-                if f.tell() and not cache.read_bytes().endswith(b"\n"):
+                if f.tell() and not _ends_with_newline(cache):
                     f.write("\n")  # end the line a kill cut short; it is aligned again below
                 for rec in pool.map(_align_one, [aligner] * len(todo), [dataset["root"]] * len(todo), todo, chunksize=8):
                     f.write(json.dumps(rec) + "\n")
