@@ -45,15 +45,16 @@ def export(run: str | Path, *, data: str | Path | None = None, clips: int = 32, 
     return export_run(run, parity_clips(run, data, clips), **kw)
 
 
-def assess_word(audio: str | Path, *, word: str | None = None, phones: list[str] | None = None, mode: str = "segment",
+def assess_word(audio: str | Path, *, word: str | None = None, phones: str | list[str] | None = None, mode: str = "segment",
                 model: str | Path = "children") -> dict:  # fmt: skip
     """A verdict for every sound of `word` (or of `phones`) in a recording:
     correct, substituted (with the sound heard) or missing; see `phonemekit.assess`."""
-    from phonemekit.assess import assess, word_sounds
+    from phonemekit.assess import assess
+    from phonemekit.assess.lexicon import expected_sounds
     from phonemekit.config import AudioConfig
     from phonemekit.data.audio import load_audio
 
     clf = Classifier.load(model)
-    expected = list(phones) if phones else word_sounds(word or "")
+    expected = expected_sounds(clf.labels, word=word, phones=phones)
     samples = load_audio(audio, AudioConfig(max_seconds=30)).samples
     return assess(clf, samples, expected, mode=mode, word=word, words=[word] if word else None)

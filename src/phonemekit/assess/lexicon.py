@@ -55,3 +55,13 @@ def parse_phones(text: str, labels: list[str]) -> list[str]:
     if not sounds:
         raise ConfigError("--phones needs at least one sound")
     return sounds
+
+
+def expected_sounds(labels: list[str], *, word: str | None = None, phones: str | list[str] | None = None) -> list[str]:
+    """What the child was asked to say: a word's sounds, or the sounds named
+    directly (`"k a_ae t"` or a list), one of the two."""
+    if (word is None) == (phones is None):
+        raise ConfigError('give the expected word (e.g. cat) or its sounds (e.g. "k a_ae t"), one of the two')
+    if phones is not None:
+        return parse_phones(phones if isinstance(phones, str) else " ".join(phones), labels)
+    return word_sounds(word)

@@ -130,19 +130,10 @@ def assess(
     """A verdict for every sound of a word: correct, substituted (with what was heard) or missing."""
     import json as _json
 
-    from phonemekit.assess import assess as run_assess
-    from phonemekit.assess.lexicon import parse_phones, word_sounds
-    from phonemekit.config import AudioConfig
-    from phonemekit.data.audio import load_audio
-    from phonemekit.deploy.runtime import Classifier
-    from phonemekit.errors import ConfigError
+    from phonemekit.api import assess_word
 
-    if (word is None) == (phones is None):
-        raise ConfigError('give the expected word (--word cat) or its sounds (--phones "k a_ae t"), one of the two')
-    clf = Classifier.load(model)
-    expected = parse_phones(phones, clf.labels) if phones else word_sounds(word)
-    samples = load_audio(audio, AudioConfig(max_seconds=30)).samples
-    res = run_assess(clf, samples, expected, mode=mode, word=word, words=[word] if word else None)
+    res = assess_word(audio, word=word, phones=phones, mode=mode, model=model)
+    expected = res["expected"]
     if json_out:
         typer.echo(_json.dumps(res, indent=1))
         return

@@ -289,8 +289,4 @@ def _live(runs: list[Run], out: Path, data: Path, clips: int = 100, others: int 
 
 def run_demo(out: Path, *, force: set[str] | None = None, **kw) -> list[dict]:
     pipeline, steps = Pipeline(out, force=force), demo_steps(out, **kw)
-    records = pipeline.run(steps)
-    ran = {r["step"] for r in records}
-    times = [{k: r[k] for k in ("step", "seconds", "peak_rss_mb", "finished")} | {"this_run": r["step"] in ran} for r in pipeline.step_times(steps)]
-    Report.open(out).set("pipeline", {"steps": times, "total_seconds": round(sum(t["seconds"] for t in times), 1)}).save()
-    return records
+    return pipeline.run_and_report(steps)

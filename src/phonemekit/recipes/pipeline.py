@@ -137,6 +137,17 @@ class Pipeline:
             return False
         return True
 
+    def run_and_report(self, steps: list[Step]) -> list[dict]:
+        """`run`, then the report's `pipeline` section: each step's latest time
+        and peak memory, and whether it ran this time."""
+        from phonemekit.report.report import Report
+
+        records = self.run(steps)
+        ran = {r["step"] for r in records}
+        times = [{k: r[k] for k in ("step", "seconds", "peak_rss_mb", "finished")} | {"this_run": r["step"] in ran} for r in self.step_times(steps)]
+        Report.open(self.out).set("pipeline", {"steps": times, "total_seconds": round(sum(t["seconds"] for t in times), 1)}).save()
+        return records
+
     def run(self, steps: list[Step]) -> list[dict]:
         unknown = self.force - {s.name for s in steps}
         if unknown:

@@ -180,8 +180,4 @@ def _import(src: Path, data: Path) -> dict:
 def run_real(src: str | Path, out: str | Path, *, force: set[str] | None = None, **kw) -> list[dict]:
     src, out = Path(src), Path(out)
     pipeline, steps = Pipeline(out, force=force), real_steps(src, out, **kw)
-    records = pipeline.run(steps)
-    ran = {r["step"] for r in records}
-    times = [{k: r[k] for k in ("step", "seconds", "peak_rss_mb", "finished")} | {"this_run": r["step"] in ran} for r in pipeline.step_times(steps)]
-    Report.open(out).set("pipeline", {"steps": times, "total_seconds": round(sum(t["seconds"] for t in times), 1)}).save()
-    return records
+    return pipeline.run_and_report(steps)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import anyio
 from fastapi import FastAPI, Query, Request
 
-from phonemekit.assess import assess, word_sounds
+from phonemekit.assess import assess
 from phonemekit.assess.assess import MODES
-from phonemekit.assess.lexicon import parse_phones
+from phonemekit.assess.lexicon import expected_sounds
 from phonemekit.config import AudioConfig
 from phonemekit.data.audio import REASONS, decode_bytes
 from phonemekit.errors import AudioValidationError, ConfigError, PhonemekitError
@@ -29,7 +29,7 @@ def mount_assess(app: FastAPI, state: State) -> None:
         if mode not in MODES:
             raise ApiError(400, "bad_request", f"mode: {' | '.join(MODES)}")
         try:
-            expected = parse_phones(phones, clf.labels) if phones else word_sounds(word)
+            expected = expected_sounds(clf.labels, word=word, phones=phones)
         except ConfigError as e:
             raise ApiError(400, "unknown_word", str(e)) from None
         body = await read_body(request, state.cfg)
