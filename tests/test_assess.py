@@ -114,3 +114,62 @@ def test_post_assess_on_the_server(served_model):
         assert httpx.post(f"{s.url}/assess?phones=aa+zz", content=wav_bytes(_said("aa")), headers=auth).json()["error"] == "unknown_word"
         assert httpx.post(f"{s.url}/assess?phones=aa", content=b"RIFF....", headers=auth).status_code == 422
         assert httpx.post(f"{s.url}/assess", content=wav_bytes(_said("aa")), headers=auth).status_code == 400
+
+
+def _word(sounds: tuple[str, ...], labels: list[str], p_right: float = 0.9, group: str = "child"):
+    """A word whose every phone the model hears as itself with `p_right`."""
+    from phonemekit.assess.benchmark import Word
+
+    heard = []
+    for i, s in enumerate(sounds):
+        p = np.full(len(labels), (1 - p_right) / (len(labels) - 1))
+        p[labels.index(s)] = p_right
+        heard.append(Heard(0.1 * i, 0.1 * i + 0.08, p))
+    return Word("spk", group, "w", tuple(sounds), tuple(heard))
+
+
+def test_minimal_pairs_catch_a_changed_sound_and_miss_an_extra_one():
+    from phonemekit.assess.benchmark import Neighbours, judge_words, summary, threshold_for
+    from phonemekit.evaluation.calibration import uncalibrated_verdict
+
+    labels = ["k", "a_ae", "t", "b", "p", "s", "u_ah"]
+    dictionary = {"cat": ["k", "a_ae", "t"], "bat": ["b", "a_ae", "t"], "cap": ["k", "a_ae", "p"], "cut": ["k", "u_ah", "t"],
+                  "cats": ["k", "a_ae", "t", "s"], "scat": ["s", "k", "a_ae", "t"], "dog": ["d", "o_aa", "g"]}  # fmt: skip
+    nb = Neighbours(dictionary)
+    assert sorted(nb.substitutions(("k", "a_ae", "t"))) == [("bat", 0), ("cap", 2), ("cut", 1)]
+    assert sorted(nb.insertions(("k", "a_ae", "t"))) == [("cats", 3), ("scat", 0)]
+    verdict_of = lambda p, e: uncalibrated_verdict(p, labels, e)  # noqa: E731
+    records = judge_words([_word(("k", "a_ae", "t"), labels)], labels, verdict_of, nb)
+    own = [r for r in records if r["kind"] == "own"]
+    subs = [r for r in records if r["kind"] == "substituted"]
+    ins = [r for r in records if r["kind"] == "inserted"]
+    assert [r["verdict"] for r in own] == ["correct"] * 3
+    assert len(subs) == 3 and all(r["verdict"] == "substituted" and r["heard"] == r["said"] for r in subs)
+    assert len(ins) == 2 and all(r["verdict"] == "missing" for r in ins)
+    s = summary(records, threshold_for(records))
+    assert s["false_reject_rate"] == 0 and s["substitution_recall"] == 1 and s["heard_accuracy"] == 1 and s["missing_recall"] == 1
+    assert s["at_threshold"]["false_reject_rate"] <= 0.1 and s["by_class"]["stop"]["sounds"] == 2
+
+
+def test_a_doubtful_model_rejects_right_sounds_and_the_figures_say_so():
+    from phonemekit.assess.benchmark import Neighbours, judge_words, summary
+
+    labels = ["k", "a_ae", "t", "b", "p", "s", "u_ah"]
+    nb = Neighbours({"cat": ["k", "a_ae", "t"], "bat": ["b", "a_ae", "t"]})
+    # Heard as itself with only 0.1: under uniform 1/7, so a verdict of "this is k" needs more.
+    verdict_of = lambda p, e: {"accepted": bool(p[labels.index(e)] >= 0.5), "probability": float(p[labels.index(e)])}  # noqa: E731
+    records = judge_words([_word(("k", "a_ae", "t"), labels, p_right=0.1)], labels, verdict_of, nb)
+    s = summary(records, None)
+    assert s["false_reject_rate"] == 1.0 and s["substitution_recall"] == 1.0 and "at_threshold" not in s
+
+
+def test_bench_assess_times_each_mode_against_the_target(tmp_path):
+    from phonemekit.cli import app
+
+    r = CliRunner().invoke(app, ["bench-assess", "--model", "children", "--words", "cat", "--repeats", "2", "--out", str(tmp_path / "b.json")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "b.json").read_text())
+    assert set(res["modes"]) == {"segment", "blend"} and res["target_ms"] == 150
+    for v in res["modes"].values():
+        assert 0 < v["median_ms"] <= v["p90_ms"] <= v["max_ms"] and v["sounds_correct"].endswith("/3")
+    assert res["modes"]["blend"]["audio_s"] == 1.5 and "median" in r.output

@@ -256,7 +256,7 @@ def test_the_real_recipe_end_to_end_on_a_fixture(speechocean, tmp_path):
     from phonemekit.report.report import Report
 
     out = tmp_path / "real"
-    run_real(speechocean, out, models=("fbank-mlp", "whisper-mlp", "whisper-mlp-context"), epochs=3, workers=1, synthetic=(3, 1))
+    run_real(speechocean, out, models=("fbank-mlp", "whisper-mlp", "whisper-mlp-context"), epochs=3, workers=1, synthetic=(3, 1), boundary_sequences=6)
     sec = Report.load(out)
     train = sec["train"]
     assert train["split"]["kind"] == "corpus" and len(train["split"]["test_speakers"]) == 2 and len(train["split"]["val_speakers"]) >= 1
@@ -264,7 +264,28 @@ def test_the_real_recipe_end_to_end_on_a_fixture(speechocean, tmp_path):
     assert set(m["per_group"]) == {"child", "adult"} and m["per_group"]["child"]["speakers"] == 1
     base = next(v for k, v in train["baselines"].items() if "fbank" in k)
     assert "top1" in base["per_group"]["child"] and sec["alignment"]["kept"] > 100
-    assert [s["step"] for s in sec["pipeline"]["steps"]] == ["import", "align", "train", "transfer", "bundle"]
+    assert [s["step"] for s in sec["pipeline"]["steps"]] == ["import", "align", "train", "recognise", "transfer", "boundaries", "pronunciation", "bundle"]
+    per = sec["per"]
+    assert per["utterances"]["test"] == 2 * 4 and set(per["test"]["per_group"]) == {"child", "adult"}
+    assert per["test"]["phones"] == sum(v["phones"] for v in per["test"]["per_group"].values()) and 0 <= per["test"]["per"]
+    bounds = sec["alignment"]["boundaries"]["aligners"]
+    assert set(bounds) == {"pocketsphinx", "ctc"} and all(v["sequences"] == v["failed"] + v["boundaries"] // 3 for v in bounds.values())
+    pron = sec["pronunciation"]
+    assert pron["model"] in ("fbank-mlp", "whisper-mlp") and set(pron["minimal_pairs"]) <= {"child", "adult"}
+    child = pron["minimal_pairs"]["child"]
+    assert child["words"] > 0 and child["sounds"] >= child["words"] and child["substitutions"] > 0
+    assert 0 <= child["false_reject_rate"] <= 1 and 0 <= child["substitution_recall"] <= 1 and (out / "figures" / "minimal-pairs.png").is_file()
+    from phonemekit.align import get_aligner
+    from phonemekit.data.audio import load_audio
+    from phonemekit.runs import Run
+
+    ctc = get_aligner("ctc", model=Run(out / "recogniser").load(with_encoder=True))
+    x = load_audio(speechocean / "WAVE" / "SPEAKER0101" / "01010001.WAV").samples
+    words = ctc.align(x, "she sat on a mat".split())
+    assert [w.word for w in words] == ["she", "sat", "on", "a", "mat"] and [p.phone for p in words[0].phones] == ["SH", "IY"]
+    edges = [t for w in words for p in w.phones for t in (p.start, p.end)]
+    assert edges == sorted(edges) and edges[-1] <= len(x) / 16000 + 0.02
+    assert "## Phone recogniser" in (out / "report.md").read_text() and "## Reading verdicts on real words" in (out / "report.md").read_text()
     card = (out / "children" / "card.md").read_text()
     assert "chosen among fbank-mlp, whisper-mlp" in card.lower() and "| child |" in card and (out / "children" / "model.safetensors").is_file()
     rows = {(r["trained_on"], r["tested_on"]): r for r in sec["transfer"]["rows"]}
@@ -273,7 +294,7 @@ def test_the_real_recipe_end_to_end_on_a_fixture(speechocean, tmp_path):
     ctx = train["models"]["whisper-mlp-context"]
     assert train["models"]["whisper-mlp"]["per_group"]["child"]["in_context_top1"] == ctx["per_group"]["child"]["top1"]
     assert train["best_model"] != "whisper-mlp-context"  # a game hears a clip alone: the best model is of the clip view
-    again = run_real(speechocean, out, models=("fbank-mlp", "whisper-mlp", "whisper-mlp-context"), epochs=3, workers=1, synthetic=(3, 1))
+    again = run_real(speechocean, out, models=("fbank-mlp", "whisper-mlp", "whisper-mlp-context"), epochs=3, workers=1, synthetic=(3, 1), boundary_sequences=6)
     assert again == []  # every step done: nothing runs twice
 
 

@@ -37,6 +37,10 @@ class Aligner:
     def knows(self, word: str) -> bool:
         return True
 
+    def align_sounds(self, samples: np.ndarray, sounds: list[str]) -> list[AlignedPhone]:
+        """The inventory's sounds placed in the audio, in order (no words: assembled or phonics sounds)."""
+        raise NotImplementedError
+
 
 class AlignmentError(Exception):
     """This utterance cannot be aligned (a word outside the dictionary, a failed pass)."""
@@ -46,11 +50,11 @@ class AlignmentError(Exception):
         self.reason, self.detail = reason, detail
 
 
-_REGISTRY: dict[str, tuple[Callable[[], Aligner], str]] = {}
+_REGISTRY: dict[str, tuple[Callable[..., Aligner], str]] = {}
 
 
 def register_aligner(name: str, description: str):
-    def deco(factory: Callable[[], Aligner]):
+    def deco(factory: Callable[..., Aligner]):
         _REGISTRY[name] = (factory, description)
         return factory
 
@@ -61,7 +65,8 @@ def available_aligners() -> dict[str, str]:
     return {k: d for k, (_, d) in sorted(_REGISTRY.items())}
 
 
-def get_aligner(name: str) -> Aligner:
+def get_aligner(name: str, **options) -> Aligner:
+    """An aligner by name; `options` go to its factory (the ctc aligner's `model`)."""
     if name not in _REGISTRY:
         raise ConfigError(f"unknown aligner {name!r} (available: {', '.join(available_aligners())})")
-    return _REGISTRY[name][0]()
+    return _REGISTRY[name][0](**options)

@@ -9,6 +9,7 @@ import re
 import numpy as np
 
 from phonemekit.align.base import AlignedPhone, AlignedWord, Aligner, AlignmentError, register_aligner
+from phonemekit.align.dictionary import TO_ARPABET
 from phonemekit.errors import ConfigError
 
 FRAME_S = 0.01
@@ -27,6 +28,21 @@ class PocketsphinxAligner(Aligner):
 
     def knows(self, word: str) -> bool:
         return self.decoder.lookup_word(word.lower()) is not None
+
+    def align_sounds(self, samples: np.ndarray, sounds: list[str]) -> list[AlignedPhone]:
+        """Each sound as a one-phone word of its own (added to the dictionary as `snd<phone>`)."""
+        names = []
+        for s in sounds:
+            if s not in TO_ARPABET:
+                raise AlignmentError("unknown_sound", f"not a sound of the inventory: {s[:32]}")
+            name = f"snd{TO_ARPABET[s].lower()}"
+            if self.decoder.lookup_word(name) is None:
+                self.decoder.add_word(name, TO_ARPABET[s], True)
+            names.append(name)
+        words = self.align(samples, names)
+        if any(len(w.phones) != 1 for w in words):
+            raise AlignmentError("align_failed", "a sound was not placed")
+        return [w.phones[0] for w in words]
 
     def align(self, samples: np.ndarray, words: list[str]) -> list[AlignedWord]:
         unknown = [w for w in words if not self.knows(w)]

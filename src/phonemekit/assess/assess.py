@@ -4,6 +4,7 @@ verdict."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,9 +64,9 @@ def heard_phones(clf: Classifier, samples: np.ndarray, words: list[str], expecte
         aligned = get_aligner("pocketsphinx").align(samples, words)
     except AlignmentError as e:
         raise ConfigError(f"the word could not be aligned in this audio ({e.reason}); try --mode segment") from None
+    # Every phone the aligner placed: where its pronunciation differs from the
+    # expected sounds, `match` reports the extra ones as inserted, the absent as missing.
     phones = [p for w in aligned for p in w.phones]
-    if len(phones) != len(expected):  # the aligner's dictionary pronunciation differs: keep the phones it found
-        phones = phones[: len(expected)]
     sr = clf.sample_rate
     clips = [samples[max(0, int((p.start - CONTEXT_S) * sr)) : int((p.end + CONTEXT_S) * sr)] for p in phones]
     probs = clf.probs(clips) if clips else np.zeros((0, len(clf.labels)))
@@ -107,27 +108,34 @@ def assess(clf: Classifier, samples: np.ndarray, expected: list[str], *, mode: s
     if unknown:
         raise ConfigError(f"sounds this model does not know: {' '.join(unknown)}")
     heard = heard_segments(clf, samples) if mode == "segment" else heard_phones(clf, samples, words or [word or ""], expected)
+    sounds, inserted = judge(expected, heard, clf.labels, clf.verdict_of)
+    return {"word": word, "mode": mode, "expected": expected, "sounds": sounds, "inserted": inserted,
+            "correct": sum(s["verdict"] == "correct" for s in sounds), "model": clf.name}  # fmt: skip
+
+
+def judge(expected: list[str], heard: list[Heard], labels: list[str], verdict_of: Callable[[np.ndarray, str], dict]) -> tuple[list[dict], list[dict]]:
+    """Each expected sound matched to what was heard and judged by
+    `verdict_of` (a classifier's calibrated verdict): (sounds, inserted)."""
     sounds, inserted = [], []
-    for i, j in match(expected, heard, clf.labels):
+    for i, j in match(expected, heard, labels):
         if i is None:
             h = heard[j]
             k = int(np.argmax(h.probs))
-            inserted.append({"heard": clf.labels[k], "probability": round(float(h.probs[k]), 4), "start": round(h.start, 3), "end": round(h.end, 3)})
+            inserted.append({"heard": labels[k], "probability": round(float(h.probs[k]), 4), "start": round(h.start, 3), "end": round(h.end, 3)})
             continue
         if j is None:
             sounds.append({"expected": expected[i], "verdict": "missing", "heard": None, "probability": None, "score": 0.0, "start": None, "end": None})
             continue
         h = heard[j]
         k = int(np.argmax(h.probs))
-        v = clf.verdict_of(h.probs, expected[i])
+        v = verdict_of(h.probs, expected[i])
         sounds.append({
             "expected": expected[i],
             "verdict": "correct" if v["accepted"] else "substituted",
-            "heard": clf.labels[k],
+            "heard": labels[k],
             "probability": round(float(h.probs[k]), 4),
             "score": v["probability"],  # the calibrated probability of the expected sound
             "start": round(h.start, 3),
             "end": round(h.end, 3),
         })  # fmt: skip
-    return {"word": word, "mode": mode, "expected": expected, "sounds": sounds, "inserted": inserted,
-            "correct": sum(s["verdict"] == "correct" for s in sounds), "model": clf.name}  # fmt: skip
+    return sounds, inserted

@@ -9,8 +9,8 @@ import functools
 import json
 from importlib import resources
 
+from phonemekit.align.dictionary import cmu_dictionary
 from phonemekit.data.inventory import label_problem
-from phonemekit.data.phones import to_label
 from phonemekit.errors import ConfigError
 
 
@@ -19,29 +19,13 @@ def phonics_lexicon() -> dict[str, list[str]]:
     return json.loads(resources.files("phonemekit.assess").joinpath("phonics.json").read_text(encoding="utf-8"))
 
 
-@functools.cache
-def _cmu():
-    try:
-        from pocketsphinx import Decoder
-    except ImportError:
-        return None
-    return Decoder(samprate=16000, loglevel="FATAL")
-
-
 def word_sounds(word: str, extra: dict[str, list[str]] | None = None) -> list[str]:
     """The inventory sounds of `word` (a user's own entries in `extra` first)."""
     w = word.strip().lower()
-    for table in (extra or {}, phonics_lexicon()):
+    for table in (extra or {}, phonics_lexicon(), cmu_dictionary()):
         if w in table:
             return list(table[w])
-    cmu = _cmu()
-    phones = cmu.lookup_word(w) if cmu is not None and w.isalpha() else None
-    if not phones:
-        raise ConfigError(f"{word[:40]!r} is in neither the phonics lexicon nor the CMU dictionary; give its sounds with --phones")
-    sounds = [to_label(p, "arpabet") for p in phones.split()]
-    if None in sounds:
-        raise ConfigError(f"{word!r}: a phone of {phones!r} has no sound in the inventory")
-    return sounds
+    raise ConfigError(f"{word[:40]!r} is in neither the phonics lexicon nor the CMU dictionary; give its sounds with --phones")
 
 
 def parse_phones(text: str, labels: list[str]) -> list[str]:

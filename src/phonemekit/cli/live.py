@@ -144,3 +144,25 @@ def assess(
         typer.echo(f"  {s['expected']:10s} {s['verdict']}{heard}{at}")
     for s in res["inserted"]:
         typer.echo(f"  {'+':10s} inserted {s['heard']}  {s['start']:.2f}-{s['end']:.2f} s")
+
+
+@command("bench-assess")
+def bench_assess(
+    model: Annotated[Path, typer.Option(help="An end-to-end .onnx model, or a bundled model by name.")] = Path("children"),
+    words: Annotated[str, typer.Option(help="Comma-separated words, synthesised and padded to 1.5 s.")] = "cat,ship,frog",
+    repeats: Annotated[int, typer.Option(min=1, max=1000, help="Timed calls per word and mode (after 2 warm-up calls).")] = 10,
+    out: Annotated[Path | None, typer.Option(help="Also write the figures as JSON here.")] = None,
+) -> None:
+    """How long a reading verdict takes after the child stops speaking, per mode, against the 150 ms target."""
+    from phonemekit.assess.bench import bench_assess as run_bench
+    from phonemekit.deploy.runtime import Classifier
+    from phonemekit.fileio import write_json
+
+    res = run_bench(Classifier.load(model), words=tuple(w.strip() for w in words.split(",") if w.strip()), repeats=repeats)
+    if out:
+        write_json(out, res)
+    typer.echo(f"{res['model']}: verdict time per word, {res['repeats']} calls each of {', '.join(res['words'])} (target {res['target_ms']:.0f} ms)")
+    for mode, v in res["modes"].items():
+        verdict = "meets" if v["meets_target"] else "misses"
+        typer.echo(f"  {mode:8s} {v['audio_s']:.1f} s audio: median {v['median_ms']:.0f} ms, p90 {v['p90_ms']:.0f} ms, max {v['max_ms']:.0f} ms "
+                   f"({verdict} the target); sounds correct {v['sounds_correct']}")  # fmt: skip

@@ -55,3 +55,15 @@ def to_label(phone: str, table: str) -> str | None:
 def canonical_arpabet(phone: str) -> str:
     """`IY0_E` -> `IY`: a speechocean762 (or CMU) phone without stress and position marks."""
     return _STRESS.sub("", phone.upper().split("_")[0])
+
+
+# Manner classes of the ARPAbet phones, for figures by class of sound.
+_CLASSES = {
+    "vowel": "AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW",
+    "stop": "B D G K P T",
+    "affricate": "CH JH",
+    "fricative": "DH F HH S SH TH V Z ZH",
+    "nasal": "M N NG",
+    "approximant": "L R W Y",
+}
+SOUND_CLASS: dict[str, str] = {ARPABET[p]: c for c, phones in _CLASSES.items() for p in phones.split() if p in ARPABET}

@@ -30,15 +30,22 @@ def bootstrap_ci(correct: np.ndarray, n: int = 2000, seed: int = 0) -> list[floa
 def speaker_bootstrap_ci(correct: np.ndarray, speakers: np.ndarray, n: int = 2000, seed: int = 0) -> list[float]:
     """95% CI of accuracy resampling speakers, not clips: a speaker's clips
     are not independent, so with few held-out speakers this interval is the
-    honest (wide) one. Pooled accuracy = sum of hits / sum of clips over the
-    resampled speakers (scipy.stats.bootstrap, paired over the two sums)."""
+    honest (wide) one."""
     names = np.unique(speakers)
-    if len(names) < 2:
-        return [float("nan"), float("nan")]
     hits = np.array([correct[speakers == s].sum() for s in names])
     clips = np.array([(speakers == s).sum() for s in names], dtype=float)
+    return ratio_bootstrap_ci(hits, clips, n=n, seed=seed)
+
+
+def ratio_bootstrap_ci(num: np.ndarray, den: np.ndarray, n: int = 2000, seed: int = 0) -> list[float]:
+    """95% CI of sum(num) / sum(den) resampling speakers (one entry each):
+    accuracy (hits over clips), phone error rate (errors over phones).
+    scipy.stats.bootstrap, paired over the two sums."""
+    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    if len(num) < 2:
+        return [float("nan"), float("nan")]
     res = scipy.stats.bootstrap(
-        (hits, clips), lambda h, c, axis=-1: h.sum(axis) / c.sum(axis), paired=True, vectorized=True, n_resamples=n, method="percentile", random_state=seed
+        (num, den), lambda h, c, axis=-1: h.sum(axis) / c.sum(axis), paired=True, vectorized=True, n_resamples=n, method="percentile", random_state=seed
     )
     return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
 

@@ -127,3 +127,42 @@ def class_log_probs(outputs: torch.Tensor, lengths: torch.Tensor, kind: str, bla
         assert blank is not None, "a CTC head needs its stored blank index"
         return torch.log_softmax(ctc_single_label_log_likelihood(outputs, lengths, blank), dim=-1)
     raise ValueError(f"unknown head output kind {kind!r}")
+
+
+def forced_align(log_probs: np.ndarray, targets: list[int], blank: int) -> list[tuple[int, int, float]]:
+    """CTC forced alignment (Viterbi over the blank-interleaved target
+    sequence): for each target, (first frame, end frame, mean log-prob of
+    its frames). Written here because the one library implementation
+    (torchaudio's `forced_align`) is deprecated and not a dependency.
+    Raises ValueError when the frames are too few for the targets."""
+    lp = np.asarray(log_probs, dtype=np.float64)
+    t_len, ext = lp.shape[0], [blank]
+    for tok in targets:
+        ext += [tok, blank]
+    s_len = len(ext)
+    repeats = sum(a == b for a, b in zip(targets, targets[1:]))
+    if not targets or t_len < len(targets) + repeats:
+        raise ValueError(f"{t_len} frames cannot hold {len(targets)} phones")
+    score = np.full((t_len, s_len), -np.inf)
+    back = np.zeros((t_len, s_len), dtype=np.int8)  # 0: stay, 1: from s-1, 2: from s-2
+    score[0, 0], score[0, 1] = lp[0, ext[0]], lp[0, ext[1]]
+    ext_arr = np.array(ext)
+    skip = np.zeros(s_len, bool)  # a label may follow the previous label directly unless it repeats it
+    skip[2:] = (ext_arr[2:] != blank) & (ext_arr[2:] != ext_arr[:-2])
+    for t in range(1, t_len):
+        prev = score[t - 1]
+        cand = np.stack([prev, np.r_[-np.inf, prev[:-1]], np.where(skip, np.r_[-np.inf, -np.inf, prev[:-2]], -np.inf)])
+        back[t] = cand.argmax(0)
+        score[t] = cand.max(0) + lp[t, ext_arr]
+    s = s_len - 1 if score[-1, -1] >= score[-1, -2] else s_len - 2
+    if not np.isfinite(score[-1, s]):
+        raise ValueError("no alignment of these phones fits these frames")
+    path = np.zeros(t_len, dtype=np.int64)
+    for t in range(t_len - 1, -1, -1):
+        path[t] = s
+        s -= int(back[t, s])
+    out = []
+    for k in range(len(targets)):
+        frames = np.flatnonzero(path == 2 * k + 1)
+        out.append((int(frames[0]), int(frames[-1]) + 1, float(lp[frames, targets[k]].mean())))
+    return out

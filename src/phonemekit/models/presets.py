@@ -10,7 +10,7 @@ second frame, read out by attention pooling) is the one that meets it.
 
 from __future__ import annotations
 
-from phonemekit.config import EncoderConfig, HeadConfig, ModelConfig, TrainConfig
+from phonemekit.config import AudioConfig, EncoderConfig, HeadConfig, ModelConfig, TrainConfig
 from phonemekit.errors import ConfigError
 
 W2V = EncoderConfig(family="wav2vec2", source="facebook/wav2vec2-base")
@@ -93,6 +93,11 @@ DEFAULT_ENCODER = "whisper"  # extract
 # The real-children recipe: pooled heads on Whisper tiny.en and on log-mel, each phone clip encoded
 # alone (as a game sends it), and the Whisper head on phones seen in their utterance.
 REAL_MODELS = ("whisper-mlp", "fbank-mlp", "whisper-mlp-context")
+# Its phone recogniser: the BiLSTM CTC head on whole utterances of Whisper tiny.en
+# frames, trained on canonical phone sequences (`training.sequence`); Whisper's
+# positional table covers 30 s.
+RECOGNISER = ModelConfig(name="whisper-phones", encoder=WHISPER, head=CTC, train=TrainConfig(lr=2e-3, epochs=30, patience=4),
+                         audio=AudioConfig(max_seconds=30.0))  # fmt: skip
 
 
 def get_preset(name: str) -> ModelConfig:

@@ -13,35 +13,43 @@ from pathlib import Path
 
 import numpy as np
 
-from phonemekit.align import align_dataset
+from phonemekit.align import align_dataset, get_aligner
+from phonemekit.align.benchmark import assembled_set, boundary_errors
+from phonemekit.assess.benchmark import MAX_NEIGHBOURS, TARGET_FRR, corpus_words, minimal_pairs
 from phonemekit.config import ModelConfig
 from phonemekit.data.demo import build_demo_corpus
 from phonemekit.data.importers import import_corpus
 from phonemekit.data.importers.base import UTTERANCES
 from phonemekit.data.manifest import DATASET, MANIFEST, load_manifest, prepare
 from phonemekit.data.splits import speaker_disjoint
+from phonemekit.evaluation.calibration import uncalibrated_verdict
 from phonemekit.evaluation.metrics import metrics
 from phonemekit.evaluation.predict import predict
-from phonemekit.fileio import write_text
-from phonemekit.models.presets import REAL_MODELS, get_preset
+from phonemekit.fileio import read_jsonl, write_text
+from phonemekit.models.presets import REAL_MODELS, RECOGNISER, get_preset
 from phonemekit.recipes.pipeline import Pipeline, Step
+from phonemekit.report.plots import minimal_pair_det
 from phonemekit.report.report import REPORT_JSON, REPORT_MD, Report
 from phonemekit.runs import WEIGHTS, Run
 from phonemekit.training.experiment import train_all
+from phonemekit.training.sequence import train_recogniser
 
 CONTEXT_SUFFIX = "-context"  # a model of the utterance view, reported beside its clip twin as `in_context_top1`
 TRANSFER_MODEL = "whisper-mlp"  # trained on synthetic and on real speech, each tested on both
 
 
 def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, epochs: int | None = None, workers: int = 2,
-               device: str = "cpu", synthetic: tuple[int, int] = (18, 2), progress=None) -> list[Step]:  # fmt: skip
-    """`synthetic`: (speakers, takes) of the demo corpus in the transfer table."""
+               device: str = "cpu", synthetic: tuple[int, int] = (18, 2), boundary_sequences: int = 200, progress=None) -> list[Step]:  # fmt: skip
+    """`synthetic`: (speakers, takes) of the demo corpus in the transfer table;
+    `boundary_sequences`: assembled sequences the aligners are measured on."""
     data, cache = out / "data", out / "cache"
     cfgs: list[ModelConfig] = [get_preset(m).with_overrides(epochs=epochs) for m in models]
 
     def align() -> dict:
         stats = align_dataset(data, "pocketsphinx", workers=workers, progress=progress)
-        Report.open(out).set("alignment", {"aligner": "pocketsphinx", **stats}).save()
+        rep = Report.open(out)
+        kept = {k: v for k, v in (rep.get("alignment") or {}).items() if k == "boundaries"}  # measured by its own step
+        rep.set("alignment", {"aligner": "pocketsphinx", **stats, **kept}).save()
         return {"kept": stats["kept"]}
 
     def train() -> dict:
@@ -53,8 +61,28 @@ def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, e
         Report.open(out).set("train", section).save()
         return {"best_model": section["best_model"]}
 
-    def bundle() -> dict:  # a game hears one clip: only models of the clip view
-        return choose_and_bundle(out, [c.name for c in cfgs if c.encoder.view == "clip"], out / "children")
+    clip_models = [c.name for c in cfgs if c.encoder.view == "clip"]  # a game hears one clip: only models of the clip view
+
+    def bundle() -> dict:
+        return choose_and_bundle(out, clip_models, out / "children")
+
+    def pronunciation() -> dict:
+        section = pronunciation_section(out, data, best_on_val(out, clip_models)[0])
+        Report.open(out).set("pronunciation", section).save()
+        return {g: v["substitution_recall"] for g, v in section["minimal_pairs"].items()}
+
+    recogniser = RECOGNISER.with_overrides(epochs=epochs)
+
+    def recognise() -> dict:
+        res = train_recogniser(data, recogniser, out / "recogniser", cache_root=cache, device=device, progress=progress)
+        Report.open(out).set("per", res.section).save()
+        return {"test_per": res.section["test"]["per"]}
+
+    def boundaries() -> dict:
+        section = boundary_section(out, count=boundary_sequences)
+        rep = Report.open(out)
+        rep.set("alignment", {**(rep.get("alignment") or {}), "boundaries": section}).save()
+        return {k: v["median_error_ms"] for k, v in section["aligners"].items()}
 
     def transfer() -> dict:
         cfg = get_preset(TRANSFER_MODEL).with_overrides(epochs=epochs)
@@ -68,6 +96,7 @@ def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, e
         Step(
             "train", train, inputs=[data / MANIFEST], outputs=[out / REPORT_JSON, out / REPORT_MD], config={"models": [c.to_dict() for c in cfgs]}
         ),  # fmt: skip
+        Step("recognise", recognise, inputs=[data / UTTERANCES], outputs=[out / "recogniser" / WEIGHTS], config={"model": recogniser.to_dict()}),
         Step(
             "transfer",
             transfer,
@@ -75,6 +104,14 @@ def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, e
             outputs=[out / "synthetic" / "data" / MANIFEST],
             config={"model": TRANSFER_MODEL, "speakers": 18, "takes": 2},
         ),  # fmt: skip
+        Step(
+            "boundaries",
+            boundaries,
+            inputs=[out / "recogniser" / WEIGHTS, out / "synthetic" / "data" / MANIFEST],
+            outputs=[],
+            config={"sequences": boundary_sequences},
+        ),  # fmt: skip
+        Step("pronunciation", pronunciation, inputs=[out / "models" / c.name / WEIGHTS for c in cfgs], outputs=[out / "figures" / "minimal-pairs.png"]),
         Step("bundle", bundle, inputs=[out / "models" / c.name / WEIGHTS for c in cfgs], outputs=[out / "children" / WEIGHTS, out / "children" / "card.md"]),
     ]
 
@@ -116,14 +153,18 @@ def transfer_table(out: Path, data: Path, cache: Path, cfg: ModelConfig, *, synt
     return {"model": cfg.name, "rows": rows}
 
 
-def choose_and_bundle(out: Path, names: list[str], dest: Path) -> dict:
-    """The model with the best top-1 on the validation speakers (never the
-    test speakers) as the bundled `children` model: its checkpoint and card."""
+def best_on_val(out: Path, names: list[str]) -> tuple[str, dict[str, float]]:
+    """The model with the best top-1 on the validation speakers (never the test speakers), and every one's figure."""
     val = {}
     for name in names:
         p = Run(out / "models" / name).predictions("val")
         val[name] = float(np.mean(p.scores.argmax(1) == p.y))
-    best = max(val, key=val.get)
+    return max(val, key=val.get), val
+
+
+def choose_and_bundle(out: Path, names: list[str], dest: Path) -> dict:
+    """The best model on the validation speakers as the bundled `children` model: its checkpoint and card."""
+    best, val = best_on_val(out, names)
     dest.mkdir(parents=True, exist_ok=True)
     for f in (WEIGHTS, "model.json"):
         shutil.copy(out / "models" / best / f, dest / f)
@@ -170,6 +211,47 @@ def model_card(best: str, val: dict, train: dict, alignment: dict) -> str:
         "and use the calibrated verdict (`Classifier.verdict`) rather than the raw top-1.",
         "",
     ])  # fmt: skip
+
+
+def boundary_section(out: Path, count: int = 200) -> dict:
+    """Each aligner's boundary error on sounds of the synthetic corpus's
+    held-out voices joined end to end (`align.benchmark`)."""
+    syn = load_manifest(out / "synthetic" / "data")
+    held = speaker_disjoint(syn.speakers, syn.groups).test
+    sets = assembled_set([(syn.samples(r), r["label"], r["speaker"]) for r in syn.rows_of(held)], count=count)
+    recogniser = Run(out / "recogniser").load(with_encoder=True)
+    aligners = {"pocketsphinx": get_aligner("pocketsphinx"), "ctc": get_aligner("ctc", model=recogniser)}
+    return {
+        "data": f"{len(sets)} sequences of 4 sounds (vowels, fricatives, nasals, approximants) of the synthetic corpus's held-out "
+        "voices, each trimmed to its voiced part and joined end to end: every join a known boundary",
+        "aligners": {name: boundary_errors(a, sets) for name, a in aligners.items()},
+    }
+
+
+def pronunciation_section(out: Path, data: Path, model: str) -> dict:
+    """The minimal-pair benchmark (`assess.benchmark`) with one model's
+    validation and test predictions and its calibrated verdicts."""
+    run = Run(out / "models" / model)
+    manifest = load_manifest(data)
+    rows = {r["sha256"]: r for r in manifest.rows}
+    utts = {u["utt"]: u for u in read_jsonl(data / UTTERANCES) if "utt" in u}
+    calibration = run.calibration
+    labels = run.labels
+    verdict_of = (lambda p, e: calibration.verdict(p, labels, e)) if calibration else (lambda p, e: uncalibrated_verdict(p, labels, e))
+    val, test = (corpus_words(run.predictions(part), rows, utts) for part in ("val", "test"))
+    figures, curves = minimal_pairs(val, test, labels, verdict_of)
+    points = {g: (1 - v["substitution_recall"], v["false_reject_rate"]) for g, v in figures.items() if v["substitution_recall"] is not None}
+    minimal_pair_det(curves, points, out / "figures" / "minimal-pairs.png")
+    return {
+        "model": model,
+        "method": "Real words of the test speakers (every phone kept), phones placed by the corpus's pocketsphinx alignment and "
+        "scored by the model's test predictions, judged by `assess.judge` against their own sounds (false rejects) and against "
+        f"up to {MAX_NEIGHBOURS} CMU-dictionary words one sound away (substitutions caught; the sound heard is the one said) "
+        "or one sound longer (reported missing). Shipped verdicts: the model's calibration; the threshold column: one threshold "
+        f"on the calibrated probability, chosen on validation speakers for {100 * TARGET_FRR:.0f}% false rejects.",
+        "minimal_pairs": figures,
+        "figure": "figures/minimal-pairs.png",
+    }
 
 
 def _import(src: Path, data: Path) -> dict:

@@ -154,3 +154,24 @@ def det(verdicts: dict[str, dict], path: str | os.PathLike) -> Path:
     ax.set_title("verdicts on held-out speakers (dots: operating point)", fontsize=9)
     ax.legend(fontsize=7)
     return _save(fig, Path(path))
+
+
+def minimal_pair_det(curves: dict[str, dict], points: dict[str, tuple[float, float]], path: str | os.PathLike) -> Path:
+    """Reading verdicts on real words: missed substitutions vs right sounds
+    rejected, per group, on normal-deviate axes; dots: the shipped verdicts."""
+    from scipy.stats import norm
+
+    ticks = [0.01, 0.05, 0.1, 0.2, 0.5, 0.8]
+    z = lambda v: norm.ppf(np.clip(np.asarray(v, dtype=float), 1e-4, 1 - 1e-4))  # noqa: E731
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for i, (group, c) in enumerate(curves.items()):
+        ax.plot(z(c["miss"]), z(c["frr"]), color=f"C{i % 10}", lw=1.2, label=group)
+        if group in points:
+            ax.plot(*z(points[group]), "o", color=f"C{i % 10}")
+    ax.set_xticks(z(ticks), [f"{t:g}" for t in ticks])
+    ax.set_yticks(z(ticks), [f"{t:g}" for t in ticks])
+    ax.set_xlabel("substitutions missed")
+    ax.set_ylabel("right sounds rejected")
+    ax.set_title("minimal pairs on held-out speakers (dots: shipped verdicts)", fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, Path(path))

@@ -361,6 +361,14 @@ def alignment(data: dict, out: Path) -> str:
         f"{data['kept']} phones kept as examples ({data['kept_why']}); dropped: {dropped or 'none'}.",
         "",
     ]
+    if b := data.get("boundaries"):
+        lines += [f"Boundaries placed on {b['data']}:", "", "| aligner | boundaries | median error | within 20 ms | within 50 ms | "
+                  "sequences not aligned | CPU s per audio s |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for name, v in b["aligners"].items():
+            med = "n/a" if v["median_error_ms"] is None else f"{v['median_error_ms']:.0f} ms"
+            lines.append(f"| {name} | {v['boundaries']} | {med} | {_pct(v['within_20ms'])} | {_pct(v['within_50ms'])} | {v['failed']} | "
+                         f"{v['seconds_per_audio_second']:.3f} |")  # fmt: skip
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -379,6 +387,53 @@ def transfer(data: dict, out: Path) -> str:
     for r in data["rows"]:
         groups = ", ".join(f"{g} {v:.3f}" for g, v in r["per_group"].items())
         lines.append(f"| {r['trained_on']} | {r['tested_on']} | {r['top1']:.3f} | {_ci(r['top1_ci95_speakers'])} | {groups} | {r['clips']} |")
+    return "\n".join(lines) + "\n"
+
+
+@renderer("per")
+def per(data: dict, out: Path) -> str:
+    """The phone recogniser: phone error rate on whole utterances."""
+    t = data["test"]
+    lines = [
+        f"## Phone recogniser ({data['model']}: {data['encoder']['family']} frames, {data['head']} head, CTC)",
+        "",
+        f"Trained on whole utterances of the train speakers ({data['utterances']['train']}; {data['utterances']['val']} of validation "
+        f"speakers stop it, after {data['epochs']} epochs); targets: {data['targets']}. Greedy decoding. PER = (substitutions + "
+        "deletions + insertions) / reference phones, on the test speakers; 95% interval resampling speakers.",
+        "",
+        "| group | PER | CI speakers | sub | del | ins | phones | utterances | speakers |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for g, v in [*t["per_group"].items(), ("all", t)]:
+        lines.append(f"| {g} | {_pct(v['per'])} | {_ci(v['per_ci95_speakers'])} | {v['substitutions']} | {v['deletions']} | {v['insertions']} | "
+                     f"{v['phones']} | {v['utterances']} | {v['speakers']} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+@renderer("pronunciation")
+def pronunciation(data: dict, out: Path) -> str:
+    """Reading verdicts on real words: the minimal-pair benchmark."""
+    lines = [
+        f"## Reading verdicts on real words ({data['model']})",
+        "",
+        data["method"],
+        "",
+        "| group | words | sounds | false rejects | substitutions | caught | heard right | one sound more | reported missing | "
+        "at val threshold: false rejects | caught |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for g, v in data["minimal_pairs"].items():
+        a = v.get("at_threshold") or {}
+        lines.append(f"| {g} | {v['words']} | {v['sounds']} | {_pct(v['false_reject_rate'])} | {v['substitutions']} | "
+                     f"{_pct(v['substitution_recall'])} | {_pct(v['heard_accuracy'])} | {v['insertions']} | {_pct(v['missing_recall'])} | "
+                     f"{_pct(a.get('false_reject_rate'))} | {_pct(a.get('substitution_recall'))} |")  # fmt: skip
+    lines += ["", "By class of sound (test children where present): false rejects / substitutions caught.", "",
+              "| class | sounds | false rejects | substitutions | caught |", "|---|---|---|---|---|"]  # fmt: skip
+    group = "child" if "child" in data["minimal_pairs"] else next(iter(data["minimal_pairs"]), None)
+    for c, v in (data["minimal_pairs"].get(group) or {}).get("by_class", {}).items():
+        lines.append(f"| {c} | {v['sounds']} | {_pct(v['false_reject_rate'])} | {v['substitutions']} | {_pct(v['substitution_recall'])} |")
+    if data.get("figure"):
+        lines += ["", f"![minimal pairs]({data['figure']})"]
     return "\n".join(lines) + "\n"
 
 
