@@ -173,3 +173,30 @@ def test_bench_assess_times_each_mode_against_the_target(tmp_path):
     for v in res["modes"].values():
         assert 0 < v["median_ms"] <= v["p90_ms"] <= v["max_ms"] and v["sounds_correct"].endswith("/3")
     assert res["modes"]["blend"]["audio_s"] == 1.5 and "median" in r.output
+
+
+def test_an_accepted_variant_is_correct_and_named(clf, served_model, tmp_path):
+    from phonemekit.assess.assess import judge
+    from phonemekit.assess.lexicon import default_variants
+    from phonemekit.cli import app
+    from phonemekit.data.audio import write_audio
+    from phonemekit.evaluation.calibration import uncalibrated_verdict
+
+    labels = ["o_aa", "aw_ao", "t"]
+    verdict_of = lambda p, e: uncalibrated_verdict(p, labels, e)  # noqa: E731
+    heard = _heard([0.1, 0.8, 0.1], [0.05, 0.05, 0.9])  # "caught"'s vowel, then t
+    plain, _ = judge(["o_aa", "t"], heard, labels, verdict_of)
+    accented, _ = judge(["o_aa", "t"], heard, labels, verdict_of, default_variants())
+    assert plain[0]["verdict"] == "substituted" and "variant" not in plain[0]
+    assert accented[0]["verdict"] == "correct" and accented[0]["variant"] == "aw_ao" and accented[1]["verdict"] == "correct"
+    # A user's table on the command line; a table naming sounds the model lacks is refused in one line.
+    write_audio(tmp_path / "word.wav", _said("aa", "ee", "aa"))
+    (tmp_path / "v.json").write_text(json.dumps({"variants": {"sh": ["aa"]}}))
+    args = ["assess", str(tmp_path / "word.wav"), "--phones", "aa ee sh", "--model", str(served_model["model"])]
+    r = CliRunner().invoke(app, [*args, "--variants", str(tmp_path / "v.json"), "--json"])
+    assert r.exit_code == 0, r.output
+    last = json.loads(r.output)["sounds"][2]
+    assert last["verdict"] == "correct" and last["variant"] == "aa"
+    (tmp_path / "bad.json").write_text(json.dumps({"variants": {"sh": ["zz"]}}))
+    bad = CliRunner().invoke(app, [*args, "--variants", str(tmp_path / "bad.json")])
+    assert bad.exit_code == 2 and "does not know: zz" in bad.output

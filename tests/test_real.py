@@ -289,7 +289,9 @@ def test_the_real_recipe_end_to_end_on_a_fixture(speechocean, tmp_path):
     card = (out / "children" / "card.md").read_text()
     assert "chosen among fbank-mlp, whisper-mlp" in card.lower() and "| child |" in card and (out / "children" / "model.safetensors").is_file()
     rows = {(r["trained_on"], r["tested_on"]): r for r in sec["transfer"]["rows"]}
-    assert set(rows) == {(a, b) for a in ("synthetic", "real") for b in ("synthetic held-out voices", "real test speakers")}
+    assert set(rows) == {(a, b) for a in ("synthetic", "real", "both") for b in ("synthetic held-out voices", "real test speakers")}
+    assert rows[("both", "real test speakers")]["clips"] == rows[("real", "real test speakers")]["clips"]
+    assert "whisper-mlp+synthetic" in card and "synthetic validation voices" in card
     assert rows[("real", "real test speakers")]["clips"] == sum(1 for r in load_manifest(out / "data").rows if r["split"] == "test")
     ctx = train["models"]["whisper-mlp-context"]
     assert train["models"]["whisper-mlp"]["per_group"]["child"]["in_context_top1"] == ctx["per_group"]["child"]["top1"]

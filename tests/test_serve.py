@@ -251,3 +251,26 @@ def test_cors_allows_only_the_named_origins(served_model):
         assert "access-control-allow-origin" not in other.headers
     with _serve(served_model) as s:  # no --cors: no browser origin is allowed
         assert "access-control-allow-origin" not in httpx.options(f"{s.url}/classify", headers={"Origin": "http://game.example", **pre}).headers
+
+
+def test_a_word_expected_on_the_stream_is_judged_sound_by_sound(server):
+    from .test_assess import _said
+
+    wave = pcm16(_said("aa", "ee", "aa"))
+    with server.ws("?sample_rate=16000") as ws:
+        ws.send(json.dumps({"word": 7}))  # not text: refused, the stream goes on
+        ws.send(json.dumps({"type": "word_end"}))  # no word expected yet
+        ws.send(json.dumps({"phones": "aa ee sh"}))
+        for i in range(0, len(wave), 3200):
+            ws.send(wave[i : i + 3200])
+        ws.send(json.dumps({"type": "word_end"}))
+        ws.send(json.dumps({"type": "end"}))
+        events = [json.loads(m) for m in ws]
+    errors = [e for e in events if e["type"] == "error"]
+    assert len(errors) == 2 and "one of the two" in errors[0]["detail"] and "no word expected" in errors[1]["detail"]
+    words = [e for e in events if e["type"] == "word"]
+    first, last = words[0], words[-1]
+    assert first["expected"] == ["aa", "ee", "sh"] and [s["verdict"] for s in first["sounds"]] == ["missing"] * 3 and not first["final"]
+    assert len(words) >= 4 and sum(w["final"] for w in words) == 1 and last["final"]  # one after each sound heard, then the last
+    assert [s["heard"] for s in last["sounds"]] == ["aa", "ee", "aa"] and last["sounds"][2]["verdict"] == "substituted"
+    assert events.index(last) < next(i for i, e in enumerate(events) if e["type"] == "end")

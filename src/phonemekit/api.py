@@ -46,15 +46,17 @@ def export(run: str | Path, *, data: str | Path | None = None, clips: int = 32, 
 
 
 def assess_word(audio: str | Path, *, word: str | None = None, phones: str | list[str] | None = None, mode: str = "segment",
-                model: str | Path = "children") -> dict:  # fmt: skip
+                model: str | Path = "children", variants: str | Path | None = None) -> dict:  # fmt: skip
     """A verdict for every sound of `word` (or of `phones`) in a recording:
-    correct, substituted (with the sound heard) or missing; see `phonemekit.assess`."""
+    correct, substituted (with the sound heard) or missing; see `phonemekit.assess`.
+    `variants`: a JSON file of sounds accepted in place of others (default: the bundled accents table)."""
     from phonemekit.assess import assess
-    from phonemekit.assess.lexicon import expected_sounds
+    from phonemekit.assess.lexicon import expected_sounds, read_variants
     from phonemekit.config import AudioConfig
     from phonemekit.data.audio import load_audio
 
     clf = Classifier.load(model)
     expected = expected_sounds(clf.labels, word=word, phones=phones)
     samples = load_audio(audio, AudioConfig(max_seconds=30)).samples
-    return assess(clf, samples, expected, mode=mode, word=word, words=[word] if word else None)
+    table = read_variants(variants, clf.labels) if variants else None
+    return assess(clf, samples, expected, mode=mode, word=word, words=[word] if word else None, variants=table)

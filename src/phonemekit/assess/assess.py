@@ -4,11 +4,15 @@ verdict."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from phonemekit.assess.lexicon import default_variants
 from phonemekit.deploy.runtime import Classifier
 from phonemekit.errors import ConfigError
 
@@ -23,45 +27,65 @@ class Heard:
     probs: np.ndarray
 
 
-class _Recording:
-    """The classifier, remembering its latest answer: the live engine scores a
-    segment (pre-roll and trailing silence included) as it closes it, and
-    those are the probabilities a verdict must use."""
-
-    def __init__(self, clf: Classifier) -> None:
-        self.clf, self.last = clf, None
-
-    def __getattr__(self, name):
-        return getattr(self.clf, name)
-
-    def probs(self, waves, batch_size: int = 1):
-        p = self.clf.probs(waves, batch_size)
-        self.last = p[0]
-        return p
-
-
 def heard_segments(clf: Classifier, samples: np.ndarray, preset: str = "balanced") -> list[Heard]:
     """Sounds said apart: the live engine's VAD cuts them and scores each whole segment, as `live` does."""
     from phonemekit.live.engine import LiveEngine, load_live_config
     from phonemekit.live.sources import array_blocks
 
-    rec = _Recording(clf)
-    engine = LiveEngine(rec, load_live_config(preset))
-    heard = []
-    for block in [*array_blocks(samples), None]:
-        for e in engine.feed(block) if block is not None else engine.flush():
-            if e["type"] == "final" and e.get("label") is not None:  # the segment's own scores: the latest call, at its close
-                heard.append(Heard(e["segment_start"], e["segment_end"], rec.last))
+    heard: list[Heard] = []
+    # Only each segment's final scores count: no sliding windows while a sound goes on.
+    cfg = dataclasses.replace(load_live_config(preset), window_s=0.0)
+    engine = LiveEngine(clf, cfg, on_final=lambda start, end, p: heard.append(Heard(start, end, p)))
+    for block in array_blocks(samples):
+        engine.feed(block)
+    engine.flush()
     return heard
+
+
+class WordSession:
+    """A word expected on a live stream, its sounds said apart: each labelled
+    segment the engine closes is kept (`hear`, the engine's `on_final`), and
+    the verdicts are judged again over all of them (`verdicts`)."""
+
+    def __init__(self, clf: Classifier, expected: list[str], word: str | None = None, variants: dict[str, tuple[str, ...]] | None = None) -> None:
+        unknown = [s for s in expected if s not in clf.labels]
+        if unknown or not expected:
+            raise ConfigError(f"sounds this model does not know: {' '.join(unknown[:5])}" if unknown else "a word needs at least one sound")
+        self.clf, self.expected, self.word = clf, expected, word
+        self.variants = default_variants() if variants is None else variants
+        self.heard: list[Heard] = []
+        self.changed = False
+
+    def hear(self, start: float, end: float, probs: np.ndarray) -> None:
+        self.heard.append(Heard(start, end, probs))
+        self.changed = True
+
+    def verdicts(self, final: bool) -> dict:
+        """The stream's `word` event: verdicts so far (sounds not yet heard are
+        `missing`), or the last ones (`final`)."""
+        self.changed = False
+        sounds, inserted = judge(self.expected, self.heard, self.clf.labels, self.clf.verdict_of, self.variants)
+        return {"type": "word", "final": final, "word": self.word, "mode": "segment", "expected": self.expected, "sounds": sounds,
+                "inserted": inserted, "correct": sum(s["verdict"] == "correct" for s in sounds)}  # fmt: skip
+
+
+@functools.cache
+def _aligner():
+    """One pocketsphinx decoder for the process (loading its model takes
+    longer than aligning a word), used by one thread at a time."""
+    from phonemekit.align import get_aligner
+
+    return get_aligner("pocketsphinx"), threading.Lock()
 
 
 def heard_phones(clf: Classifier, samples: np.ndarray, words: list[str], expected: list[str]) -> list[Heard]:
     """A word said whole: the forced aligner places its phones, each is classified with its context."""
-    from phonemekit.align import get_aligner
     from phonemekit.align.base import AlignmentError
 
+    aligner, lock = _aligner()
     try:
-        aligned = get_aligner("pocketsphinx").align(samples, words)
+        with lock:
+            aligned = aligner.align(samples, words)
     except AlignmentError as e:
         raise ConfigError(f"the word could not be aligned in this audio ({e.reason}); try --mode segment") from None
     # Every phone the aligner placed: where its pronunciation differs from the
@@ -100,22 +124,27 @@ def match(expected: list[str], heard: list[Heard], labels: list[str]) -> list[tu
 
 
 def assess(clf: Classifier, samples: np.ndarray, expected: list[str], *, mode: str = "segment", words: list[str] | None = None,
-           word: str | None = None) -> dict:  # fmt: skip
-    """Verdicts for the sounds of a word: the documented JSON shape."""
+           word: str | None = None, variants: dict[str, tuple[str, ...]] | None = None) -> dict:  # fmt: skip
+    """Verdicts for the sounds of a word: the documented JSON shape.
+    `variants`: sounds accepted in place of others (default: `variants.json`)."""
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r} ({' | '.join(MODES)})")
     unknown = [s for s in expected if s not in clf.labels]
     if unknown:
         raise ConfigError(f"sounds this model does not know: {' '.join(unknown)}")
     heard = heard_segments(clf, samples) if mode == "segment" else heard_phones(clf, samples, words or [word or ""], expected)
-    sounds, inserted = judge(expected, heard, clf.labels, clf.verdict_of)
+    sounds, inserted = judge(expected, heard, clf.labels, clf.verdict_of, default_variants() if variants is None else variants)
     return {"word": word, "mode": mode, "expected": expected, "sounds": sounds, "inserted": inserted,
             "correct": sum(s["verdict"] == "correct" for s in sounds), "model": clf.name}  # fmt: skip
 
 
-def judge(expected: list[str], heard: list[Heard], labels: list[str], verdict_of: Callable[[np.ndarray, str], dict]) -> tuple[list[dict], list[dict]]:
+def judge(expected: list[str], heard: list[Heard], labels: list[str], verdict_of: Callable[[np.ndarray, str], dict],
+          variants: dict[str, tuple[str, ...]] | None = None) -> tuple[list[dict], list[dict]]:  # fmt: skip
     """Each expected sound matched to what was heard and judged by
-    `verdict_of` (a classifier's calibrated verdict): (sounds, inserted)."""
+    `verdict_of` (a classifier's calibrated verdict): (sounds, inserted).
+    A sound heard as one of its accepted `variants` is correct too, and
+    says which variant (`"variant": "aw_ao"`)."""
+    variants = variants or {}
     sounds, inserted = [], []
     for i, j in match(expected, heard, labels):
         if i is None:
@@ -129,9 +158,11 @@ def judge(expected: list[str], heard: list[Heard], labels: list[str], verdict_of
         h = heard[j]
         k = int(np.argmax(h.probs))
         v = verdict_of(h.probs, expected[i])
+        variant = labels[k] if not v["accepted"] and labels[k] in variants.get(expected[i], ()) else None
         sounds.append({
             "expected": expected[i],
-            "verdict": "correct" if v["accepted"] else "substituted",
+            "verdict": "correct" if v["accepted"] or variant else "substituted",
+            **({"variant": variant} if variant else {}),
             "heard": labels[k],
             "probability": round(float(h.probs[k]), 4),
             "score": v["probability"],  # the calibrated probability of the expected sound

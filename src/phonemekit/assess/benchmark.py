@@ -31,6 +31,7 @@ import numpy as np
 
 from phonemekit.align.dictionary import cmu_dictionary
 from phonemekit.assess.assess import Heard, judge
+from phonemekit.assess.lexicon import default_variants
 from phonemekit.data.phones import SOUND_CLASS, to_label
 from phonemekit.evaluation.predict import Predictions
 
@@ -106,18 +107,18 @@ class Neighbours:
 def judge_words(words: list[Word], labels: list[str], verdict_of: Callable[[np.ndarray, str], dict], neighbours: Neighbours) -> list[dict]:
     """One record per judged sound: kind (own, substituted, inserted), group,
     class of the sound said, the verdict, the sound heard and the score."""
-    out = []
+    out, variants = [], default_variants()  # as shipped: a sound heard as an accepted variant is correct
     for w in words:
-        sounds, _ = judge(list(w.sounds), list(w.heard), labels, verdict_of)
+        sounds, _ = judge(list(w.sounds), list(w.heard), labels, verdict_of, variants)
         for i, s in enumerate(sounds):
             out.append({"kind": "own", "group": w.group, "said": w.sounds[i], "class": SOUND_CLASS.get(w.sounds[i], "other"),
                         "verdict": s["verdict"], "heard": s["heard"], "score": s["score"]})  # fmt: skip
         for target, i in neighbours.substitutions(w.sounds):
-            s = judge(neighbours.sounds[target], list(w.heard), labels, verdict_of)[0][i]
+            s = judge(neighbours.sounds[target], list(w.heard), labels, verdict_of, variants)[0][i]
             out.append({"kind": "substituted", "group": w.group, "said": w.sounds[i], "class": SOUND_CLASS.get(w.sounds[i], "other"),
                         "target": target, "verdict": s["verdict"], "heard": s["heard"], "score": s["score"]})  # fmt: skip
         for target, i in neighbours.insertions(w.sounds):
-            s = judge(neighbours.sounds[target], list(w.heard), labels, verdict_of)[0][i]
+            s = judge(neighbours.sounds[target], list(w.heard), labels, verdict_of, variants)[0][i]
             out.append({"kind": "inserted", "group": w.group, "said": None, "class": SOUND_CLASS.get(neighbours.sounds[target][i], "other"),
                         "target": target, "verdict": s["verdict"], "heard": s["heard"], "score": s["score"]})  # fmt: skip
     return out

@@ -19,6 +19,30 @@ def phonics_lexicon() -> dict[str, list[str]]:
     return json.loads(resources.files("phonemekit.assess").joinpath("phonics.json").read_text(encoding="utf-8"))
 
 
+@functools.cache
+def default_variants() -> dict[str, tuple[str, ...]]:
+    """Accepted variants per sound (`variants.json`: accents that say a sound another way)."""
+    raw = json.loads(resources.files("phonemekit.assess").joinpath("variants.json").read_text(encoding="utf-8"))
+    return {k: tuple(v) for k, v in raw["variants"].items()}
+
+
+def read_variants(path, labels: list[str]) -> dict[str, tuple[str, ...]]:
+    """A user's variants file (`{"variants": {"sound": ["variant", ...]}}`), checked against the model's labels."""
+    from phonemekit.fileio import read_json
+
+    try:
+        raw = read_json(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read variants file {path}: {e}") from None
+    table = raw.get("variants") if isinstance(raw, dict) else None
+    if not isinstance(table, dict) or not all(isinstance(v, list) for v in table.values()):
+        raise ConfigError(f'{path}: expected {{"variants": {{"sound": ["variant", ...]}}}}')
+    unknown = sorted({str(s)[:32] for k, v in table.items() for s in [k, *v] if s not in labels})
+    if unknown:
+        raise ConfigError(f"{path}: sounds this model does not know: {' '.join(unknown[:5])}")
+    return {k: tuple(v) for k, v in table.items()}
+
+
 def word_sounds(word: str, extra: dict[str, list[str]] | None = None) -> list[str]:
     """The inventory sounds of `word` (a user's own entries in `extra` first)."""
     w = word.strip().lower()

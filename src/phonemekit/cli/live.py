@@ -125,6 +125,7 @@ def assess(
     phones: Annotated[str | None, typer.Option(help='The expected sounds instead of a word, e.g. "k a_ae t".')] = None,
     mode: Annotated[str, typer.Option(help="segment: sounds said apart; blend: the word said whole.")] = "segment",
     model: Annotated[Path, typer.Option(help="An end-to-end .onnx model, or a bundled model by name.")] = Path("children"),
+    variants: Annotated[Path | None, typer.Option(help='Sounds accepted in place of others, JSON: {"variants": {"o_aa": ["aw_ao"]}}.')] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the verdicts as JSON.")] = False,
 ) -> None:
     """A verdict for every sound of a word: correct, substituted (with what was heard) or missing."""
@@ -132,7 +133,7 @@ def assess(
 
     from phonemekit.api import assess_word
 
-    res = assess_word(audio, word=word, phones=phones, mode=mode, model=model)
+    res = assess_word(audio, word=word, phones=phones, mode=mode, model=model, variants=variants)
     expected = res["expected"]
     if json_out:
         typer.echo(_json.dumps(res, indent=1))
@@ -140,6 +141,7 @@ def assess(
     typer.echo(f"{res['word'] or ' '.join(expected)} ({mode}): {res['correct']} of {len(expected)} sounds correct")
     for s in res["sounds"]:
         heard = "" if s["verdict"] == "correct" or s["heard"] is None else f" (heard {s['heard']})"
+        heard += f" (accepted variant {s['variant']})" if s.get("variant") else ""
         at = "" if s["start"] is None else f"  {s['start']:.2f}-{s['end']:.2f} s"
         typer.echo(f"  {s['expected']:10s} {s['verdict']}{heard}{at}")
     for s in res["inserted"]:

@@ -52,6 +52,7 @@ class Manifest:
     labels: list[str]
     path: Path | None = None
     groups: dict[str, str] = field(default_factory=dict)
+    own_salt: str | None = None  # a manifest made in memory (`combine`) carries its parts' salt
 
     @property
     def speakers(self) -> list[str]:
@@ -60,6 +61,8 @@ class Manifest:
     @property
     def salt(self) -> str | None:
         """The data's pseudonym salt (written by `prepare`), if it has one."""
+        if self.own_salt:
+            return self.own_salt
         path = self.path.parent / SALT if self.path else None
         try:
             return path.read_text().strip() if path else None
@@ -327,6 +330,28 @@ def _load_groups(root: Path, speakers_file: str | Path | None) -> dict[str, str]
         elif speakers_file:
             raise DataError(f"speakers file {path} does not exist")
     return {}
+
+
+def combine(parts: list[tuple[Manifest, list[dict]]]) -> Manifest:
+    """One manifest over the chosen rows of several (training on two corpora
+    together): paths re-rooted at the folders' common parent, rows otherwise
+    unchanged (their `split`, groups, features by sha256). The label lists
+    must agree and no speaker may be in two parts."""
+    labels = parts[0][0].labels
+    if any(m.labels != labels for m, _ in parts):
+        raise DataError("cannot combine datasets whose label lists differ")
+    seen: dict[str, int] = {}
+    for k, (_, rows) in enumerate(parts):
+        for spk in {r["speaker"] for r in rows}:
+            if seen.setdefault(spk, k) != k:
+                raise DataError(f"speaker {spk!r} is in two of the datasets combined")
+    root = Path(os.path.commonpath([str(m.root.resolve()) for m, _ in parts]))
+    rows, groups = [], {}
+    for m, part in parts:
+        prefix = os.path.relpath(m.root.resolve(), root)
+        rows += [{**r, "path": os.path.normpath(os.path.join(prefix, r["path"]))} for r in part]
+        groups.update({r["speaker"]: m.groups.get(r["speaker"], "unknown") for r in part})
+    return Manifest(root, rows, list(labels), None, groups, own_salt=parts[0][0].salt)
 
 
 def load_manifest(path: str | Path | None) -> Manifest:

@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -140,8 +141,11 @@ class LiveEngine:
     """Feed audio blocks, get events. `classifier` is a runtime.Classifier
     (anything with `.labels` and `.probs(list_of_waves)`)."""
 
-    def __init__(self, classifier, cfg: LiveConfig, vad=None, expect: str | None = None) -> None:
-        self.classifier, self.cfg = classifier, cfg
+    def __init__(self, classifier, cfg: LiveConfig, vad=None, expect: str | None = None,
+                 on_final: Callable[[float, float, np.ndarray], None] | None = None) -> None:  # fmt: skip
+        """`on_final(start, end, probs)`: called with each labelled segment's
+        scores as it closes (reading verdicts keep them, `assess`)."""
+        self.classifier, self.cfg, self.on_final = classifier, cfg, on_final
         self.vad = vad or make_vad(cfg)
         self.smoother = Smoother(cfg)
         self.set_expect(expect)
@@ -245,6 +249,8 @@ class LiveEngine:
         best = int(np.argmax(p))
         label = self.classifier.labels[best] if p[best] >= self.cfg.min_confidence and duration_ms >= self.cfg.min_duration_ms else None
         reason = None if label else ("too_short" if duration_ms < self.cfg.min_duration_ms else "low_confidence")
+        if label is not None and self.on_final is not None:
+            self.on_final(seg.start, end, p)
         flips = max(0, len(seg.shown) - 1)
         ev = self._event(
             "final",

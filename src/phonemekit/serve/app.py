@@ -7,7 +7,8 @@ WebSocket, on FastAPI/uvicorn.
                               ?expect=LABEL adds the calibrated verdict, ?top_k=
     POST /assess              a word's recording: a verdict for every sound (?word= or ?phones=, ?mode=; serve.assess)
     WS   /stream              PCM16 frames in (?sample_rate= at open), the events of
-                              `phonemekit live` out (one engine, `live.engine`)
+                              `phonemekit live` out (one engine, `live.engine`); {"word": "cat"}
+                              makes a `word` event (verdicts per sound) follow every sound heard
 
 Host names, browser origins and the token are checked before any route
 (`serve.guard`). Hostile input is answered, never fatal: every malformed request gets a JSON
@@ -39,6 +40,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from phonemekit import __version__
+from phonemekit.assess.assess import WordSession
+from phonemekit.assess.lexicon import expected_sounds
 from phonemekit.config import AudioConfig
 from phonemekit.data.audio import REASONS, decode_bytes, decode_pcm16, pcm16_to_float, write_audio
 from phonemekit.deploy import bundled
@@ -241,14 +244,15 @@ def create_app(model_path: str | Path, cfg: ServeConfig | None = None, *, classi
             rate = int(sample_rate) if sample_rate.isdigit() else 0
             if not 8000 <= rate <= 48000:
                 raise ConfigError(f"sample_rate {sample_rate[:20]!r} (expected 8000-48000 Hz)")
-            engine = LiveEngine(state.classifier, load_live_config(preset), expect=expect)
+            word = _Word()
+            engine = LiveEngine(state.classifier, load_live_config(preset), expect=expect, on_final=word.hear)
         except ConfigError as e:
             await _send(ws, {"type": "error", "error": "bad_request", "detail": str(e)})
             await ws.close(code=1003, reason="bad request")
             return
         state.engines.add(engine)
         try:
-            await _run_stream(ws, engine, rate, state)
+            await _run_stream(ws, engine, rate, state, word)
         finally:
             state.engines.discard(engine)
 
@@ -274,8 +278,31 @@ async def _send(ws: WebSocket, event: dict) -> None:
     await ws.send_text(json.dumps(event))
 
 
-async def _run_stream(ws: WebSocket, engine: LiveEngine, sample_rate: int, state: State) -> None:
-    """Frames in, events out, until the client ends it ({"type": "end"}), goes quiet, or breaks the rules."""
+class _Word:
+    """The word a stream expects, if any (`{"word": "cat"}`): it hears the
+    engine's labelled segments and judges its sounds after each."""
+
+    session: WordSession | None = None
+
+    def hear(self, start: float, end: float, probs: np.ndarray) -> None:
+        if self.session is not None:
+            self.session.hear(start, end, probs)
+
+    def expect(self, clf: Classifier, cmd: dict) -> dict:
+        word, phones = cmd.get("word"), cmd.get("phones")
+        if not isinstance(word or phones, str) or (word is not None and phones is not None) or len(word or phones) > 400:
+            raise ConfigError('a word is {"word": "cat"} or {"phones": "k a_ae t"}: text, one of the two')
+        self.session = WordSession(clf, expected_sounds(clf.labels, word=word, phones=phones), word)
+        return self.session.verdicts(final=False)
+
+    def end(self) -> dict | None:
+        session, self.session = self.session, None
+        return session.verdicts(final=True) if session else None
+
+
+async def _run_stream(ws: WebSocket, engine: LiveEngine, sample_rate: int, state: State, word: _Word) -> None:
+    """Frames in, events out, until the client ends it ({"type": "end"}), goes quiet, or breaks the rules.
+    With a word expected, a `word` event follows every sound heard, and a final one `{"type": "word_end"}`."""
     cfg = state.cfg
     resampler = soxr.ResampleStream(sample_rate, SR, 1, dtype="float32") if sample_rate != SR else None
     bad, received, opened = 0, 0.0, time.monotonic()
@@ -284,6 +311,8 @@ async def _run_stream(ws: WebSocket, engine: LiveEngine, sample_rate: int, state
     async def run(fn) -> None:
         for ev in await anyio.to_thread.run_sync(fn, limiter=state.limiter):
             await _send(ws, ev)
+        if word.session is not None and word.session.changed:
+            await _send(ws, word.session.verdicts(final=False))
 
     try:
         while True:
@@ -342,6 +371,8 @@ async def _run_stream(ws: WebSocket, engine: LiveEngine, sample_rate: int, state
                 else:
                     if cmd.get("type") == "end":
                         await run(engine.flush)
+                        if (last := word.end()) is not None:
+                            await _send(ws, last)
                         await _send(ws, {"type": "end", "t_audio": round(engine.now, 4)})
                         await ws.close(code=1000)
                         return
@@ -351,8 +382,20 @@ async def _run_stream(ws: WebSocket, engine: LiveEngine, sample_rate: int, state
                             await _send(ws, {"type": "expect", "expected": cmd["expect"], "t_audio": round(engine.now, 4)})
                         except (ConfigError, TypeError) as e:
                             error = str(e)
+                    elif "word" in cmd or "phones" in cmd:
+                        try:
+                            await _send(ws, word.expect(state.classifier, cmd))
+                        except ConfigError as e:
+                            error = str(e)
+                    elif cmd.get("type") == "word_end":
+                        await run(engine.flush)  # a sound still open is part of the word
+                        last = word.end()
+                        if last is None:
+                            error = 'no word expected: send {"word": "cat"} first'
+                        else:
+                            await _send(ws, last)
                     else:
-                        error = f'unknown command {cmd!r:.80} (known: {{"expect": LABEL}}, {{"type": "end"}})'
+                        error = f'unknown command {cmd!r:.80} (known: {{"expect": LABEL}}, {{"word": W}}, {{"phones": P}}, {{"type": "word_end"}}, {{"type": "end"}})'
             if error:
                 bad += 1
                 await _send(ws, {"type": "error", "error": "bad_frame", "detail": error})

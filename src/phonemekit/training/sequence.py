@@ -95,8 +95,27 @@ def _pad(feats: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     return x, lengths
 
 
-def _loss(model: PhonemeModel, feats: list[np.ndarray], targets: list[list[int]]) -> torch.Tensor:
+def spec_augment(x: torch.Tensor, lengths: torch.Tensor, rng: np.random.Generator, time_masks: int = 2, max_frames: int = 8,
+                 feature_masks: int = 2, max_features: int = 40) -> torch.Tensor:  # fmt: skip
+    """SpecAugment on encoder frames (Park et al., 2019): a few spans of
+    frames and of feature channels zeroed per utterance, in place."""
+    for k, n in enumerate(lengths.tolist()):
+        for _ in range(time_masks):
+            w = int(rng.integers(0, max_frames + 1))
+            a = int(rng.integers(0, max(1, n - w)))
+            x[k, a : a + w] = 0
+        for _ in range(feature_masks):
+            w = int(rng.integers(0, max_features + 1))
+            a = int(rng.integers(0, max(1, x.shape[-1] - w)))
+            x[k, ..., a : a + w] = 0
+    return x
+
+
+def _loss(model: PhonemeModel, feats: list[np.ndarray], targets: list[list[int]], rng: np.random.Generator | None = None) -> torch.Tensor:
+    """CTC loss of a batch; with `rng`, its frames are masked first (SpecAugment)."""
     x, lengths = _pad(feats)
+    if rng is not None:
+        x = spec_augment(x, lengths, rng)
     lp = model.head_outputs(x, lengths)
     y = torch.tensor([t for seq in targets for t in seq])
     ylen = torch.tensor([len(seq) for seq in targets])
@@ -190,7 +209,7 @@ def train_recogniser(data: Path, cfg: ModelConfig, out: Path, *, cache_root, dev
         model.train()
         losses = []
         for batch in _batches(idx["train"], lengths, max_frames, rng):
-            loss = _loss(model, [feats[i] for i in batch], [utts[i].targets for i in batch])
+            loss = _loss(model, [feats[i] for i in batch], [utts[i].targets for i in batch], rng if cfg.train.augment else None)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
