@@ -79,6 +79,8 @@ def speechocean(tmp_path_factory) -> Path:
     for utt, s in scores.items():
         if utt.startswith("0005"):
             s["words"][0]["phones-accuracy"] = [0.4] * len(s["words"][0]["phones-accuracy"])
+        if utt.startswith("0101"):  # and the last word of a test child's, so the scores of the test phones vary
+            s["words"][-1]["phones-accuracy"] = [1.0] * len(s["words"][-1]["phones-accuracy"])
     # Hostile entries: a path out of the root, a command, a missing file, a corrupt file.
     write_audio(root.parent / "outside.wav", np.zeros(1600, np.float32) + 0.1)
     (root / "WAVE" / "bad.WAV").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
@@ -274,6 +276,9 @@ def test_the_real_recipe_end_to_end_on_a_fixture(speechocean, tmp_path):
     assert pron["model"] in ("fbank-mlp", "whisper-mlp") and set(pron["minimal_pairs"]) <= {"child", "adult"}
     child = pron["minimal_pairs"]["child"]
     assert child["words"] > 0 and child["sounds"] >= child["words"] and child["substitutions"] > 0
+    pcc = pron["phone_pcc"]  # the fixture carries the experts' scores: all test phones, the right and the wrong
+    assert pcc["phones"] > child["sounds"] and set(pcc["per_group"]) == {"child", "adult"}
+    assert -1 <= pcc["pcc"] <= 1 and pcc["per_group"]["child"]["pcc"] is not None
     assert 0 <= child["false_reject_rate"] <= 1 and 0 <= child["substitution_recall"] <= 1 and (out / "figures" / "minimal-pairs.png").is_file()
     from phonemekit.align import get_aligner
     from phonemekit.data.audio import load_audio

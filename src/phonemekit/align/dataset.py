@@ -164,3 +164,25 @@ def _segments(utts: list[dict], done: dict[str, dict], context: float, min_ms: f
     stats["kept"] = len(rows)
     stats["kept_why"] = "aligner and canonical phones agree" + (", experts scored it right" if any(u.get("scores") for u in utts) else "")
     return rows, rejected, stats
+
+
+def scored_segments(data: str | Path, aligner: str = "pocketsphinx", *, split: str = "test", context: float = 0.05) -> list[dict]:
+    """Every aligned canonical phone of `split` that the corpus's experts
+    scored, right or wrong (training keeps only the right ones), as segment
+    rows carrying `expert_score`: what a pronunciation score is checked on.
+    Empty when the corpus carries no scores."""
+    data = Path(data)
+    done = _read_cache(data / "alignments" / f"{aligner}.jsonl")
+    rows = []
+    for u in read_jsonl(data / UTTERANCES):
+        rec, scores = done.get(u["sha256"]), u.get("scores")
+        if u.get("split") != split or not scores or rec is None or "error" in rec or not u.get("words") or len(u["words"]) != len(rec["words"]):
+            continue
+        for wi, ((_, canon), (word, _, _, phones)) in enumerate(zip(u["words"], rec["words"])):
+            if len(canon) != len(phones) or wi >= len(scores) or not scores[wi]:
+                continue
+            for pi, ((_, start, end, _), phone) in enumerate(zip(phones, canon)):
+                label, expert = to_label(phone, "arpabet"), scores[wi][pi] if pi < len(scores[wi]) else None
+                if label is not None and isinstance(expert, (int, float)):
+                    rows.append(segment_row(u, start - context, end + context, label, word=word.lower(), word_index=wi, expert_score=float(expert)))
+    return rows

@@ -186,3 +186,21 @@ def minimal_pairs(val_words: list[Word], test_words: list[Word], labels: list[st
         figures[g] = {"words": sum(w.group == g for w in test_words), **summary(t, threshold_for(v))}
         curves[g] = det(t)
     return figures, curves
+
+
+def expert_agreement(preds: Predictions, verdict_of: Callable[[np.ndarray, str], dict]) -> dict:
+    """Pearson correlation between a phone's score (the calibrated
+    probability of its canonical sound) and the experts' mean score (0-2),
+    over all phones and per group (scipy.stats.pearsonr)."""
+    from scipy.stats import pearsonr
+
+    score = np.array([verdict_of(p, preds.labels[y])["probability"] for p, y in zip(preds.probs, preds.y)])
+    expert = np.array([r["expert_score"] for r in preds.rows])
+    group = np.array([r.get("group", "unknown") for r in preds.rows])
+
+    def pcc(mask: np.ndarray) -> dict:
+        if mask.sum() < 3 or np.ptp(score[mask]) == 0 or np.ptp(expert[mask]) == 0:
+            return {"pcc": None, "phones": int(mask.sum())}
+        return {"pcc": round(float(pearsonr(score[mask], expert[mask]).statistic), 4), "phones": int(mask.sum())}
+
+    return {**pcc(np.ones(len(score), bool)), "per_group": {g: pcc(group == g) for g in sorted(set(group))}}

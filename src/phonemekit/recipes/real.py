@@ -16,7 +16,8 @@ import numpy as np
 
 from phonemekit.align import align_dataset, get_aligner
 from phonemekit.align.benchmark import assembled_set, boundary_errors
-from phonemekit.assess.benchmark import MAX_NEIGHBOURS, TARGET_FRR, corpus_words, minimal_pairs
+from phonemekit.align.dataset import scored_segments
+from phonemekit.assess.benchmark import MAX_NEIGHBOURS, TARGET_FRR, corpus_words, expert_agreement, minimal_pairs
 from phonemekit.config import ModelConfig
 from phonemekit.data.demo import build_demo_corpus
 from phonemekit.data.importers import import_corpus
@@ -291,6 +292,11 @@ def pronunciation_section(out: Path, data: Path, model: str, path: Path) -> dict
     figures, curves = minimal_pairs(val, test, labels, verdict_of)
     points = {g: (1 - v["substitution_recall"], v["false_reject_rate"]) for g, v in figures.items() if v["substitution_recall"] is not None}
     minimal_pair_det(curves, points, out / "figures" / "minimal-pairs.png")
+    scored = {}
+    if rows_scored := scored_segments(data):  # a copy of the corpus with the experts' scores
+        model_ = run.load()
+        sm = Manifest(manifest.root, rows_scored, manifest.labels, None, manifest.groups)
+        scored = {"phone_pcc": expert_agreement(predict(model_, sm, rows_scored, cache_root=out / "cache"), verdict_of)}
     return {
         "model": model,
         "method": "Real words of the test speakers (every phone kept), phones placed by the corpus's pocketsphinx alignment and "
@@ -300,6 +306,7 @@ def pronunciation_section(out: Path, data: Path, model: str, path: Path) -> dict
         f"on the calibrated probability, chosen on validation speakers for {100 * TARGET_FRR:.0f}% false rejects.",
         "minimal_pairs": figures,
         "figure": "figures/minimal-pairs.png",
+        **scored,
     }
 
 

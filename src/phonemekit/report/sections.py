@@ -432,6 +432,10 @@ def pronunciation(data: dict, out: Path) -> str:
     group = "child" if "child" in data["minimal_pairs"] else next(iter(data["minimal_pairs"]), None)
     for c, v in (data["minimal_pairs"].get(group) or {}).get("by_class", {}).items():
         lines.append(f"| {c} | {v['sounds']} | {_pct(v['false_reject_rate'])} | {v['substitutions']} | {_pct(v['substitution_recall'])} |")
+    if pcc := data.get("phone_pcc"):
+        groups = ", ".join(f"{g} {v['pcc']}" for g, v in pcc["per_group"].items())
+        lines += ["", f"Against the experts' phone scores ({pcc['phones']} scored phones of the test speakers, the right and the wrong): "
+                  f"Pearson correlation {pcc['pcc']} ({groups}), the calibrated probability of the canonical sound against their mean."]  # fmt: skip
     if data.get("figure"):
         lines += ["", f"![minimal pairs]({data['figure']})"]
     return "\n".join(lines) + "\n"
