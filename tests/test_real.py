@@ -357,3 +357,40 @@ def test_import_and_align_on_the_command_line(speechocean, tmp_path):
     assert bad.exit_code == 2 and "unknown corpus format 'nocorpus'" in bad.output
     bad = CliRunner().invoke(app, ["align", str(tmp_path / "nothing")])
     assert bad.exit_code == 2 and "run `phonemekit import" in bad.output
+
+
+def test_lhotse_manifests_with_phone_alignments_and_hostile_entries(tmp_path):
+    import gzip
+
+    from phonemekit.data.importers import import_corpus
+    from phonemekit.data.manifest import load_manifest
+
+    x = _say("she sat", "en-us", 50)
+    dur = len(x) / 16000
+    src = tmp_path / "lh"
+    write_audio(src / "audio" / "r1.wav", np.concatenate([x, x]))
+    write_audio(tmp_path / "outside.wav", x)
+    recs = [
+        {"id": "r1", "sources": [{"type": "file", "channels": [0], "source": "audio/r1.wav"}], "sampling_rate": 16000, "duration": 2 * dur},
+        {"id": "r2", "sources": [{"type": "command", "channels": [0], "source": "rm -rf ~ |"}], "sampling_rate": 16000},
+        {"id": "r3", "sources": [{"type": "file", "channels": [0], "source": "../outside.wav"}], "sampling_rate": 16000},
+    ]
+    phones = [{"symbol": "SH", "start": 0.2, "duration": 0.1}, {"symbol": "IY1", "start": 0.3, "duration": 0.12},
+              {"symbol": "QQ", "start": 0.42, "duration": 0.05}, {"symbol": "S", "start": -1, "duration": 0.1}]  # fmt: skip
+    sups = [
+        {"id": "u1", "recording_id": "r1", "start": 0.0, "duration": dur, "speaker": "kid", "text": "SHE SAT", "custom": {"age": 7, "split": "train"},
+         "alignment": {"phone": phones}},
+        {"id": "u2", "recording_id": "r1", "start": dur, "duration": dur, "speaker": "kid", "text": "SHE SAT"},
+        {"id": "u3", "recording_id": "r2", "start": 0, "duration": 1.0, "speaker": "x"},
+        {"id": "u4", "recording_id": "r1", "start": "soon", "duration": 1.0, "speaker": "x"},
+    ]  # fmt: skip
+    with gzip.open(src / "recordings.jsonl.gz", "wt") as f:
+        f.write("\n".join(json.dumps(r) for r in recs) + "\nnot json\n")
+    (src / "supervisions.jsonl").write_text("\n".join(json.dumps(s) for s in sups) + "\n")
+    s = import_corpus("lhotse", src, tmp_path / "data")
+    m = load_manifest(tmp_path / "data")
+    assert s["utterances"] == 2 and [r["label"] for r in m.rows] == ["sh", "ee_iy"] and s["unknown_phones"] == {"QQ": 1}
+    assert s["reasons"] == {"bad_line": 1, "unsupported_source": 1, "path_escape": 1, "missing": 1, "bad_segment": 1, "bad_interval": 1}
+    utts = [json.loads(line) for line in (tmp_path / "data" / "utterances.jsonl").read_text().splitlines()]
+    assert utts[0]["group"] == "child" and utts[0]["split"] == "train" and utts[1]["segment"] == [pytest.approx(dur), pytest.approx(2 * dur)]
+    assert m.rows[0]["start"] == pytest.approx(0.15) and m.rows[0]["source_sha256"] == utts[0]["sha256"]

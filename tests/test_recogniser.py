@@ -79,3 +79,25 @@ def test_assembled_sounds_have_known_joins_and_the_benchmark_measures_them():
     assert exact["median_error_ms"] == 0 and exact["within_20ms"] == 1 and exact["boundaries"] == 16 and exact["failed"] == 0
     late = boundary_errors(_Oracle(truth, 0.03), sets)
     assert late["median_error_ms"] == pytest.approx(30, abs=0.1) and late["within_20ms"] == 0 and late["within_50ms"] == 1
+
+
+def test_utterances_become_targets_and_a_segment_of_a_recording_is_cut_not_whole(tmp_path):
+    import json
+
+    from phonemekit.data.segments import segment_id
+    from phonemekit.training.sequence import utterances
+
+    (tmp_path / "dataset.json").write_text(json.dumps({"root": str(tmp_path), "labels": LABELS}))
+    rows = [
+        {"utt": "a", "path": "r.wav", "speaker": "s", "sha256": "f" * 64, "duration": 4.0, "words": [[0, ["K", "AE1", "T"]]]},
+        {"utt": "b", "path": "r.wav", "speaker": "s", "sha256": "f" * 64, "duration": 4.0, "segment": [1.0, 2.5], "words": [[0, ["SH", "IY"]]]},
+        {"utt": "c", "path": "r.wav", "speaker": "s", "sha256": "f" * 64, "duration": 4.0, "words": [[0, ["K", "XX"]]]},
+        {"utt": "d", "path": "r.wav", "speaker": "s", "sha256": "f" * 64, "duration": 4.0},
+    ]
+    (tmp_path / "utterances.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    manifest, utts, skipped = utterances(tmp_path)
+    assert [[LABELS[i] for i in u.targets] for u in utts] == [["k", "a_ae", "t"], ["sh", "ee_iy"]]
+    assert skipped == {"no_words": 1, "unmapped_phone": 1} and len(manifest.rows) == 2
+    whole, part = (u.row for u in utts)
+    assert "start" not in whole and whole["sha256"] == "f" * 64
+    assert (part["start"], part["end"], part["source_sha256"]) == (1.0, 2.5, "f" * 64) and part["sha256"] == segment_id("f" * 64, 1.0, 2.5)

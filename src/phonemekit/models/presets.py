@@ -95,9 +95,11 @@ DEFAULT_ENCODER = "whisper"  # extract
 REAL_MODELS = ("whisper-mlp", "fbank-mlp", "whisper-mlp-context")
 # Its phone recogniser: the BiLSTM CTC head on whole utterances of Whisper tiny.en
 # frames, trained on canonical phone sequences (`training.sequence`); Whisper's
-# positional table covers 30 s.
-RECOGNISER = ModelConfig(name="whisper-phones", encoder=WHISPER, head=CTC, train=TrainConfig(lr=2e-3, epochs=30, patience=4),
-                         audio=AudioConfig(max_seconds=30.0))  # fmt: skip
+# positional table covers 30 s. On speechocean762's validation speakers,
+# dropout 0.3 with SpecAugment on the frames gave PER 0.270, against 0.291
+# (dropout 0.1) and 0.297 (dropout 0.3 alone).
+RECOGNISER = ModelConfig(name="whisper-phones", encoder=WHISPER, head=HeadConfig(kind="ctc", options={**CTC.options, "dropout": 0.3}),
+                         train=TrainConfig(lr=2e-3, epochs=30, patience=5, augment=True), audio=AudioConfig(max_seconds=30.0))  # fmt: skip
 
 
 def get_preset(name: str) -> ModelConfig:

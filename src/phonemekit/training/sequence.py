@@ -26,6 +26,7 @@ from phonemekit.data.importers.base import UTTERANCES
 from phonemekit.data.inventory import SOUNDS
 from phonemekit.data.manifest import DATASET, Manifest
 from phonemekit.data.phones import to_label
+from phonemekit.data.segments import segment_row
 from phonemekit.data.splits import corpus_split
 from phonemekit.errors import DataError
 from phonemekit.evaluation.metrics import ratio_bootstrap_ci
@@ -65,7 +66,9 @@ def utterances(data: Path) -> tuple[Manifest, list[Utterance], dict]:
         if None in labels:
             skipped["unmapped_phone"] += 1
             continue
-        kept.append(Utterance({**r, "label": labels[0]}, [index[x] for x in labels]))
+        # An utterance inside a longer recording (Kaldi segments, lhotse supervisions) is a segment row: only its part is encoded.
+        row = segment_row(r, *r["segment"], labels[0]) if "segment" in r else {**r, "label": labels[0]}
+        kept.append(Utterance(row, [index[x] for x in labels]))
     manifest = Manifest(Path(dataset["root"]), [u.row for u in kept], LABELS, groups={r["speaker"]: r.get("group", "unknown") for r in rows})
     return manifest, kept, skipped
 

@@ -7,7 +7,7 @@ alignment and sequence training.
     phonemekit import speechocean762 SRC --out DATA
 """
 
-from phonemekit.data.importers import audiofolder, kaldi, textgrid, timit  # noqa: F401  (each registers itself)
+from phonemekit.data.importers import audiofolder, kaldi, lhotse, textgrid, timit  # noqa: F401  (each registers itself)
 from phonemekit.data.importers.base import Imported, available_importers, import_corpus, register_importer
 
 __all__ = ["Imported", "available_importers", "import_corpus", "register_importer"]
