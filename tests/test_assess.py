@@ -85,8 +85,16 @@ def test_words_to_sounds_phonics_first_then_the_dictionary():
     assert word_sounds("Fish") == ["f", "i_ih", "sh"] and word_sounds("cat", {"cat": ["k", "a_ae", "t", "s"]})[-1] == "s"
     pytest.importorskip("pocketsphinx")
     assert word_sounds("sunny") == ["s", "u_ah", "n", "ee_iy"]  # from the CMU dictionary
-    with pytest.raises(ConfigError, match="neither the phonics lexicon nor the CMU dictionary"):
-        word_sounds("zqxwv")
+    # In neither dictionary: sounded out by phonics rules, and marked as a guess.
+    from phonemekit.assess.lexicon import lookup, phonics_g2p, text_sounds
+
+    assert lookup("zorb") == (["z", "aw_ao", "r", "b"], "g2p") and lookup("cat")[1] == "phonics" and lookup("sunny")[1] == "cmu"
+    cases = {"cake": "k ai_ey k", "bike": "b ie_ay k", "night": "n ie_ay t", "catch": "k a_ae ch", "bridge": "b r i_ih j",
+             "queen": "k w ee_iy n", "happy": "h a_ae p ee_iy", "splash": "s p l a_ae sh", "fox": "f o_aa k s", "rain": "r ai_ey n"}  # fmt: skip
+    assert {w: " ".join(phonics_g2p(w)) for w in cases} == cases
+    with pytest.raises(ConfigError, match="only plain letters"):
+        word_sounds("c@t")
+    assert [(w, src) for w, _, src in text_sounds("The cat, zorb!")] == [("The", "cmu"), ("cat", "phonics"), ("zorb", "g2p")]
 
 
 def test_assess_word_in_the_api(served_model, tmp_path):
@@ -200,3 +208,18 @@ def test_an_accepted_variant_is_correct_and_named(clf, served_model, tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"variants": {"sh": ["zz"]}}))
     bad = CliRunner().invoke(app, [*args, "--variants", str(tmp_path / "bad.json")])
     assert bad.exit_code == 2 and "does not know: zz" in bad.output
+
+
+def test_a_sentence_said_whole_is_judged_word_by_word_even_a_word_in_no_dictionary(tmp_path):
+    pytest.importorskip("pocketsphinx")
+    import phonemekit
+    from phonemekit.assess.bench import word_audio
+    from phonemekit.data.audio import write_audio
+
+    write_audio(tmp_path / "s.wav", word_audio("the zorb sat", "blend"))
+    res = phonemekit.assess_word(tmp_path / "s.wav", text="the zorb sat", mode="blend", model="children")
+    assert res["guessed"] == ["zorb"] and res["word"] == "the zorb sat"
+    assert [s["word"] for s in res["sounds"]] == ["the"] * 2 + ["zorb"] * 4 + ["sat"] * 3
+    assert sum(s["verdict"] != "missing" for s in res["sounds"]) >= 7  # the aligner placed the guessed word's sounds too
+    starts = [s["start"] for s in res["sounds"] if s["start"] is not None]
+    assert starts == sorted(starts)

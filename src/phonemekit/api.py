@@ -45,18 +45,18 @@ def export(run: str | Path, *, data: str | Path | None = None, clips: int = 32, 
     return export_run(run, parity_clips(run, data, clips), **kw)
 
 
-def assess_word(audio: str | Path, *, word: str | None = None, phones: str | list[str] | None = None, mode: str = "segment",
-                model: str | Path = "children", variants: str | Path | None = None) -> dict:  # fmt: skip
-    """A verdict for every sound of `word` (or of `phones`) in a recording:
-    correct, substituted (with the sound heard) or missing; see `phonemekit.assess`.
-    `variants`: a JSON file of sounds accepted in place of others (default: the bundled accents table)."""
-    from phonemekit.assess import assess
-    from phonemekit.assess.lexicon import expected_sounds, read_variants
+def assess_word(audio: str | Path, *, word: str | None = None, phones: str | list[str] | None = None, text: str | None = None,
+                mode: str = "segment", model: str | Path = "children", variants: str | Path | None = None) -> dict:  # fmt: skip
+    """A verdict for every sound of `word` (or of a sentence, `text`, or of
+    `phones`) in a recording: correct, substituted (with the sound heard) or
+    missing; see `phonemekit.assess`. `variants`: a JSON file of sounds
+    accepted in place of others (default: the bundled accents table)."""
+    from phonemekit.assess import assess_expected
+    from phonemekit.assess.lexicon import read_variants
     from phonemekit.config import AudioConfig
     from phonemekit.data.audio import load_audio
 
     clf = Classifier.load(model)
-    expected = expected_sounds(clf.labels, word=word, phones=phones)
     samples = load_audio(audio, AudioConfig(max_seconds=30)).samples
     table = read_variants(variants, clf.labels) if variants else None
-    return assess(clf, samples, expected, mode=mode, word=word, words=[word] if word else None, variants=table)
+    return assess_expected(clf, samples, word=word, phones=phones, text=text, mode=mode, variants=table)

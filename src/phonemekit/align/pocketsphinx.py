@@ -29,6 +29,13 @@ class PocketsphinxAligner(Aligner):
     def knows(self, word: str) -> bool:
         return self.decoder.lookup_word(word.lower()) is not None
 
+    def add_word(self, word: str, sounds: list[str]) -> None:
+        """A word the dictionary lacks, with its sounds (the inventory's), for this decoder."""
+        unknown = [s for s in sounds if s not in TO_ARPABET]
+        if unknown or not sounds or not word.isalpha():
+            raise AlignmentError("unknown_sound", f"cannot add {word[:32]!r}: {' '.join(unknown[:5]) or 'no sounds'}")
+        self.decoder.add_word(word.lower(), " ".join(TO_ARPABET[s] for s in sounds), True)
+
     def align_sounds(self, samples: np.ndarray, sounds: list[str]) -> list[AlignedPhone]:
         """Each sound as a one-phone word of its own (added to the dictionary as `snd<phone>`)."""
         names = []

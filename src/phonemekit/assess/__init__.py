@@ -12,7 +12,7 @@ nothing. `blend`: the word said whole, aligned inside by the forced aligner
 as `inserted`.
 """
 
-from phonemekit.assess.assess import assess
+from phonemekit.assess.assess import assess, assess_expected
 from phonemekit.assess.lexicon import word_sounds
 
-__all__ = ["assess", "word_sounds"]
+__all__ = ["assess", "assess_expected", "word_sounds"]

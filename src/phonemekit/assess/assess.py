@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from phonemekit.assess.lexicon import default_variants
+from phonemekit.assess.lexicon import default_variants, lookup, parse_phones, text_sounds
 from phonemekit.deploy.runtime import Classifier
 from phonemekit.errors import ConfigError
 
@@ -78,13 +78,19 @@ def _aligner():
     return get_aligner("pocketsphinx"), threading.Lock()
 
 
-def heard_phones(clf: Classifier, samples: np.ndarray, words: list[str], expected: list[str]) -> list[Heard]:
-    """A word said whole: the forced aligner places its phones, each is classified with its context."""
+def heard_phones(clf: Classifier, samples: np.ndarray, words: list[str], expected: list[str],
+                 pronunciations: dict[str, list[str]] | None = None) -> list[Heard]:  # fmt: skip
+    """A word said whole: the forced aligner places its phones, each is
+    classified with its context. `pronunciations`: sounds of words the
+    aligner's dictionary lacks (sounded out by phonics rules)."""
     from phonemekit.align.base import AlignmentError
 
     aligner, lock = _aligner()
     try:
         with lock:
+            for w, sounds in (pronunciations or {}).items():
+                if not aligner.knows(w):
+                    aligner.add_word(w, sounds)
             aligned = aligner.align(samples, words)
     except AlignmentError as e:
         raise ConfigError(f"the word could not be aligned in this audio ({e.reason}); try --mode segment") from None
@@ -124,7 +130,8 @@ def match(expected: list[str], heard: list[Heard], labels: list[str]) -> list[tu
 
 
 def assess(clf: Classifier, samples: np.ndarray, expected: list[str], *, mode: str = "segment", words: list[str] | None = None,
-           word: str | None = None, variants: dict[str, tuple[str, ...]] | None = None) -> dict:  # fmt: skip
+           word: str | None = None, variants: dict[str, tuple[str, ...]] | None = None,
+           pronunciations: dict[str, list[str]] | None = None) -> dict:  # fmt: skip
     """Verdicts for the sounds of a word: the documented JSON shape.
     `variants`: sounds accepted in place of others (default: `variants.json`)."""
     if mode not in MODES:
@@ -132,7 +139,7 @@ def assess(clf: Classifier, samples: np.ndarray, expected: list[str], *, mode: s
     unknown = [s for s in expected if s not in clf.labels]
     if unknown:
         raise ConfigError(f"sounds this model does not know: {' '.join(unknown)}")
-    heard = heard_segments(clf, samples) if mode == "segment" else heard_phones(clf, samples, words or [word or ""], expected)
+    heard = heard_segments(clf, samples) if mode == "segment" else heard_phones(clf, samples, words or [word or ""], expected, pronunciations)
     sounds, inserted = judge(expected, heard, clf.labels, clf.verdict_of, default_variants() if variants is None else variants)
     return {"word": word, "mode": mode, "expected": expected, "sounds": sounds, "inserted": inserted,
             "correct": sum(s["verdict"] == "correct" for s in sounds), "model": clf.name}  # fmt: skip
@@ -170,3 +177,26 @@ def judge(expected: list[str], heard: list[Heard], labels: list[str], verdict_of
             "end": round(h.end, 3),
         })  # fmt: skip
     return sounds, inserted
+
+
+def assess_expected(clf: Classifier, samples: np.ndarray, *, word: str | None = None, phones: str | list[str] | None = None,
+                    text: str | None = None, mode: str = "segment", variants: dict[str, tuple[str, ...]] | None = None) -> dict:  # fmt: skip
+    """`assess` for what a game asks: a word, a sentence (`text`; each sound
+    says which word it belongs to) or sounds named directly. Words in
+    neither dictionary are sounded out by phonics rules, and the result
+    says so (`"guessed": ["zorb"]`)."""
+    if sum(x is not None for x in (word, phones, text)) != 1:
+        raise ConfigError('give the expected word (e.g. cat), a sentence (text), or the sounds (e.g. "k a_ae t"): one of the three')
+    if phones is not None:
+        return assess(clf, samples, parse_phones(phones if isinstance(phones, str) else " ".join(phones), clf.labels), mode=mode, variants=variants)
+    parts = text_sounds(text) if text is not None else [(word, *lookup(word))]
+    expected = [s for _, sounds, _ in parts for s in sounds]
+    guessed = {w: sounds for w, sounds, source in parts if source == "g2p"}
+    res = assess(clf, samples, expected, mode=mode, words=[w for w, _, _ in parts], word=word if text is None else text, variants=variants,
+                 pronunciations=guessed)  # fmt: skip
+    if text is not None:
+        owners = [w for w, sounds, _ in parts for _ in sounds]
+        for sound, w in zip(res["sounds"], owners):
+            sound["word"] = w
+    res["guessed"] = list(guessed)
+    return res

@@ -43,13 +43,69 @@ def read_variants(path, labels: list[str]) -> dict[str, tuple[str, ...]]:
     return {k: tuple(v) for k, v in table.items()}
 
 
-def word_sounds(word: str, extra: dict[str, list[str]] | None = None) -> list[str]:
-    """The inventory sounds of `word` (a user's own entries in `extra` first)."""
+# Grapheme-phoneme correspondences as phonics teaches them, longest first:
+# the small G2P for words in neither dictionary (`phonics_g2p`).
+GPC: dict[str, tuple[str, ...]] = {
+    "tch": ("ch",), "dge": ("j",), "igh": ("ie_ay",),
+    "sh": ("sh",), "ch": ("ch",), "th": ("th",), "ng": ("ng",), "ck": ("k",), "qu": ("k", "w"), "wh": ("w",), "ph": ("f",),
+    "kn": ("n",), "wr": ("r",), "ll": ("l",), "ss": ("s",), "ff": ("f",), "zz": ("z",), "bb": ("b",), "dd": ("d",), "gg": ("g",),
+    "mm": ("m",), "nn": ("n",), "pp": ("p",), "rr": ("r",), "tt": ("t",),
+    "ee": ("ee_iy",), "ea": ("ee_iy",), "oa": ("oa_ow",), "ai": ("ai_ey",), "ay": ("ai_ey",), "oi": ("oy_oy",), "oy": ("oy_oy",),
+    "ou": ("ow_aw",), "ow": ("ow_aw",), "oo": ("oo_uw",), "ew": ("oo_uw",), "ue": ("oo_uw",), "ie": ("ie_ay",), "aw": ("aw_ao",),
+    "au": ("aw_ao",), "ar": ("o_aa", "r"), "or": ("aw_ao", "r"), "er": ("er_er",), "ir": ("er_er",), "ur": ("er_er",),
+    "a": ("a_ae",), "b": ("b",), "c": ("k",), "d": ("d",), "e": ("e_eh",), "f": ("f",), "g": ("g",), "h": ("h",), "i": ("i_ih",),
+    "j": ("j",), "k": ("k",), "l": ("l",), "m": ("m",), "n": ("n",), "o": ("o_aa",), "p": ("p",), "q": ("k",), "r": ("r",),
+    "s": ("s",), "t": ("t",), "u": ("u_ah",), "v": ("v",), "w": ("w",), "x": ("k", "s"), "y": ("y",), "z": ("z",),
+}  # fmt: skip
+_SPLIT = {"a": "ai_ey", "e": "ee_iy", "i": "ie_ay", "o": "oa_ow", "u": "oo_uw"}  # a split digraph: "cake", "bike", "home", "cute"
+
+
+def phonics_g2p(word: str) -> list[str]:
+    """A word's sounds by phonics rules (longest grapheme first, a split
+    digraph's final e silent, a final y after a consonant as in "happy"):
+    a guess, for words in neither dictionary."""
+    w = word.lower()
+    if not w.isascii() or not w.isalpha():
+        raise ConfigError(f"{word[:40]!r}: only plain letters can be sounded out")
+    split = len(w) >= 3 and w[-1] == "e" and w[-3] in _SPLIT and w[-2] not in "aeiouwxy" and (len(w) == 3 or w[-4] not in "aeiou")
+    if split:
+        w = w[:-1]
+    out: list[str] = []
+    i = 0
+    while i < len(w):
+        g = next(g for n in (3, 2, 1) if (g := w[i : i + n]) in GPC)
+        if split and i == len(w) - 2 and g == w[-2]:  # the vowel before the last consonant: its long sound
+            out.append(_SPLIT[g])
+        elif g == "y" and i == len(w) - 1 and i > 0 and w[i - 1] not in "aeiou":
+            out.append("ee_iy")
+        else:
+            out += GPC[g]
+        i += len(g)
+    return out
+
+
+def lookup(word: str, extra: dict[str, list[str]] | None = None) -> tuple[list[str], str]:
+    """The inventory sounds of `word` and where they came from: a user's own
+    entries (`extra`), the phonics lexicon, the CMU dictionary, else the phonics G2P (`g2p`, a guess)."""
     w = word.strip().lower()
-    for table in (extra or {}, phonics_lexicon(), cmu_dictionary()):
+    for source, table in (("user", extra or {}), ("phonics", phonics_lexicon()), ("cmu", cmu_dictionary())):
         if w in table:
-            return list(table[w])
-    raise ConfigError(f"{word[:40]!r} is in neither the phonics lexicon nor the CMU dictionary; give its sounds with --phones")
+            return list(table[w]), source
+    return phonics_g2p(w), "g2p"
+
+
+def word_sounds(word: str, extra: dict[str, list[str]] | None = None) -> list[str]:
+    """The inventory sounds of `word` (`lookup`)."""
+    return lookup(word, extra)[0]
+
+
+def text_sounds(text: str) -> list[tuple[str, list[str], str]]:
+    """A sentence's words, each with its sounds and their source."""
+    words = [w.strip(".,!?;:\"'()") for w in text.split()]
+    words = [w for w in words if w]
+    if not words or len(words) > 40:
+        raise ConfigError("--text needs 1-40 words")
+    return [(w, *lookup(w)) for w in words]
 
 
 def parse_phones(text: str, labels: list[str]) -> list[str]:
@@ -65,11 +121,13 @@ def parse_phones(text: str, labels: list[str]) -> list[str]:
     return sounds
 
 
-def expected_sounds(labels: list[str], *, word: str | None = None, phones: str | list[str] | None = None) -> list[str]:
-    """What the child was asked to say: a word's sounds, or the sounds named
-    directly (`"k a_ae t"` or a list), one of the two."""
-    if (word is None) == (phones is None):
-        raise ConfigError('give the expected word (e.g. cat) or its sounds (e.g. "k a_ae t"), one of the two')
+def expected_sounds(labels: list[str], *, word: str | None = None, phones: str | list[str] | None = None, text: str | None = None) -> list[str]:
+    """What the child was asked to say: a word's sounds, a sentence's
+    (`text`), or the sounds named directly (`"k a_ae t"` or a list), one of the three."""
+    if sum(x is not None for x in (word, phones, text)) != 1:
+        raise ConfigError('give the expected word (e.g. cat), a sentence (--text), or the sounds (e.g. "k a_ae t"): one of the three')
     if phones is not None:
         return parse_phones(phones if isinstance(phones, str) else " ".join(phones), labels)
+    if text is not None:
+        return [s for _, sounds, _ in text_sounds(text) for s in sounds]
     return word_sounds(word)

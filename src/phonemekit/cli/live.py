@@ -123,6 +123,7 @@ def assess(
     audio: Annotated[Path, typer.Argument(help="A recording of the child reading (WAV/FLAC/OGG).")],
     word: Annotated[str | None, typer.Option(help="The word the child was asked to read (phonics lexicon, then the CMU dictionary).")] = None,
     phones: Annotated[str | None, typer.Option(help='The expected sounds instead of a word, e.g. "k a_ae t".')] = None,
+    text: Annotated[str | None, typer.Option(help='A sentence instead of a word, e.g. "the cat sat".')] = None,
     mode: Annotated[str, typer.Option(help="segment: sounds said apart; blend: the word said whole.")] = "segment",
     model: Annotated[Path, typer.Option(help="An end-to-end .onnx model, or a bundled model by name.")] = Path("children"),
     variants: Annotated[Path | None, typer.Option(help='Sounds accepted in place of others, JSON: {"variants": {"o_aa": ["aw_ao"]}}.')] = None,
@@ -133,7 +134,7 @@ def assess(
 
     from phonemekit.api import assess_word
 
-    res = assess_word(audio, word=word, phones=phones, mode=mode, model=model, variants=variants)
+    res = assess_word(audio, word=word, phones=phones, text=text, mode=mode, model=model, variants=variants)
     expected = res["expected"]
     if json_out:
         typer.echo(_json.dumps(res, indent=1))
@@ -143,7 +144,10 @@ def assess(
         heard = "" if s["verdict"] == "correct" or s["heard"] is None else f" (heard {s['heard']})"
         heard += f" (accepted variant {s['variant']})" if s.get("variant") else ""
         at = "" if s["start"] is None else f"  {s['start']:.2f}-{s['end']:.2f} s"
-        typer.echo(f"  {s['expected']:10s} {s['verdict']}{heard}{at}")
+        owner = f"  [{s['word']}]" if "word" in s else ""
+        typer.echo(f"  {s['expected']:10s} {s['verdict']}{heard}{at}{owner}")
+    if res.get("guessed"):
+        typer.echo(f"  (sounded out by phonics rules, in no dictionary: {', '.join(res['guessed'])})")
     for s in res["inserted"]:
         typer.echo(f"  {'+':10s} inserted {s['heard']}  {s['start']:.2f}-{s['end']:.2f} s")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import anyio
 from fastapi import FastAPI, Query, Request
 
-from phonemekit.assess import assess
+from phonemekit.assess import assess_expected
 from phonemekit.assess.assess import MODES
 from phonemekit.assess.lexicon import expected_sounds
 from phonemekit.config import AudioConfig
@@ -22,14 +22,15 @@ def mount_assess(app: FastAPI, state: State) -> None:
     @app.post("/assess", summary="A verdict for every sound of a word: correct, substituted (with the sound heard) or missing")
     async def assess_route(request: Request, word: str | None = Query(None, max_length=40, description="the word the child was asked to read"),
                            phones: str | None = Query(None, max_length=400, description='its sounds instead, e.g. "k a_ae t"'),
+                           text: str | None = Query(None, max_length=400, description='a sentence instead, e.g. "the cat sat"'),
                            mode: str = Query("segment", description=" | ".join(MODES))) -> dict:  # fmt: skip
         clf = state.classifier
-        if (word is None) == (phones is None):
-            raise ApiError(400, "bad_request", "give word or phones, one of the two")
+        if sum(x is not None for x in (word, phones, text)) != 1:
+            raise ApiError(400, "bad_request", "give word, text or phones, one of the three")
         if mode not in MODES:
             raise ApiError(400, "bad_request", f"mode: {' | '.join(MODES)}")
         try:
-            expected = expected_sounds(clf.labels, word=word, phones=phones)
+            expected_sounds(clf.labels, word=word, phones=phones, text=text)  # checked before the body is read
         except ConfigError as e:
             raise ApiError(400, "unknown_word", str(e)) from None
         body = await read_body(request, state.cfg)
@@ -39,7 +40,7 @@ def mount_assess(app: FastAPI, state: State) -> None:
             raise ApiError(413 if e.reason in ("too_large", "too_long") else 422, e.reason, e.detail or REASONS.get(e.reason, e.reason)) from None
         try:
             return await anyio.to_thread.run_sync(
-                lambda: assess(clf, clip.samples, expected, mode=mode, word=word, words=[word] if word else None), limiter=state.limiter
+                lambda: assess_expected(clf, clip.samples, word=word, phones=phones, text=text, mode=mode), limiter=state.limiter
             )
         except PhonemekitError as e:
             raise ApiError(422, "unprocessable", str(e)) from None
