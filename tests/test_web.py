@@ -266,3 +266,28 @@ def test_the_page_refuses_a_model_from_another_origin(served_model, tmp_path, we
         error = page.evaluate("document.getElementById('status').dataset.error")
         browser.close()
     assert error and "another origin" in error, error
+
+
+def test_reading_a_word_on_the_page_shows_a_verdict_for_each_sound(web_server, served_model, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from .test_assess import _said
+
+    said = tmp_path / "said.wav"
+    sf.write(said, np.concatenate([_said("aa", "ee", "aa"), np.zeros(16000, np.float32)]), 16000, subtype="PCM_16")
+    with sync_playwright() as p:
+        browser = _browser(p, said)
+        page = _open(browser, web_server.url + "/")
+        page.click("#mode-word")
+        assert page.is_visible("#word-practice") and not page.is_visible("#practise")
+        page.fill("#read-word", "aa ee sh")
+        page.check("#read-as-sounds")
+        page.fill("#read-seconds", "4")
+        page.click("#read")
+        page.wait_for_function("window.phonemekitEvents.some(e => e.type === 'assess')", timeout=30_000)
+        res = next(e for e in page.evaluate("window.phonemekitEvents") if e["type"] == "assess")
+        items = page.eval_on_selector_all("#read-sounds li", "els => els.map(e => [e.className, e.textContent])")
+        browser.close()
+    assert res["ok"] and res["expected"] == ["aa", "ee", "sh"] and len(items) == 3, res
+    assert [c for c, _ in items] == [s["verdict"] for s in res["sounds"]] and res["correct"] >= 1
+    assert items[2][0] == "substituted" and items[2][1] == "sh: heard aa"  # the last sound said was aa, not sh

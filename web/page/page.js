@@ -89,12 +89,35 @@ async function main() {
   const start = async () => { if (!listening) { await kit.start(); listening = true; } };
   button("start").onclick = async () => { await start(); button("start").disabled = true; button("stop").disabled = false; };
   button("stop").onclick = async () => { await kit.stop(); listening = false; button("start").disabled = false; button("stop").disabled = true; };
-  for (const [mode, other] of [["practise", "collect"], ["collect", "practise"]]) {
+  const modes = { practise: "practise", word: "word-practice", collect: "collect" };
+  for (const [mode, section] of Object.entries(modes)) {
     $(`mode-${mode}`).onclick = () => {
-      $(mode).hidden = false; $(other).hidden = true;
-      $(`mode-${mode}`).classList.add("on"); $(`mode-${other}`).classList.remove("on");
+      for (const [m, sec] of Object.entries(modes)) { $(sec).hidden = m !== mode; $(`mode-${m}`).classList.toggle("on", m === mode); }
+      $(section).hidden = false;
     };
   }
+  button("read").onclick = async () => {
+    if (!info) { $("read-result").textContent = "Reading a word is judged by the server: open this page from `phonemekit serve --web`."; return; }
+    await start();
+    button("read").disabled = true;
+    $("read-result").textContent = "listening...";
+    const seconds = Math.min(10, Math.max(1, Number(input("read-seconds").value) || 3));
+    const clip = await kit.record(seconds);
+    button("read").disabled = false;
+    const what = input("read-word").value.trim();
+    const query = new URLSearchParams({ [input("read-as-sounds").checked ? "phones" : "word"]: what, mode: "segment" });
+    const r = await fetch(`assess?${query}`, { method: "POST", body: toWav(clip), headers: { ...auth, "content-type": "audio/wav" } });
+    const body = await r.json();
+    log({ type: "assess", ok: r.ok, status: r.status, ...body });
+    if (!r.ok) { $("read-result").textContent = `not judged (${body.error}: ${body.detail})`; $("read-sounds").replaceChildren(); return; }
+    $("read-result").textContent = `${body.correct} of ${body.expected.length} sounds right` + (body.guessed?.length ? " (sounded out by phonics rules)" : "");
+    $("read-sounds").replaceChildren(...body.sounds.map((snd) => {
+      const li = el("li", snd.verdict === "correct" ? `${snd.expected}: right` : snd.verdict === "missing" ? `${snd.expected}: not heard`
+        : `${snd.expected}: heard ${snd.heard}`);
+      li.className = snd.verdict;
+      return li;
+    }));
+  };
   input("consent").onchange = () => { button("record").disabled = !input("consent").checked; };
   button("record").onclick = async () => {
     if (!input("speaker").value.trim()) { saved(`name the child first`, false); return; }
