@@ -35,6 +35,20 @@ class CTCAligner(Aligner):
         feats, lengths = self.model.encode(wave, torch.tensor([wave.shape[1]]))
         return self.model.head_outputs(feats, lengths)[0, : int(self.model.out_lengths(lengths)[0])].numpy()
 
+    def transcribe(self, samples: np.ndarray) -> list[tuple[str, float, float]]:
+        """The sounds heard, free of any expectation (greedy CTC): (sound, start, end),
+        the span of frames where the sound's label wins, in seconds."""
+        best = self.log_probs(samples).argmax(-1)
+        step, out, k = 1.0 / self.model.spec.frame_rate, [], 0
+        while k < len(best):
+            j = k
+            while j + 1 < len(best) and best[j + 1] == best[k]:
+                j += 1
+            if best[k] != self.model.blank:
+                out.append((self.model.labels[int(best[k])], k * step, (j + 1) * step))
+            k = j + 1
+        return out
+
     def align_sounds(self, samples: np.ndarray, sounds: list[str]) -> list[AlignedPhone]:
         """The inventory's sounds placed in the audio, in order."""
         unknown = [s for s in sounds if s not in self.index]

@@ -281,10 +281,14 @@ def real(
     models: Annotated[str, typer.Option(help="Comma-separated presets.")] = ",".join(REAL_MODELS),
     epochs: Annotated[int | None, typer.Option(min=1, help="Override the epochs of every model.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Processes for alignment and training.")] = 2,
-    force: Annotated[list[str] | None, typer.Option(help="Redo this step (repeatable): import, align, train.")] = None,
+    force: Annotated[
+        list[str] | None,
+        typer.Option(help="Redo this step (repeatable): import, align, train, recognise, transfer, boundaries, pronunciation, bundle."),
+    ] = None,
     device: Device = "auto",
 ) -> None:
-    """Real children: import and align speechocean762, train, evaluate on its test children and adults (resumable)."""
+    """Real children: import and align speechocean762, train the clip models and a phone recogniser, evaluate on its test
+    children and adults, measure aligners and reading verdicts, bundle the best model (resumable)."""
     from phonemekit.recipes.real import run_real
     from phonemekit.torchutil import resolve_device
 
@@ -294,3 +298,41 @@ def real(
                  workers=workers, device=resolve_device(device), progress=p)  # fmt: skip
     _print_report(out)
     log.info("real-speech recipe finished in %.0f s; report: %s", time.perf_counter() - t0, out / "report.md")
+
+
+@command()
+def phones(
+    audio: Annotated[Path, typer.Argument(help="A recording (WAV/FLAC/OGG), up to 30 s.")],
+    recogniser: Annotated[Path, typer.Option(help="A phone recogniser's run folder (`make real` trains one: runs/real/recogniser).")] = Path(
+        "runs/real/recogniser"
+    ),
+    text: Annotated[str | None, typer.Option(help="Align these words instead (CTC forced alignment through the CMU dictionary).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The sounds in a recording, with their times: transcribed by a phone recogniser, or aligned to given words."""
+    import json as _json
+
+    from phonemekit.align import get_aligner
+    from phonemekit.align.base import AlignmentError
+    from phonemekit.config import AudioConfig
+    from phonemekit.data.audio import load_audio
+    from phonemekit.errors import ConfigError
+    from phonemekit.runs import Run
+
+    samples = load_audio(audio, AudioConfig(max_seconds=30)).samples
+    ctc = get_aligner("ctc", model=Run(recogniser).load(with_encoder=True))
+    if text is None:
+        out = [{"sound": s, "start": round(a, 3), "end": round(b, 3)} for s, a, b in ctc.transcribe(samples)]
+    else:
+        try:
+            out = [{"word": w.word, "phones": [{"phone": p.phone, "start": round(p.start, 3), "end": round(p.end, 3), "score": round(p.score, 3)}
+                    for p in w.phones]} for w in ctc.align(samples, text.split())]  # fmt: skip
+        except AlignmentError as e:
+            raise ConfigError(f"cannot align {text!r} in this audio: {e}") from None
+    if json_out:
+        typer.echo(_json.dumps(out, indent=1))
+    elif text is None:
+        typer.echo(" ".join(x["sound"] for x in out) or "(no sound heard)")
+    else:
+        for w in out:
+            typer.echo(f"{w['word']}: " + " ".join(f"{p['phone']} {p['start']:.2f}-{p['end']:.2f}" for p in w["phones"]))
