@@ -223,3 +223,18 @@ def test_a_sentence_said_whole_is_judged_word_by_word_even_a_word_in_no_dictiona
     assert sum(s["verdict"] != "missing" for s in res["sounds"]) >= 7  # the aligner placed the guessed word's sounds too
     starts = [s["start"] for s in res["sounds"] if s["start"] is not None]
     assert starts == sorted(starts)
+
+
+def test_a_word_session_keeps_only_the_latest_sounds_of_a_stream_that_never_ends_its_word(clf):
+    from phonemekit.assess.assess import WordSession
+    from phonemekit.errors import ConfigError
+
+    session = WordSession(clf, ["aa", "ee"], None)
+    p = np.full(len(clf.labels), 1 / len(clf.labels))
+    for k in range(100):
+        session.hear(k, k + 0.5, p)
+    assert len(session.heard) == WordSession.MAX_HEARD and session.heard[-1].start == 99 and session.changed
+    v = session.verdicts(final=True)
+    assert v["final"] and len(v["sounds"]) == 2 and len(v["inserted"]) == WordSession.MAX_HEARD - 2 and not session.changed
+    with pytest.raises(ConfigError):
+        WordSession(clf, ["zz"], None)

@@ -56,8 +56,10 @@ class WordSession:
         self.heard: list[Heard] = []
         self.changed = False
 
+    MAX_HEARD = 64  # a word never has this many sounds; a stream that never ends its word keeps only the latest
+
     def hear(self, start: float, end: float, probs: np.ndarray) -> None:
-        self.heard.append(Heard(start, end, probs))
+        self.heard = [*self.heard[-(self.MAX_HEARD - 1) :], Heard(start, end, probs)]
         self.changed = True
 
     def verdicts(self, final: bool) -> dict:

@@ -119,9 +119,11 @@ def _loss(model: PhonemeModel, feats: list[np.ndarray], targets: list[list[int]]
     x, lengths = _pad(feats)
     if rng is not None:
         x = spec_augment(x, lengths, rng)
+    dev = next(model.parameters()).device
+    x, lengths = x.to(dev), lengths.to(dev)
     lp = model.head_outputs(x, lengths)
-    y = torch.tensor([t for seq in targets for t in seq])
-    ylen = torch.tensor([len(seq) for seq in targets])
+    y = torch.tensor([t for seq in targets for t in seq], device=dev)
+    ylen = torch.tensor([len(seq) for seq in targets], device=dev)
     return F.ctc_loss(lp.transpose(0, 1), y, model.out_lengths(lengths), ylen, blank=model.blank, zero_infinity=True)
 
 
@@ -132,6 +134,8 @@ def transcribe(model: PhonemeModel, feats: list[np.ndarray], max_frames: int = 2
     out: list[list[int]] = [[] for _ in feats]
     for batch in _batches(list(range(len(feats))), [len(f) for f in feats], max_frames, None):
         x, lengths = _pad([feats[i] for i in batch])
+        dev = next(model.parameters()).device
+        x, lengths = x.to(dev), lengths.to(dev)
         for i, seq in zip(batch, greedy(model.head_outputs(x, lengths), model.out_lengths(lengths), model.blank)):
             out[i] = seq
     return out
