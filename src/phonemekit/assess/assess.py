@@ -47,6 +47,8 @@ class WordSession:
     segment the engine closes is kept (`hear`, the engine's `on_final`), and
     the verdicts are judged again over all of them (`verdicts`)."""
 
+    MAX_HEARD = 64  # a word never has this many sounds; a stream that never ends its word keeps only the latest
+
     def __init__(self, clf: Classifier, expected: list[str], word: str | None = None, variants: dict[str, tuple[str, ...]] | None = None) -> None:
         unknown = [s for s in expected if s not in clf.labels]
         if unknown or not expected:
@@ -55,8 +57,6 @@ class WordSession:
         self.variants = default_variants() if variants is None else variants
         self.heard: list[Heard] = []
         self.changed = False
-
-    MAX_HEARD = 64  # a word never has this many sounds; a stream that never ends its word keeps only the latest
 
     def hear(self, start: float, end: float, probs: np.ndarray) -> None:
         self.heard = [*self.heard[-(self.MAX_HEARD - 1) :], Heard(start, end, probs)]
