@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from phonemekit.assess.lexicon import default_variants, lookup, parse_phones, text_sounds
+from phonemekit.assess.lexicon import default_variants, expected_parts
 from phonemekit.deploy.runtime import Classifier
 from phonemekit.errors import ConfigError
 
@@ -187,12 +187,10 @@ def assess_expected(clf: Classifier, samples: np.ndarray, *, word: str | None = 
     says which word it belongs to) or sounds named directly. Words in
     neither dictionary are sounded out by phonics rules, and the result
     says so (`"guessed": ["zorb"]`)."""
-    if sum(x is not None for x in (word, phones, text)) != 1:
-        raise ConfigError('give the expected word (e.g. cat), a sentence (text), or the sounds (e.g. "k a_ae t"): one of the three')
-    if phones is not None:
-        return assess(clf, samples, parse_phones(phones if isinstance(phones, str) else " ".join(phones), clf.labels), mode=mode, variants=variants)
-    parts = text_sounds(text) if text is not None else [(word, *lookup(word))]
+    parts = expected_parts(clf.labels, word=word, phones=phones, text=text)
     expected = [s for _, sounds, _ in parts for s in sounds]
+    if phones is not None:
+        return assess(clf, samples, expected, mode=mode, variants=variants)
     guessed = {w: sounds for w, sounds, source in parts if source == "g2p"}
     res = assess(clf, samples, expected, mode=mode, words=[w for w, _, _ in parts], word=word if text is None else text, variants=variants,
                  pronunciations=guessed)  # fmt: skip

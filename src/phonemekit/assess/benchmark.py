@@ -95,9 +95,7 @@ class Neighbours:
         return [found[k] for k in sorted(rng.choice(len(found), size=min(MAX_NEIGHBOURS, len(found)), replace=False))] if found else []
 
     def substitutions(self, sounds: tuple[str, ...]) -> list[tuple[str, int]]:
-        found = [
-            (w, i) for i in range(len(sounds)) for w, j in self.sub.get((*sounds[:i], "*", *sounds[i + 1 :]), []) if j == i and self.sounds[w][i] != sounds[i]
-        ]
+        found = [(w, i) for i in range(len(sounds)) for w, _ in self.sub.get((*sounds[:i], "*", *sounds[i + 1 :]), []) if self.sounds[w][i] != sounds[i]]
         return self._draw(found, "sub:" + " ".join(sounds))
 
     def insertions(self, sounds: tuple[str, ...]) -> list[tuple[str, int]]:
@@ -127,11 +125,12 @@ def judge_words(words: list[Word], labels: list[str], verdict_of: Callable[[np.n
 def det(records: list[dict]) -> dict:
     """False rejects (own sounds scored under the threshold) against missed
     substitutions (a wrong target scored at or over it), over thresholds."""
-    own = np.array([r["score"] for r in records if r["kind"] == "own"])
-    sub = np.array([r["score"] for r in records if r["kind"] == "substituted"])
+    own = np.sort([r["score"] for r in records if r["kind"] == "own"])
+    sub = np.sort([r["score"] for r in records if r["kind"] == "substituted"])
     thresholds = np.unique(np.r_[0.0, own, sub, 1.0 + 1e-9])
-    frr = np.array([(own < t).mean() if len(own) else np.nan for t in thresholds])
-    miss = np.array([(sub >= t).mean() if len(sub) else np.nan for t in thresholds])
+    # Counts under each threshold by binary search in the sorted scores (a comparison per pair would be quadratic).
+    frr = np.searchsorted(own, thresholds, side="left") / len(own) if len(own) else np.full(len(thresholds), np.nan)
+    miss = 1 - np.searchsorted(sub, thresholds, side="left") / len(sub) if len(sub) else np.full(len(thresholds), np.nan)
     return {"thresholds": thresholds, "frr": frr, "miss": miss}
 
 

@@ -121,13 +121,20 @@ def parse_phones(text: str, labels: list[str]) -> list[str]:
     return sounds
 
 
-def expected_sounds(labels: list[str], *, word: str | None = None, phones: str | list[str] | None = None, text: str | None = None) -> list[str]:
-    """What the child was asked to say: a word's sounds, a sentence's
-    (`text`), or the sounds named directly (`"k a_ae t"` or a list), one of the three."""
+def expected_parts(labels: list[str], *, word: str | None = None, phones: str | list[str] | None = None,
+                   text: str | None = None) -> list[tuple[str | None, list[str], str]]:  # fmt: skip
+    """What the child was asked to say, word by word: (word, its sounds, where
+    they came from) for a word or a sentence (`text`); one part with no word
+    for sounds named directly (`"k a_ae t"` or a list). One of the three."""
     if sum(x is not None for x in (word, phones, text)) != 1:
         raise ConfigError('give the expected word (e.g. cat), a sentence (--text), or the sounds (e.g. "k a_ae t"): one of the three')
     if phones is not None:
-        return parse_phones(phones if isinstance(phones, str) else " ".join(phones), labels)
+        return [(None, parse_phones(phones if isinstance(phones, str) else " ".join(phones), labels), "phones")]
     if text is not None:
-        return [s for _, sounds, _ in text_sounds(text) for s in sounds]
-    return word_sounds(word)
+        return text_sounds(text)
+    return [(word, *lookup(word))]
+
+
+def expected_sounds(labels: list[str], *, word: str | None = None, phones: str | list[str] | None = None, text: str | None = None) -> list[str]:
+    """What the child was asked to say, as one sequence of sounds (`expected_parts`)."""
+    return [s for _, sounds, _ in expected_parts(labels, word=word, phones=phones, text=text) for s in sounds]
