@@ -252,6 +252,7 @@ def test_kaldi_segments_timit_textgrid_and_audiofolder_fixtures(tmp_path):
     assert s["reasons"] == {"path_escape": 1}
 
 
+@pytest.mark.slow  # about a minute: every step, the recogniser and three transfer trainings included
 def test_the_real_recipe_end_to_end_on_a_fixture(speechocean, tmp_path):
     from phonemekit.data.manifest import load_manifest
     from phonemekit.recipes.real import run_real
