@@ -267,7 +267,17 @@ def test_the_real_recipe_end_to_end_on_a_fixture(speechocean, tmp_path):
     assert set(m["per_group"]) == {"child", "adult"} and m["per_group"]["child"]["speakers"] == 1
     base = next(v for k, v in train["baselines"].items() if "fbank" in k)
     assert "top1" in base["per_group"]["child"] and sec["alignment"]["kept"] > 100
-    assert [s["step"] for s in sec["pipeline"]["steps"]] == ["import", "align", "train", "recognise", "transfer", "boundaries", "pronunciation", "bundle"]
+    assert [s["step"] for s in sec["pipeline"]["steps"]] == [
+        "import",
+        "align",
+        "train",
+        "recognise",
+        "transfer",
+        "boundaries",
+        "pronunciation",
+        "bundle",
+        "enrolment",
+    ]
     per = sec["per"]
     assert per["utterances"]["test"] == 2 * 4 and set(per["test"]["per_group"]) == {"child", "adult"}
     assert per["test"]["phones"] == sum(v["phones"] for v in per["test"]["per_group"].values()) and 0 <= per["test"]["per"]
@@ -314,6 +324,10 @@ def test_the_real_recipe_end_to_end_on_a_fixture(speechocean, tmp_path):
     ctx = train["models"]["whisper-mlp-context"]
     assert train["models"]["whisper-mlp"]["per_group"]["child"]["in_context_top1"] == ctx["per_group"]["child"]["top1"]
     assert train["best_model"] != "whisper-mlp-context"  # a game hears a clip alone: the best model is of the clip view
+    enrolled = sec["enrolment"]
+    assert str(enrolled["choice"]["reg"]) in enrolled["choice"]["by_reg"] and set(enrolled["by_shots"]) == {"0", "1", "2", "5"}
+    assert enrolled["by_shots"]["0"]["top1"] == enrolled["by_shots"]["0"]["unadapted_top1"] and enrolled["by_shots"]["1"]["speakers"] == 1
+    assert "## Enrolment of a new speaker" in (out / "report.md").read_text()
     again = run_real(speechocean, out, models=("fbank-mlp", "whisper-mlp", "whisper-mlp-context"), epochs=3, workers=1, synthetic=(3, 1), boundary_sequences=6)
     assert again == []  # every step done: nothing runs twice
 

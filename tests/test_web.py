@@ -291,3 +291,36 @@ def test_reading_a_word_on_the_page_shows_a_verdict_for_each_sound(web_server, s
     assert res["ok"] and res["expected"] == ["aa", "ee", "sh"] and len(items) == 3, res
     assert [c for c, _ in items] == [s["verdict"] for s in res["sounds"]] and res["correct"] >= 1
     assert items[2][0] == "substituted" and items[2][1] == "sh: heard aa"  # the last sound said was aa, not sh
+
+
+def test_a_profile_loaded_on_the_page_adapts_the_browser_as_python(web_server, served_model, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from phonemekit.deploy.runtime import Classifier
+
+    clf = Classifier.load(served_model["model"])
+    clips = served_model["clips"][:6]
+    # Wrong labels on purpose: the adapted answers move away from the model's own.
+    profile = clf.enrol(clips, [clf.labels[(i + 1) % len(clf.labels)] for i in clf.probs(clips).argmax(1)], reg=0.01)
+    ref = clf.with_profile(profile).probs(clips)
+    assert np.abs(ref - clf.probs(clips)).max() > 0.1
+    (tmp_path / "p.json").write_text(json.dumps(profile.to_dict()))
+    (tmp_path / "foreign.json").write_text(json.dumps({**profile.to_dict(), "model": "0" * 64}))
+    with sync_playwright() as p:
+        browser = _browser(p)
+        page = _open(browser, web_server.url + "/")
+        classify = "async (w) => Array.from((await window.phonemekit.classify(w)).probs)"
+        page.set_input_files("#profile", str(tmp_path / "p.json"))
+        page.wait_for_function("window.phonemekitEvents.some(e => e.type === 'profile')", timeout=10_000)
+        got = np.array([page.evaluate(classify, x.tolist()) for x in clips])
+        shown = page.text_content("#profile-status")
+        page.set_input_files("#profile", str(tmp_path / "foreign.json"))
+        page.wait_for_function("window.phonemekitEvents.filter(e => e.type === 'profile').length === 2", timeout=10_000)
+        refused = page.text_content("#profile-status")
+        still = np.array(page.evaluate(classify, clips[0].tolist()))  # a refused profile leaves the last good one in place
+        page.evaluate("window.phonemekit.setProfile(null)")
+        plain = np.array(page.evaluate(classify, clips[0].tolist()))
+        browser.close()
+    assert np.abs(got - ref).max() < 1e-4 and "adapted to this child" in shown
+    assert "another model" in refused and np.abs(still - ref[0]).max() < 1e-4
+    assert np.abs(plain - clf.probs(clips[:1])[0]).max() < 1e-4

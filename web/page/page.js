@@ -74,6 +74,19 @@ async function main() {
   showWord(select("target"), $("word")); showWord(select("rec-label"), $("rec-word"));
   kit.expect(select("target").value);
 
+  // A profile stays on this device: read here and given to the model, which adapts to that child.
+  input("profile").onchange = async () => {
+    const file = input("profile").files?.[0];
+    try {
+      const res = await kit.setProfile(file ? JSON.parse(await file.text()) : null);
+      $("profile-status").textContent = res.enrolled ? `adapted to this child (${Object.keys(res.shots).length} sounds enrolled)` : "";
+      log({ type: "profile", ok: true, ...res });
+    } catch (e) {
+      $("profile-status").textContent = `profile not used: ${e.message}`;
+      log({ type: "profile", ok: false, error: e.message });
+    }
+  };
+
   kit.on("*", log);
   kit.on("provisional", (ev) => { $("label").textContent = ev.label; bars(ev.top_k); });
   kit.on("final", (ev) => {

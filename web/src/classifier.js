@@ -3,6 +3,7 @@
 // as phonemekit.deploy.runtime.Classifier in Python.
 
 import { readVerifiedMetadata } from "./onnxmeta.js";
+import { adapt, checkProfile } from "./profile.js";
 import { argmax, fetchBytes } from "./util.js";
 
 export class Classifier {
@@ -10,6 +11,14 @@ export class Classifier {
     this.ort = ort; this.session = session; this.meta = meta;
     this.labels = meta.labels; this.sampleRate = meta.sample_rate; this.name = meta.model_name;
     this.calibration = meta.calibration ?? null;
+    this.profile = null;
+  }
+
+  // A speaker profile (`phonemekit enrol`) adapts every later answer to that child; null: unadapted.
+  setProfile(profile) {
+    if (profile !== null && !this.session.outputNames.includes("embedding")) throw new Error("this model has no embedding output to adapt");
+    this.profile = profile === null ? null : checkProfile(profile, this.meta);
+    return this.profile;
   }
 
   // options.headers: sent with the model's request (a server's token, say).
@@ -26,6 +35,7 @@ export class Classifier {
     const T = this.ort.Tensor;
     const out = await this.session.run({ waveform: new T("float32", Float32Array.from(wave), [1, wave.length]),
       lengths: new T("int64", BigInt64Array.from([BigInt(wave.length)]), [1]) });
+    if (this.profile) return adapt(this.profile, /** @type {Float32Array} */ (out.log_probs.data), /** @type {Float32Array} */ (out.embedding.data));
     return Float32Array.from(out.probs.data);
   }
 

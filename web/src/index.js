@@ -5,6 +5,7 @@
 //   kit.expect("s");                 // practise mode: the calibrated verdict rides on each final event
 //   await kit.start();               // microphone -> AudioWorklet -> Worker (VAD, smoothing, model)
 //   await kit.classify(float32Wave); // {probs, top_k, verdict?} for one 16 kHz clip
+//   await kit.setProfile(json);      // adapt to an enrolled child (`phonemekit enrol`)
 //
 // Everything runs on the device: no audio leaves it.
 
@@ -78,6 +79,12 @@ export class PhonemeKit {
     if (label !== null && !this.labels.includes(label)) throw new Error(`${label} is not a label of this model`);
     this.expected = label;
     this.worker.postMessage({ type: "expect", label });
+  }
+
+  // A speaker profile (the JSON `phonemekit enrol` writes) adapts every later answer to that child; null: unadapted.
+  async setProfile(profile) {
+    const res = await this.#call({ type: "profile", profile });
+    return { enrolled: res.enrolled, shots: res.shots };
   }
 
   async classify(wave, { topK = 3 } = {}) {

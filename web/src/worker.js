@@ -32,6 +32,11 @@ async function handle(msg) {
     case "expect":
       engine.setExpect(msg.label);
       return;
+    case "profile": {
+      const profile = classifier.setProfile(msg.profile);
+      post({ type: "profile", id: msg.id, enrolled: profile !== null, shots: profile?.shots ?? {} });
+      return;
+    }
     case "classify": {
       const t0 = performance.now();
       const probs = await classifier.probs(msg.wave);

@@ -47,18 +47,43 @@ def test_batch(
     data: Annotated[Path, typer.Argument(help="Folder of audio (label = parent folder name), a manifest, or one file.")],
     out: Annotated[Path, typer.Option(help="Per-file predictions (.csv or .json).")] = Path("predictions.csv"),
     top_k: Annotated[int, typer.Option(min=1)] = 3,
+    profile: Annotated[Path | None, typer.Option(help="A speaker profile (`phonemekit enrol`): classify as adapted to that speaker.")] = None,
     trusted_hashes: Trusted = None,
 ) -> None:
     """Classify every file with a model; write predictions and accuracy."""
     from phonemekit.deploy.batchtest import list_inputs, load_predictor, run_batch, write_predictions
 
-    labels, predict, kind = load_predictor(model, _trusted(trusted_hashes))
+    labels, predict, kind = load_predictor(model, _trusted(trusted_hashes), profile)
     items = list_inputs(data, labels)
     with progress_bar() as p:
         rows, summary = run_batch(labels, predict, items, top_k, progress=p)
     write_predictions(rows, summary, out)
     acc = "n/a (no labels)" if summary["accuracy"] is None else f"{summary['accuracy']:.3f} on {summary['labelled']} labelled files"
     typer.echo(f"{kind} model: {summary['classified']}/{summary['files']} files classified, {len(summary['failed'])} skipped; accuracy {acc} -> {out}")
+
+
+@command()
+def enrol(
+    model: Annotated[Path, typer.Argument(help="An end-to-end .onnx model with an MLP head, or a bundled model by name (children).")],
+    clips: Annotated[Path, typer.Argument(help="One child's clips: a folder per sound (label = folder name), as test-batch reads them.")],
+    out: Annotated[Path, typer.Option(help="The speaker profile to write (JSON).")] = Path("profile.json"),
+    reg: Annotated[float | None, typer.Option(min=1e-6, help="Pull towards the unadapted model (default: the one chosen on validation speakers).")] = None,
+    trusted_hashes: Trusted = None,
+) -> None:
+    """Enrol a new child: fit a small speaker profile on a few clips per sound,
+    which test-batch, live and serve (--profile) and the server's streams apply."""
+    from phonemekit.deploy import bundled
+    from phonemekit.deploy.batchtest import enrolment_clips, list_inputs
+    from phonemekit.deploy.runtime import Classifier
+
+    clf = Classifier.load(bundled.resolve(model), trusted=_trusted(trusted_hashes))
+    waves, labels, skipped = enrolment_clips(list_inputs(clips, clf.labels))
+    profile = clf.enrol(waves, labels, reg=reg)
+    profile.save(out)
+    missing = [lab for lab in clf.labels if lab not in profile.shots]
+    typer.echo(f"enrolled {len(labels)} clips of {len(profile.shots)} sounds ({len(skipped)} files skipped) -> {out}")
+    if missing:
+        typer.echo(f"no clip of {len(missing)} sounds ({', '.join(missing[:12])}{', ...' if len(missing) > 12 else ''}): those are scored as before")
 
 
 @command("test-onnx")

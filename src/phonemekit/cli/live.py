@@ -60,6 +60,7 @@ def live(
     ] = None,
     watch: Annotated[bool, typer.Option(help="Reload the model when its file changes.")] = False,
     threads: Annotated[int, typer.Option(min=1)] = 1,
+    profile: Annotated[Path | None, typer.Option(help="A speaker profile (`phonemekit enrol`): adapt to the enrolled child.")] = None,
 ) -> None:
     """Classify sounds live from the microphone or a replayed file."""
     import contextlib
@@ -70,6 +71,7 @@ def live(
     from phonemekit.config import AudioConfig
     from phonemekit.data.audio import load_audio
     from phonemekit.deploy.runtime import Classifier
+    from phonemekit.evaluation.enrolment import SpeakerProfile
     from phonemekit.fileio import read_json
     from phonemekit.live.bench import live_table, parse_noise
     from phonemekit.live.engine import LiveEngine, load_live_config, run_stream, summary
@@ -80,6 +82,8 @@ def live(
 
     cfg = load_live_config(preset, config, vad=vad, hysteresis=hysteresis, min_confidence=min_confidence, ema=ema)
     clf = Classifier.load(model, threads=threads)
+    if profile is not None:
+        clf = clf.with_profile(SpeakerProfile.load(profile))
     engine = LiveEngine(clf, cfg, expect=expect)
     # A replayed file is read once: the session and --report's table both use its samples.
     replay = load_audio(file, AudioConfig(max_seconds=3600, max_bytes=2_000_000_000)).samples if file else None

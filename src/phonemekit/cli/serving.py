@@ -35,6 +35,7 @@ def serve(
     web: Annotated[bool, typer.Option(help="Also serve the practice and recording page at / (the browser runs the model itself).")] = False,
     web_dir: Annotated[Path | None, typer.Option(help="The page's build folder (default: this checkout's web/dist, from `make web`).")] = None,
     collect: Annotated[Path | None, typer.Option(help="Save the page's guided recordings here (COLLECT/<pseudonym>/<label>/).")] = None,
+    profile: Annotated[Path | None, typer.Option(help="A speaker profile (`phonemekit enrol`) for every request; a stream may send its own.")] = None,
 ) -> None:
     """Serve a model to games: HTTP /classify, WebSocket /stream, /model, /health (OpenAPI at /docs)."""
     from phonemekit.serve.app import ServeConfig
@@ -65,6 +66,7 @@ def serve(
         watch_s=1.0 if watch else None,
         web_dir=(web_dir or DEFAULT_DIST) if web or web_dir else None,
         collect_dir=collect,
+        profile=profile,
     )
     if cfg.web_dir:
         log.info("page at http://%s:%d/", host, port)

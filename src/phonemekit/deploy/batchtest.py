@@ -17,6 +17,7 @@ from phonemekit.deploy import bundled
 from phonemekit.deploy.export import torch_probs
 from phonemekit.deploy.runtime import Classifier
 from phonemekit.errors import AudioValidationError, DataError
+from phonemekit.evaluation.enrolment import SpeakerProfile
 from phonemekit.fileio import atomic_open, is_regular, walk_files, write_json
 from phonemekit.runs import Run
 
@@ -25,12 +26,17 @@ log = logging.getLogger(__name__)
 Predictor = Callable[[list[np.ndarray]], np.ndarray]
 
 
-def load_predictor(model: str | Path, trusted: set[str] | None = None) -> tuple[list[str], Predictor, str]:
-    """(labels, waves -> probs, kind) for an .onnx file or a run folder."""
+def load_predictor(model: str | Path, trusted: set[str] | None = None, profile: str | Path | None = None) -> tuple[list[str], Predictor, str]:
+    """(labels, waves -> probs, kind) for an .onnx file or a run folder;
+    with a speaker profile (`phonemekit enrol`), adapted to that speaker."""
     model = bundled.resolve(model)  # a bundled model by name: its exported file
     if model.suffix == ".onnx":
         clf = Classifier.load(model, trusted=trusted)
+        if profile is not None:
+            clf = clf.with_profile(SpeakerProfile.load(profile))
         return clf.labels, clf.probs, "onnx"
+    if profile is not None:
+        raise DataError(f"a speaker profile applies to an exported model; export {model} (`phonemekit export`) and test its .e2e.onnx")
     m = Run(model).load(with_encoder=True, trusted=trusted)
     return m.labels, lambda waves: torch_probs(m, waves), "torch"
 
@@ -54,6 +60,23 @@ def list_inputs(data: str | Path, labels: list[str]) -> list[tuple[Path, str | N
 
 def _samples(path: Path) -> np.ndarray:
     return load_audio(path).samples
+
+
+def enrolment_clips(items: list[tuple]) -> tuple[list[np.ndarray], list[str], list[dict]]:
+    """(waves, labels, skipped) of the labelled clips among `list_inputs`'s items:
+    a file of no known sound or one that does not read is skipped with its reason."""
+    waves, labels, skipped = [], [], []
+    for path, expected, read in items:
+        if expected is None:
+            skipped.append({"path": str(path), "reason": "not in a folder named by a sound the model knows"})
+            continue
+        try:
+            waves.append(read())
+            labels.append(expected)
+        except AudioValidationError as e:
+            skipped.append({"path": str(path), "reason": e.reason})
+            log.warning("skipping %s", e)
+    return waves, labels, skipped
 
 
 def run_batch(labels: list[str], predict: Predictor, items: list[tuple], top_k: int = 3, progress=None) -> tuple[list[dict], dict]:

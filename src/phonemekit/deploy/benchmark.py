@@ -21,7 +21,7 @@ import torch
 
 from phonemekit.config import EncoderConfig, HeadConfig, ModelConfig
 from phonemekit.deploy import onnx as ox
-from phonemekit.deploy.export import EndToEndGraph, HeadGraph, NetworkGraph, max_frames
+from phonemekit.deploy.export import EndToEndGraph, HeadGraph, NetworkGraph, graph_io, max_frames
 from phonemekit.deploy.speed import inference_process_rss
 from phonemekit.errors import ConfigError
 from phonemekit.models.encoders import EncoderSpec, build_encoder, default_source
@@ -64,7 +64,7 @@ def bench_head(name: str, head: HeadConfig, tmp: Path, *, frames: int, dim: int,
         res["torch"] = {f"batch1_{k}": v for k, v in _stats(ox.time_calls(lambda: graph(x1, l1), n, 10)).items()}
         res["torch"]["batch64_seq_per_s"] = _throughput(lambda: graph(xb, lb), batch, n)
     path = tmp / f"{name}.onnx"
-    io = ox.GraphIO.of("head", model.output_kind == "ctc")
+    io = graph_io(model, "head")
     ox.export_torchscript(graph, example, path, io, max_frames(model))
     sess = ox.session(path, threads)
     f1 = {"features": x1.numpy(), "lengths": l1.numpy()}
@@ -187,7 +187,7 @@ def bench_e2e(family: str, tmp: Path, *, threads: int, n: int, seconds: float = 
     flops, conv = _graph_flops(lambda: graph(wave, lengths))
     res["gflop_per_call"], res["conv_gflop_per_call"] = flops / 1e9, conv / 1e9
     path = tmp / f"{family}.onnx"
-    io = ox.GraphIO.of("e2e", True)
+    io = graph_io(model, "e2e")
     t0 = time.perf_counter()
     ox.export_torchscript(graph, example, path, io, max_frames(model))
     res["export_seconds"] = round(time.perf_counter() - t0, 1)

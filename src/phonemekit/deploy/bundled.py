@@ -50,6 +50,12 @@ def _parity_waves(n: int = 4) -> list[np.ndarray]:
             for f, s in zip((180, 240, 420, 900)[:n], (0.4, 0.6, 0.8, 1.0))]  # fmt: skip
 
 
+# Bumped when the exported graph changes for the same checkpoint (r2: the
+# `embedding` output that speaker profiles adapt on), so a file exported by
+# an earlier version is exported again rather than reused.
+GRAPH_REVISION = "r2"
+
+
 def onnx_path(name: str, home: Path | None = None) -> Path:
     """The bundled model's end-to-end ONNX file, exported on first use (and
     again whenever the bundled checkpoint changes: the file is named by its sha256)."""
@@ -57,7 +63,7 @@ def onnx_path(name: str, home: Path | None = None) -> Path:
     from phonemekit.runs import Run
 
     run = Run(run_folder(name))
-    out = (home or WORKSPACE) / "pretrained" / f"{name}-{run.sha256[:12]}"
+    out = (home or WORKSPACE) / "pretrained" / f"{name}-{run.sha256[:12]}-{GRAPH_REVISION}"
     path = out / run.onnx("e2e").name
     if not path.is_file():
         from phonemekit.deploy.export import export_run

@@ -43,18 +43,18 @@ log = logging.getLogger(__name__)
 
 
 class HeadGraph(nn.Module):
-    """features + lengths -> probs, [frame_log_probs,] log_probs."""
+    """features + lengths -> probs, [frame_log_probs,] log_probs[, embedding]."""
 
     def __init__(self, model: PhonemeModel) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor):
-        return _outputs(self.model, self.model.head_outputs(features, lengths), self.model.out_lengths(lengths))
+        return _outputs(self.model, features, lengths)
 
 
 class EndToEndGraph(nn.Module):
-    """waveform + lengths -> probs, [frame_log_probs,] log_probs."""
+    """waveform + lengths -> probs, [frame_log_probs,] log_probs[, embedding]."""
 
     def __init__(self, model: PhonemeModel) -> None:
         super().__init__()
@@ -62,7 +62,7 @@ class EndToEndGraph(nn.Module):
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor):
         feats, flen = self.model.encode(waveform, lengths)
-        return _outputs(self.model, self.model.head_outputs(feats, flen), self.model.out_lengths(flen))
+        return _outputs(self.model, feats, flen)
 
 
 class NetworkGraph(nn.Module):
@@ -77,11 +77,18 @@ class NetworkGraph(nn.Module):
         return self.model.head_outputs(features, lengths)
 
 
-def _outputs(model: PhonemeModel, out: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """probs, [frame_log_probs,] log_probs: the order `GraphIO` names them. Exact
-    class log-probs let ensembles and calibration avoid log(exp(x))."""
-    log_probs = model.scores(out, lengths)
-    return (log_probs.exp(), out, log_probs) if model.output_kind == "ctc" else (log_probs.exp(), log_probs)
+def _outputs(model: PhonemeModel, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """probs, [frame_log_probs,] log_probs[, embedding]: the order `GraphIO`
+    names them. Exact class log-probs let ensembles and calibration avoid
+    log(exp(x)); the embedding is what a speaker profile adapts on."""
+    out, out_lengths = model.head_outputs(feats, lengths), model.out_lengths(lengths)
+    log_probs = model.scores(out, out_lengths)
+    main = (log_probs.exp(), out, log_probs) if model.output_kind == "ctc" else (log_probs.exp(), log_probs)
+    return (*main, model.embed(feats, lengths)) if model.embeds else main
+
+
+def graph_io(model: PhonemeModel, form: str) -> GraphIO:
+    return GraphIO.of(form, model.output_kind == "ctc", embedding=model.embeds)
 
 
 def max_frames(model: PhonemeModel) -> int:
@@ -150,7 +157,7 @@ def onnx_probs(sess, form: str, waves: list[np.ndarray], model: PhonemeModel | N
 
 def export_form(model: PhonemeModel, form: str, path: Path, waves: list[np.ndarray], run: Run, feats: list | None = None) -> Exported:
     """Export one form to `path` after checking parity on `waves`."""
-    io = GraphIO.of(form, model.output_kind == "ctc")
+    io = graph_io(model, form)
     with atomic_path(path) as tmp:
         t0 = time.perf_counter()
         ox.export_torchscript(*_graph(model, form, waves), tmp, io, max_frames(model))

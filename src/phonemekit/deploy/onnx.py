@@ -36,6 +36,9 @@ class ExportError(PhonemekitError):
     """An export failed its checks; no file was left behind."""
 
 
+EMBEDDING = "embedding"
+
+
 @dataclass(frozen=True)
 class GraphIO:
     """Input and output names of an exported form, with their dynamic axes."""
@@ -45,14 +48,19 @@ class GraphIO:
     dynamic: dict[str, dict[int, str]]
 
     @classmethod
-    def of(cls, form: str, ctc: bool) -> GraphIO:
+    def of(cls, form: str, ctc: bool, embedding: bool = False) -> GraphIO:
         """head: features (B, T, D) + lengths; e2e: waveform (B, S) + lengths.
-        Outputs probs and log_probs (B, C); CTC models add frame_log_probs."""
+        Outputs probs and log_probs (B, C); CTC models add frame_log_probs,
+        MLP heads their last hidden layer as `embedding` (B, H), which a
+        speaker profile adapts on."""
         first = "features" if form == "head" else "waveform"
         outputs = ["probs", "frame_log_probs", "log_probs"] if ctc else ["probs", "log_probs"]
         dynamic = {first: {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "probs": {0: "batch"}, "log_probs": {0: "batch"}}
         if ctc:
             dynamic["frame_log_probs"] = {0: "batch", 1: "frames"}
+        if embedding:
+            outputs.append(EMBEDDING)
+            dynamic[EMBEDDING] = {0: "batch"}
         return cls([first, "lengths"], outputs, dynamic)
 
     def only(self, outputs: list[str]) -> GraphIO:

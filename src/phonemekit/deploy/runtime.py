@@ -4,6 +4,7 @@
     clf.classify(waveform)            # [(label, prob), ...] top-k
     clf.probs([w1, w2, ...])          # (N, C)
     clf.verdict(waveform, "s")        # {"accepted": ..., "probability": ...}: did the child say /s/?
+    clf.with_profile(profile)         # the same model adapted to one enrolled speaker (`phonemekit enrol`)
 
 Labels, blank index and sample rate come from the file's metadata. On load
 the recorded sha256 of the graph and the integrity digest over it and every
@@ -14,7 +15,9 @@ enforced.
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -28,6 +31,9 @@ from phonemekit.deploy import bundled
 from phonemekit.deploy import onnx as ox
 from phonemekit.errors import DataError, IntegrityError
 from phonemekit.evaluation.calibration import Calibration, check_expect, uncalibrated_verdict
+from phonemekit.evaluation.enrolment import SpeakerProfile, enrol
+
+log = logging.getLogger(__name__)
 
 # Metadata values phonemekit stores as JSON; every other entry is a plain
 # string (ours, or one a tool added, e.g. the quantizer's "onnx.infer").
@@ -44,6 +50,7 @@ class Classifier:
         self.name: str = meta.get("model_name", path.stem)
         self.outputs = [o.name for o in session.get_outputs()]
         self.calibration: Calibration | None = meta.get("calibration")
+        self.profile: SpeakerProfile | None = None
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, threads: int | None = None, trusted: set[str] | None = None) -> Classifier:
@@ -85,25 +92,62 @@ class Classifier:
                 )
         return self.session.run(None, {key: x.astype(np.float32, copy=False), "lengths": lengths.astype(np.int64)})
 
-    def probs(self, waves: list[np.ndarray], batch_size: int = 1) -> np.ndarray:
-        """Class probabilities for 16 kHz mono waveforms (e2e files)."""
+    def _outputs(self, waves: list[np.ndarray], names: tuple[str, ...], batch_size: int) -> list[np.ndarray]:
+        """The graph's outputs `names` for 16 kHz mono waveforms, in input order."""
         if self.form != "e2e":
             raise DataError(f"{self.path} is a head-only model; use probs_features() or export the e2e form")
+        where = [self.outputs.index(n) for n in names]
         order = np.argsort([len(w) for w in waves])  # similar lengths share a batch
-        res = [None] * len(waves)
+        res: list[list] = [[None] * len(waves) for _ in names]
         for start in range(0, len(waves), batch_size):
             idx = order[start : start + batch_size]
             lens = np.array([len(waves[i]) for i in idx])
             x = np.zeros((len(idx), lens.max()), np.float32)
             for j, i in enumerate(idx):
                 x[j, : lens[j]] = waves[i]
-            p = self._run(x, lens)[0]
-            for j, i in enumerate(idx):
-                res[i] = p[j]
-        return np.stack(res)
+            out = self._run(x, lens)
+            for k, w in enumerate(where):
+                for j, i in enumerate(idx):
+                    res[k][i] = out[w][j]
+        return [np.stack(r) for r in res]
+
+    def probs(self, waves: list[np.ndarray], batch_size: int = 1) -> np.ndarray:
+        """Class probabilities for 16 kHz mono waveforms (e2e files), adapted
+        to the enrolled speaker when the classifier carries a profile."""
+        if self.profile is None:
+            return self._outputs(waves, ("probs",), batch_size)[0]
+        return self.profile.adapt(*self._outputs(waves, ("log_probs", ox.EMBEDDING), batch_size))
 
     def probs_features(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        return self._run(features, lengths)[0]
+        out = self._run(features, lengths)
+        if self.profile is None:
+            return out[0]
+        return self.profile.adapt(out[self.outputs.index("log_probs")], out[self.outputs.index(ox.EMBEDDING)])
+
+    @property
+    def enrollable(self) -> bool:
+        """Whether the graph gives the embedding a speaker profile adapts on (MLP heads)."""
+        return ox.EMBEDDING in self.outputs and "log_probs" in self.outputs
+
+    def _check_enrollable(self) -> None:
+        if not self.enrollable:
+            raise DataError(f"{self.path.name} has no embedding output to adapt (enrolment needs an MLP-head model exported by this version)")
+
+    def enrol(self, waves: list[np.ndarray], labels: list[str], reg: float | None = None) -> SpeakerProfile:
+        """A profile of one speaker from their clips (`labels[i]` said in `waves[i]`)."""
+        self._check_enrollable()
+        log_probs, emb = self._outputs(waves, ("log_probs", ox.EMBEDDING), 1)
+        kw = {} if reg is None else {"reg": reg}
+        return enrol(self.meta.get("checkpoint_sha256", ""), self.labels, emb, log_probs, labels, **kw)
+
+    def with_profile(self, profile: SpeakerProfile | None) -> Classifier:
+        """This classifier (sharing its session) adapted to one speaker; None: unadapted."""
+        if profile is not None:
+            self._check_enrollable()
+            profile.check_model(self.meta.get("checkpoint_sha256"), self.labels, self.path.name)
+        clf = copy.copy(self)
+        clf.profile = profile
+        return clf
 
     def classify(self, waveform: np.ndarray, top_k: int = 3) -> list[tuple[str, float]]:
         p = self.probs([np.asarray(waveform, dtype=np.float32)])[0]
@@ -125,6 +169,16 @@ class Classifier:
 
     def classify_file(self, path: str | os.PathLike, top_k: int = 3) -> list[tuple[str, float]]:
         return self.classify(load_audio(path, AudioConfig(sample_rate=self.sample_rate)).samples, top_k)
+
+
+def keep_profile(clf: Classifier, profile: SpeakerProfile | None) -> Classifier:
+    """A reloaded model keeps a speaker profile that was enrolled on that very
+    model; a profile of the model it replaces no longer fits it and is dropped."""
+    try:
+        return clf.with_profile(profile)
+    except DataError as e:
+        log.warning("a speaker profile is dropped on reload: %s", e)
+        return clf
 
 
 def _parse_metadata(raw: dict[str, str], path: Path) -> dict:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from phonemekit.deploy import onnx as ox
-from phonemekit.deploy.export import HeadGraph, max_frames
+from phonemekit.deploy.export import HeadGraph, graph_io, max_frames
 from phonemekit.privacy import private_tmpdir
 from phonemekit.runs import Run
 
@@ -57,7 +57,7 @@ def measure_speed(run: Run, threads: int = 2, frames: int = 100) -> dict:
             HeadGraph(model),
             (torch.randn(2, frames, *shape), torch.tensor([frames, frames - 5])),
             path,
-            ox.GraphIO.of("head", model.output_kind == "ctc"),
+            graph_io(model, "head"),
             max_frames(model),
         )
         sess = ox.session(path, threads)

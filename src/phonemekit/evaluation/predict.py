@@ -76,3 +76,17 @@ def pooled_embeddings(
     mix = model.layer_mix or (lambda x: x)
     emb = [masked_pool(mix(x), n, "mean").float().cpu().numpy() for x, n in _encoded_batches(model, data, device, batch_size)]
     return np.concatenate(emb), np.array(data.labels)
+
+
+@torch.no_grad()
+def embedded(model: PhonemeModel, manifest: Manifest, rows: list[dict], *, cache_root: str | Path = "cache", device: str = "cpu",
+             batch_size: int = 64) -> tuple[Predictions, np.ndarray]:  # fmt: skip
+    """Predictions and the head's embedding of each clip (`PhonemeModel.embed`,
+    what a speaker profile adapts on), in the order of `Predictions.rows`."""
+    data = clip_data(model, manifest, rows, cache_root=cache_root, device=device)
+    scores, emb = [], []
+    for x, n in _encoded_batches(model, data, device, batch_size):
+        scores.append(model(x, n).float().cpu().numpy())
+        emb.append(model.embed(x, n).float().cpu().numpy())
+    y = np.array([model.labels.index(r["label"]) for r in data.rows])
+    return Predictions(np.concatenate(scores), y, data.rows, model.labels), np.concatenate(emb)

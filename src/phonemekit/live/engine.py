@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from phonemekit.config import from_dict
-from phonemekit.deploy.runtime import Classifier
+from phonemekit.deploy.runtime import Classifier, keep_profile
 from phonemekit.errors import ConfigError, PhonemekitError
 from phonemekit.evaluation.calibration import check_expect, uncalibrated_verdict
 from phonemekit.live.vad import FRAME, SR, VADS, dbfs, make_vad
@@ -291,7 +291,7 @@ def run_stream(engine: LiveEngine, blocks, on_event=None, on_frame=None, watch: 
                 if m != mtime:
                     mtime = m
                     try:
-                        engine.swap_classifier(Classifier.load(watch))
+                        engine.swap_classifier(keep_profile(Classifier.load(watch), getattr(engine.classifier, "profile", None)))
                         log.info("reloaded %s", watch)
                     except PhonemekitError as e:  # a half-copied file: keep the old model
                         log.warning("not reloading %s: %s", watch, e)

@@ -37,6 +37,18 @@ class PhonemeModel(nn.Module):
             feats = self.layer_mix(feats)
         return self.head(feats, lengths)
 
+    @property
+    def embeds(self) -> bool:
+        """Whether the head exposes an embedding (MLP heads), which enrolment needs."""
+        return hasattr(self.head, "embed")
+
+    def embed(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if not self.embeds:
+            raise DataError(f"a {self.cfg.head.kind} head has no embedding to adapt; enrolment needs an MLP head")
+        if self.layer_mix is not None:
+            feats = self.layer_mix(feats)
+        return self.head.embed(feats, lengths)
+
     def encode(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.encoder is None:
             raise DataError("this model has no encoder attached; it classifies cached features")

@@ -25,8 +25,9 @@ from phonemekit.data.importers.base import UTTERANCES
 from phonemekit.data.manifest import DATASET, MANIFEST, Manifest, combine, load_manifest, prepare
 from phonemekit.data.splits import speaker_disjoint
 from phonemekit.evaluation.calibration import uncalibrated_verdict
+from phonemekit.evaluation.enrolment import enrolment_by_shots
 from phonemekit.evaluation.metrics import metrics
-from phonemekit.evaluation.predict import predict
+from phonemekit.evaluation.predict import embedded, predict
 from phonemekit.fileio import read_jsonl, write_text
 from phonemekit.models.presets import REAL_MODELS, RECOGNISER, get_preset
 from phonemekit.recipes.pipeline import Pipeline, Step
@@ -36,6 +37,8 @@ from phonemekit.runs import WEIGHTS, Run
 from phonemekit.training.experiment import make_split, train_all
 from phonemekit.training.sequence import train_recogniser
 
+ENROL_REGS = (0.1, 0.3, 1.0, 3.0)  # the enrolment penalties tried on validation speakers
+ENROL_SHOTS = (0, 1, 2, 5)  # clips per sound a new speaker gives
 CONTEXT_SUFFIX = "-context"  # a model of the utterance view, reported beside its clip twin as `in_context_top1`
 TRANSFER_MODEL = "whisper-mlp"  # trained on synthetic, on real speech and on both, each tested on both
 BOTH_SUFFIX = "+synthetic"  # the name of the transfer model trained on both, among the candidates to bundle
@@ -95,6 +98,11 @@ def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, e
         Report.open(out).set("transfer", section).save()
         return {"rows": len(section["rows"])}
 
+    def enrolment() -> dict:
+        section = enrolment_section(out, data, out / "children", device=device)
+        Report.open(out).set("enrolment", section).save()
+        return {"reg": section["choice"]["reg"], "top1_by_shots": {k: v["top1"] for k, v in section["by_shots"].items()}}
+
     candidate_weights = [out / "models" / c.name / WEIGHTS for c in cfgs] + [out / "both" / "models" / TRANSFER_MODEL / WEIGHTS]
     return [
         Step("import", lambda: _import(src, data), outputs=[data / UTTERANCES, data / DATASET], config={"src": str(src.resolve())}),
@@ -119,6 +127,7 @@ def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, e
         ),  # fmt: skip
         Step("pronunciation", pronunciation, inputs=candidate_weights, outputs=[out / "figures" / "minimal-pairs.png"]),
         Step("bundle", bundle, inputs=candidate_weights, outputs=[out / "children" / WEIGHTS, out / "children" / "card.md"]),
+        Step("enrolment", enrolment, inputs=[out / "children" / WEIGHTS], outputs=[], config={"regs": list(ENROL_REGS), "shots": list(ENROL_SHOTS)}),
     ]
 
 
@@ -307,6 +316,56 @@ def pronunciation_section(out: Path, data: Path, model: str, path: Path) -> dict
         "minimal_pairs": figures,
         "figure": "figures/minimal-pairs.png",
         **scored,
+    }
+
+
+def enrolment_section(out: Path, data: Path, path: Path, *, device: str = "cpu") -> dict:
+    """Enrolment of new speakers (`evaluation.enrolment`) with the bundled
+    model: its penalty chosen on validation speakers (real, and the synthetic
+    corpus's validation voices; one clip per sound), then top-1 by K clips
+    per sound on the real test children and adults, and on the synthetic
+    held-out voices (isolated phonics sounds, two takes each: K <= 1)."""
+    model = Run(path).load()
+    real = load_manifest(data)
+    sets = {"real validation speakers": (real, real.rows_of(make_split(real, "corpus").val))}
+    syn_data = out / "synthetic" / "data"
+    if (syn_data / MANIFEST).is_file():
+        both = both_manifest(out, data)
+        real_ids = {r["sha256"] for r in real.rows}
+        sets["synthetic validation voices"] = (both, [r for r in both.rows_of(make_split(both, "corpus").val) if r["sha256"] not in real_ids])
+    tests = {g: (real, [r for r in real.rows if r.get("split") == "test" and real.groups.get(r["speaker"]) == g]) for g in ("child", "adult")}
+    if (syn_data / MANIFEST).is_file():
+        syn = load_manifest(syn_data)
+        tests["synthetic held-out voices"] = (syn, syn.rows_of(speaker_disjoint(syn.speakers, syn.groups).test))
+
+    sets, tests = {k: v for k, v in sets.items() if v[1]}, {k: v for k, v in tests.items() if v[1]}  # a small copy may lack a group
+
+    def outputs(m: Manifest, rows: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        p, emb = embedded(model, m, rows, cache_root=out / "cache", device=device)
+        return emb, p.scores, p.y, np.array([r["speaker"] for r in p.rows])
+
+    val = {name: outputs(*v) for name, v in sets.items()}
+    grid = {}
+    for reg in ENROL_REGS:
+        grid[reg] = {name: enrolment_by_shots(*v, shots=(1,), reg=reg)[1]["top1"] for name, v in val.items()}
+        grid[reg]["mean"] = float(np.mean(list(grid[reg].values())))
+    unadapted = {name: enrolment_by_shots(*v, shots=(1,))[1]["unadapted_top1"] for name, v in val.items()}
+    reg = max(grid, key=lambda r: grid[r]["mean"])
+    by = {name: enrolment_by_shots(*outputs(*v), shots=ENROL_SHOTS if name in ("child", "adult") else (0, 1), reg=reg) for name, v in tests.items()}
+    return {
+        "model": Run(path).name,
+        "method": "Per speaker, K clips of each sound the speaker said more than K times (drawn with a seed) fit a residual on the "
+        "model's class scores, linear in its last hidden layer, by L2-penalised cross-entropy (`evaluation.enrolment`, what "
+        "`phonemekit enrol` writes); the speaker's other clips are tested. Top-1 is the mean over speakers, with a bootstrap "
+        "interval over speakers; `unadapted_top1` scores the same clips without the profile.",
+        "choice": {
+            "reg": reg,
+            "unadapted_top1": unadapted,
+            "by_reg": {str(r): v for r, v in grid.items()},
+            "on": "one clip per sound, validation speakers only",
+        },  # fmt: skip
+        "by_shots": {str(k): v for k, v in by.get("child", {}).items()},  # the test children
+        "by_group": {name: {str(k): v for k, v in res.items()} for name, res in by.items()},
     }
 
 

@@ -441,6 +441,31 @@ def pronunciation(data: dict, out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+@renderer("enrolment")
+def enrolment(data: dict, out: Path) -> str:
+    """Enrolment of a new speaker: top-1 by clips per sound, beside the same clips unadapted."""
+    c = data["choice"]
+    lines = [
+        f"## Enrolment of a new speaker ({data['model']})",
+        "",
+        data["method"],
+        "",
+        f"Penalty chosen on {c['on']}: reg {c['reg']} (" + "; ".join(
+            f"reg {r}: " + ", ".join(f"{k} {v:.3f}" for k, v in fig.items()) for r, fig in c["by_reg"].items()
+        ) + "; unadapted: " + ", ".join(f"{k} {v:.3f}" for k, v in c["unadapted_top1"].items()) + ").",
+        "",
+        "| tested on | clips per sound | top-1 | CI speakers | unadapted | gain | speakers | test clips |",
+        "|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for g, by in data["by_group"].items():
+        for k, v in by.items():
+            gain = "n/a" if v["top1"] is None or v["unadapted_top1"] is None else f"{100 * (v['top1'] - v['unadapted_top1']):+.1f}"
+            top1 = "n/a" if v["top1"] is None else f"{v['top1']:.3f}"
+            base = "n/a" if v["unadapted_top1"] is None else f"{v['unadapted_top1']:.3f}"
+            lines.append(f"| {g} | {k} | {top1} | {_ci(v['top1_ci95_speakers'])} | {base} | {gain} | {v['speakers']} | {v['test_clips']} |")
+    return "\n".join(lines) + "\n"
+
+
 @renderer("pipeline")
 def pipeline(data: dict, out: Path) -> str:
     """Wall time and peak memory of each step, as last run (`steps.jsonl` keeps every run)."""

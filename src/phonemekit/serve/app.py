@@ -8,7 +8,8 @@ WebSocket, on FastAPI/uvicorn.
     POST /assess              a word's recording: a verdict for every sound (?word= or ?phones=, ?mode=; serve.assess)
     WS   /stream              PCM16 frames in (?sample_rate= at open), the events of
                               `phonemekit live` out (one engine, `live.engine`); {"word": "cat"}
-                              makes a `word` event (verdicts per sound) follow every sound heard
+                              makes a `word` event (verdicts per sound) follow every sound heard;
+                              {"profile": P} adapts this stream to an enrolled child (`phonemekit enrol`)
 
 Host names, browser origins and the token are checked before any route
 (`serve.guard`). Hostile input is answered, never fatal: every malformed request gets a JSON
@@ -45,9 +46,10 @@ from phonemekit.assess.lexicon import expected_sounds
 from phonemekit.config import AudioConfig
 from phonemekit.data.audio import REASONS, decode_bytes, decode_pcm16, pcm16_to_float, write_audio
 from phonemekit.deploy import bundled
-from phonemekit.deploy.runtime import Classifier
-from phonemekit.errors import AudioValidationError, ConfigError, PhonemekitError
+from phonemekit.deploy.runtime import Classifier, keep_profile
+from phonemekit.errors import AudioValidationError, ConfigError, DataError, PhonemekitError
 from phonemekit.evaluation.calibration import check_expect
+from phonemekit.evaluation.enrolment import SpeakerProfile
 from phonemekit.live.engine import LiveEngine, load_live_config
 from phonemekit.live.vad import SR
 from phonemekit.serve.assess import mount_assess
@@ -84,6 +86,7 @@ class ServeConfig:
     web_dir: Path | None = None  # serve the practice and recording page from this build (serve.web)
     collect_dir: Path | None = None  # the page's guided recordings are saved here (off when None)
     watch_s: float | None = None  # poll the model file for changes every this many seconds
+    profile: Path | None = None  # a speaker profile (`phonemekit enrol`) for every request; a stream may send its own
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_requests", "max_streams", "workers", "max_frame_bytes", "max_bad_frames"):
@@ -111,6 +114,8 @@ def model_info(clf: Classifier) -> dict:
         "weights": m.get("weights"),
         "hashes": {k: m.get(k) for k in ("integrity_sha256", "graph_sha256", "checkpoint_sha256")},
         "calibration": clf.calibration.to_dict() if clf.calibration else None,
+        "enrollable": clf.enrollable,  # a stream may send {"profile": ...} (`phonemekit enrol`)
+        "profile": {"shots": clf.profile.shots} if clf.profile else None,
         "max_seconds": m["max_frames"] / m["frame_rate"],
         "versions": {"phonemekit": __version__, "model_exported_by": m.get("phonemekit_version"), "onnxruntime": onnxruntime.__version__},
     }
@@ -122,6 +127,8 @@ def create_app(model_path: str | Path, cfg: ServeConfig | None = None, *, classi
     clf = classifier or Classifier.load(model_path)
     if clf.form != "e2e":
         raise ConfigError(f"{model_path} is a head-only model; serve the end-to-end export (NAME.e2e.onnx)")
+    if cfg.profile is not None:
+        clf = clf.with_profile(SpeakerProfile.load(cfg.profile))
     state = State(model_path, cfg, clf, asyncio.Semaphore(cfg.max_requests), anyio.CapacityLimiter(cfg.workers))
     audio_cfg = AudioConfig(max_seconds=cfg.max_clip_seconds, max_bytes=cfg.max_body_bytes)
 
@@ -382,9 +389,17 @@ async def _run_stream(ws: WebSocket, engine: LiveEngine, sample_rate: int, state
                             await _send(ws, {"type": "expect", "expected": cmd["expect"], "t_audio": round(engine.now, 4)})
                         except (ConfigError, TypeError) as e:
                             error = str(e)
+                    elif "profile" in cmd:
+                        try:
+                            # null: back to the server's own classifier (and its --profile, if any)
+                            profile = SpeakerProfile.from_dict(cmd["profile"]) if cmd["profile"] is not None else None
+                            engine.swap_classifier(state.classifier.with_profile(profile) if profile else state.classifier)
+                            await _send(ws, {"type": "profile", "enrolled": profile is not None, "shots": profile.shots if profile else {}})
+                        except DataError as e:
+                            error = f"profile refused: {e}"
                     elif "word" in cmd or "phones" in cmd:
                         try:
-                            await _send(ws, word.expect(state.classifier, cmd))
+                            await _send(ws, word.expect(engine.classifier, cmd))
                         except ConfigError as e:
                             error = str(e)
                     elif cmd.get("type") == "word_end":
@@ -395,7 +410,10 @@ async def _run_stream(ws: WebSocket, engine: LiveEngine, sample_rate: int, state
                         else:
                             await _send(ws, last)
                     else:
-                        error = f'unknown command {cmd!r:.80} (known: {{"expect": LABEL}}, {{"word": W}}, {{"phones": P}}, {{"type": "word_end"}}, {{"type": "end"}})'
+                        error = (
+                            f'unknown command {cmd!r:.80} (known: {{"expect": LABEL}}, {{"word": W}}, {{"phones": P}}, {{"profile": P}}, '
+                            '{"type": "word_end"}, {"type": "end"})'
+                        )
             if error:
                 bad += 1
                 await _send(ws, {"type": "error", "error": "bad_frame", "detail": error})
@@ -424,9 +442,9 @@ async def _watch(state: State) -> None:
             except PhonemekitError as e:  # a half-copied file: keep serving the old model
                 log.warning("not reloading %s: %s", state.path, e)
                 continue
-            state.classifier = clf
+            state.classifier = keep_profile(clf, state.classifier.profile)
             for engine in list(state.engines):
-                engine.swap_classifier(clf)
+                engine.swap_classifier(keep_profile(clf, engine.classifier.profile))
             state.reloads += 1
             log.info("reloaded %s", state.path)
 

@@ -67,8 +67,13 @@ class MLPHead(Head):
         pooled = [masked_pool(torch.from_numpy(f)[None].float(), torch.tensor([len(f)]), self.pooling)[0] for f in items]
         self.standardize.fit(torch.stack(pooled))
 
+    def embed(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer (B, H): what speaker enrolment adapts on
+        (`evaluation.enrolment`); the class logits are one linear map of it."""
+        return self.net[:-1](self.standardize(masked_pool(x, lengths, self.pooling)))
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.net(self.standardize(masked_pool(x, lengths, self.pooling)))
+        return self.net[-1](self.embed(x, lengths))
 
 
 class Standardize(nn.Module):
