@@ -259,7 +259,9 @@ def test_the_real_recipe_end_to_end_on_a_fixture(speechocean, tmp_path):
     from phonemekit.report.report import Report
 
     out = tmp_path / "real"
-    run_real(speechocean, out, models=("fbank-mlp", "whisper-mlp", "whisper-mlp-context"), epochs=3, workers=1, synthetic=(3, 1), boundary_sequences=6)
+    kw = dict(models=("fbank-mlp", "whisper-mlp", "whisper-mlp-context"), epochs=3, workers=1, synthetic=(3, 1), boundary_sequences=6,
+              augmentation=("none", "speed", "specaugment"), augmentation_share=0.5)  # fmt: skip
+    run_real(speechocean, out, **kw)
     sec = Report.load(out)
     train = sec["train"]
     assert train["split"]["kind"] == "corpus" and len(train["split"]["test_speakers"]) == 2 and len(train["split"]["val_speakers"]) >= 1
@@ -277,6 +279,7 @@ def test_the_real_recipe_end_to_end_on_a_fixture(speechocean, tmp_path):
         "pronunciation",
         "bundle",
         "enrolment",
+        "augmentation",
     ]
     per = sec["per"]
     assert per["utterances"]["test"] == 2 * 4 and set(per["test"]["per_group"]) == {"child", "adult"}
@@ -328,7 +331,16 @@ def test_the_real_recipe_end_to_end_on_a_fixture(speechocean, tmp_path):
     assert str(enrolled["choice"]["reg"]) in enrolled["choice"]["by_reg"] and set(enrolled["by_shots"]) == {"0", "1", "2", "5"}
     assert enrolled["by_shots"]["0"]["top1"] == enrolled["by_shots"]["0"]["unadapted_top1"] and enrolled["by_shots"]["1"]["speakers"] == 1
     assert "## Enrolment of a new speaker" in (out / "report.md").read_text()
-    again = run_real(speechocean, out, models=("fbank-mlp", "whisper-mlp", "whisper-mlp-context"), epochs=3, workers=1, synthetic=(3, 1), boundary_sequences=6)
+    aug = {c["condition"]: c for c in sec["augmentation"]["conditions"]}
+    assert list(aug) == ["none", "speed", "specaugment"] and aug["none"]["gain"]["child"] == 0 and "adult" in aug["speed"]["per_group"]
+    assert aug["speed"]["augmented_clips"] > 0 and aug["speed"]["train_clips"] == aug["none"]["train_clips"] + aug["speed"]["augmented_clips"]
+    assert aug["specaugment"]["augmented_clips"] == 0 and aug["specaugment"]["train_clips"] == aug["none"]["train_clips"]
+    assert not (out / "augmentation" / "speed" / "audio").exists()  # copies and their features go once measured
+    cached = {p.stem for p in (out / "cache").rglob("*.npy")}
+    copies, originals = _copy_hashes(out, "speed", tmp_path / "again")
+    assert originals <= cached and len(copies) == len(originals) and not copies & cached
+    assert "## Augmentation, measured" in (out / "report.md").read_text()
+    again = run_real(speechocean, out, **kw)
     assert again == []  # every step done: nothing runs twice
 
 
@@ -421,3 +433,19 @@ def test_lhotse_manifests_with_phone_alignments_and_hostile_entries(tmp_path):
     utts = [json.loads(line) for line in (tmp_path / "data" / "utterances.jsonl").read_text().splitlines()]
     assert utts[0]["group"] == "child" and utts[0]["split"] == "train" and utts[1]["segment"] == [pytest.approx(dur), pytest.approx(2 * dur)]
     assert m.rows[0]["start"] == pytest.approx(0.15) and m.rows[0]["source_sha256"] == utts[0]["sha256"]
+
+
+def _copy_hashes(out, condition: str, tmp, n: int = 5) -> tuple[set[str], set[str]]:
+    """(copies, originals): a few training clips of the augmentation table and
+    their copies made again (a copy is a function of its clip and the seed)."""
+    from phonemekit.data.manifest import Manifest
+    from phonemekit.recipes.augmentation import augmented_copies, training_subset
+    from phonemekit.recipes.real import both_manifest
+    from phonemekit.training.experiment import make_split
+
+    both = both_manifest(out, out / "data")
+    rows = training_subset(both, 0.5)
+    subset = Manifest(both.root, rows, list(both.labels), None, dict(both.groups), own_salt=both.salt)
+    train = subset.rows_of(make_split(subset, "corpus").train)[:n]
+    _, copies = augmented_copies(subset, train, condition, tmp)
+    return {r["sha256"] for r in copies}, {r["sha256"] for r in train}

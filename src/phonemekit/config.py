@@ -101,6 +101,7 @@ class TrainConfig:
     finetune_layers: int = 0
     encoder_lr: float | None = None
     augment: bool = False
+    spec_augment: bool = False  # SpecAugment on cached encoder frames (`training.specaugment`)
     max_batch_seconds: float = 60.0
     num_threads: int = 0
 

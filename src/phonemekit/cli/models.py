@@ -283,19 +283,31 @@ def real(
     workers: Annotated[int, typer.Option(min=1, help="Processes for alignment and training.")] = 2,
     force: Annotated[
         list[str] | None,
-        typer.Option(help="Redo this step (repeatable): import, align, train, recognise, transfer, boundaries, pronunciation, bundle."),
+        typer.Option(
+            help="Redo this step (repeatable): import, align, train, recognise, transfer, boundaries, pronunciation, bundle, enrolment, augmentation."
+        ),
+    ] = None,
+    augmentation: Annotated[
+        str | None,
+        typer.Option(
+            help="Also measure augmentations, comma-separated or 'all' (none, speed, tempo, vtlp, pitch, room, noise, microphone, specaugment, combined); about 4 minutes each."
+        ),
     ] = None,
     device: Device = "auto",
 ) -> None:
     """Real children: import and align speechocean762, train the clip models and a phone recogniser, evaluate on its test
     children and adults, measure aligners and reading verdicts, bundle the best model (resumable)."""
+    from phonemekit.recipes.augmentation import CONDITIONS
     from phonemekit.recipes.real import run_real
     from phonemekit.torchutil import resolve_device
 
+    conditions = CONDITIONS if augmentation == "all" else tuple(c.strip() for c in (augmentation or "").split(",") if c.strip())
+    if unknown := sorted(set(conditions) - set(CONDITIONS)):
+        raise typer.BadParameter(f"unknown augmentation {', '.join(unknown)} (known: {', '.join(CONDITIONS)})")
     t0 = time.perf_counter()
     with progress_bar() as p:
         run_real(src, out, force=set(force or []), models=tuple(m.strip() for m in models.split(",") if m.strip()), epochs=epochs,
-                 workers=workers, device=resolve_device(device), progress=p)  # fmt: skip
+                 workers=workers, device=resolve_device(device), augmentation=conditions, progress=p)  # fmt: skip
     _print_report(out)
     log.info("real-speech recipe finished in %.0f s; report: %s", time.perf_counter() - t0, out / "report.md")
 

@@ -332,18 +332,19 @@ def _load_groups(root: Path, speakers_file: str | Path | None) -> dict[str, str]
     return {}
 
 
-def combine(parts: list[tuple[Manifest, list[dict]]]) -> Manifest:
+def combine(parts: list[tuple[Manifest, list[dict]]], *, same_speakers: bool = False) -> Manifest:
     """One manifest over the chosen rows of several (training on two corpora
     together): paths re-rooted at the folders' common parent, rows otherwise
     unchanged (their `split`, groups, features by sha256). The label lists
-    must agree and no speaker may be in two parts."""
+    must agree and no speaker may be in two parts, unless `same_speakers`
+    (augmented copies of one corpus's clips beside it)."""
     labels = parts[0][0].labels
     if any(m.labels != labels for m, _ in parts):
         raise DataError("cannot combine datasets whose label lists differ")
     seen: dict[str, int] = {}
     for k, (_, rows) in enumerate(parts):
         for spk in {r["speaker"] for r in rows}:
-            if seen.setdefault(spk, k) != k:
+            if seen.setdefault(spk, k) != k and not same_speakers:
                 raise DataError(f"speaker {spk!r} is in two of the datasets combined")
     root = Path(os.path.commonpath([str(m.root.resolve()) for m, _ in parts]))
     rows, groups = [], {}

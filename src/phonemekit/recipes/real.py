@@ -30,6 +30,7 @@ from phonemekit.evaluation.metrics import metrics
 from phonemekit.evaluation.predict import embedded, predict
 from phonemekit.fileio import read_jsonl, write_text
 from phonemekit.models.presets import REAL_MODELS, RECOGNISER, get_preset
+from phonemekit.recipes.augmentation import augmentation_section
 from phonemekit.recipes.pipeline import Pipeline, Step
 from phonemekit.report.plots import minimal_pair_det
 from phonemekit.report.report import REPORT_JSON, REPORT_MD, Report
@@ -37,6 +38,7 @@ from phonemekit.runs import WEIGHTS, Run
 from phonemekit.training.experiment import make_split, train_all
 from phonemekit.training.sequence import train_recogniser
 
+AUGMENT_EPOCHS = 30  # one budget for every condition of the augmentation table
 ENROL_REGS = (0.1, 0.3, 1.0, 3.0)  # the enrolment penalties tried on validation speakers
 ENROL_SHOTS = (0, 1, 2, 5)  # clips per sound a new speaker gives
 CONTEXT_SUFFIX = "-context"  # a model of the utterance view, reported beside its clip twin as `in_context_top1`
@@ -45,9 +47,12 @@ BOTH_SUFFIX = "+synthetic"  # the name of the transfer model trained on both, am
 
 
 def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, epochs: int | None = None, workers: int = 2,
-               device: str = "cpu", synthetic: tuple[int, int] = (18, 2), boundary_sequences: int = 200, progress=None) -> list[Step]:  # fmt: skip
+               device: str = "cpu", synthetic: tuple[int, int] = (18, 2), boundary_sequences: int = 200,
+               augmentation: tuple[str, ...] = (), augmentation_share: float = 0.25, progress=None) -> list[Step]:  # fmt: skip
     """`synthetic`: (speakers, takes) of the demo corpus in the transfer table;
-    `boundary_sequences`: assembled sequences the aligners are measured on."""
+    `boundary_sequences`: assembled sequences the aligners are measured on;
+    `augmentation`: the conditions of the augmentation effect table (none:
+    the step is left out; it takes about 4 minutes per condition here)."""
     data, cache = out / "data", out / "cache"
     cfgs: list[ModelConfig] = [get_preset(m).with_overrides(epochs=epochs) for m in models]
 
@@ -103,8 +108,17 @@ def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, e
         Report.open(out).set("enrolment", section).save()
         return {"reg": section["choice"]["reg"], "top1_by_shots": {k: v["top1"] for k, v in section["by_shots"].items()}}
 
+    augment_cfg = get_preset(TRANSFER_MODEL).with_overrides(epochs=epochs or AUGMENT_EPOCHS)
+
+    def augment() -> dict:
+        both = both_manifest(out, data)
+        section = augmentation_section(both, augment_cfg, out / "augmentation", cache, real_share=augmentation_share, conditions=augmentation,
+                                       device=device, progress=progress)  # fmt: skip
+        Report.open(out).set("augmentation", section).save()
+        return {c["condition"]: c["per_group"].get("child", {}).get("top1") for c in section["conditions"]}
+
     candidate_weights = [out / "models" / c.name / WEIGHTS for c in cfgs] + [out / "both" / "models" / TRANSFER_MODEL / WEIGHTS]
-    return [
+    steps = [
         Step("import", lambda: _import(src, data), outputs=[data / UTTERANCES, data / DATASET], config={"src": str(src.resolve())}),
         Step("align", align, inputs=[data / UTTERANCES], outputs=[data / MANIFEST], config={"aligner": "pocketsphinx"}),
         Step(
@@ -129,6 +143,10 @@ def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, e
         Step("bundle", bundle, inputs=candidate_weights, outputs=[out / "children" / WEIGHTS, out / "children" / "card.md"]),
         Step("enrolment", enrolment, inputs=[out / "children" / WEIGHTS], outputs=[], config={"regs": list(ENROL_REGS), "shots": list(ENROL_SHOTS)}),
     ]
+    if augmentation:
+        config = {"conditions": list(augmentation), "real_share": augmentation_share, "model": augment_cfg.to_dict()}
+        steps.append(Step("augmentation", augment, inputs=[data / MANIFEST, out / "synthetic" / "data" / MANIFEST], outputs=[], config=config))
+    return steps
 
 
 def add_in_context(section: dict) -> None:

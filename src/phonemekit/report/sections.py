@@ -466,6 +466,27 @@ def enrolment(data: dict, out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+@renderer("augmentation")
+def augmentation(data: dict, out: Path) -> str:
+    """The augmentation effect table: each condition against the plain one on the same clips."""
+    lines = [
+        f"## Augmentation, measured ({data['model']})",
+        "",
+        data["method"],
+        "",
+        "| condition | test children | gain | test adults | gain | synthetic held-out | gain | val top-1 | train clips | epochs | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    pts = lambda x: "n/a" if x is None else f"{100 * x:+.1f}"  # noqa: E731
+    for c in data["conditions"]:
+        gain = c.get("gain") or {}
+        child, adult = (f"{c['per_group'][k]['top1']:.3f}" if k in c["per_group"] else "n/a" for k in ("child", "adult"))
+        syn = "n/a" if c["synthetic_top1"] is None else f"{c['synthetic_top1']:.3f}"
+        lines.append(f"| {c['condition']} | {child} | {pts(gain.get('child'))} | {adult} | {pts(gain.get('adult'))} | {syn} | "
+                     f"{pts(gain.get('synthetic'))} | {c['val_top1']:.3f} | {c['train_clips']} | {c['epochs']} | {c['seconds']:.0f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 @renderer("pipeline")
 def pipeline(data: dict, out: Path) -> str:
     """Wall time and peak memory of each step, as last run (`steps.jsonl` keeps every run)."""

@@ -31,10 +31,14 @@ from phonemekit.models.model import PhonemeModel
 from phonemekit.privacy import audit
 from phonemekit.runs import Run
 from phonemekit.scale.engines import LocalEngine
+from phonemekit.training.specaugment import spec_augment
 
 log = logging.getLogger(__name__)
 
 STATE = "train_state.pt"
+# SpecAugment sized for a clip (a phone is 5-25 encoder frames): one short
+# span of frames and two of channels.
+CLIP_MASKS = {"time_masks": 1, "max_frames": 3, "feature_masks": 2, "max_features": 40}
 
 
 @dataclass
@@ -68,6 +72,7 @@ class Trainer:
         self.cfg, self.manifest, self.run_dir = cfg, manifest, Path(run_dir)
         self.run = Run(self.run_dir)
         self.device, self.progress = device, progress
+        self.spec_rng: np.random.Generator | None = None  # set per epoch with train.spec_augment
         check_head_options(cfg.head)  # before any feature is extracted
         tc = cfg.train
         if tc.num_threads:
@@ -159,6 +164,8 @@ class Trainer:
                 for start in range(0, len(idx), self.micro_batch):
                     part = idx[start : start + self.micro_batch]
                     batch = self.train_data.batch(part, rng)
+                    if self.spec_rng is not None:
+                        spec_augment(batch.x, batch.lengths, self.spec_rng, **CLIP_MASKS)  # in place: the batch is fresh
                     out, lengths = self._outputs(batch)
                     loss = self._loss(out, lengths, batch.y) * (len(part) / len(idx))
                     loss.backward()
@@ -197,6 +204,7 @@ class Trainer:
         gen = torch.Generator().manual_seed(seed)
         order = torch.randperm(len(self.train_data), generator=gen).tolist()
         rng = np.random.default_rng(seed) if (tc.augment and self.end_to_end) else None
+        self.spec_rng = np.random.default_rng([seed, 1]) if (tc.spec_augment and not self.end_to_end) else None
         self.model.train()
         if self.end_to_end and tc.finetune_layers > 0:
             self.model.encoder.eval()  # frozen lower layers keep eval behaviour

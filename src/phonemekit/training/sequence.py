@@ -35,6 +35,7 @@ from phonemekit.models.decoding import greedy
 from phonemekit.models.encoders import frozen_encoder
 from phonemekit.models.model import PhonemeModel
 from phonemekit.runs import Run
+from phonemekit.training.specaugment import spec_augment
 
 log = logging.getLogger(__name__)
 
@@ -96,22 +97,6 @@ def _pad(feats: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     for k, f in enumerate(feats):
         x[k, : len(f)] = torch.from_numpy(f.astype(np.float32))
     return x, lengths
-
-
-def spec_augment(x: torch.Tensor, lengths: torch.Tensor, rng: np.random.Generator, time_masks: int = 2, max_frames: int = 8,
-                 feature_masks: int = 2, max_features: int = 40) -> torch.Tensor:  # fmt: skip
-    """SpecAugment on encoder frames (Park et al., 2019): a few spans of
-    frames and of feature channels zeroed per utterance, in place."""
-    for k, n in enumerate(lengths.tolist()):
-        for _ in range(time_masks):
-            w = int(rng.integers(0, max_frames + 1))
-            a = int(rng.integers(0, max(1, n - w)))
-            x[k, a : a + w] = 0
-        for _ in range(feature_masks):
-            w = int(rng.integers(0, max_features + 1))
-            a = int(rng.integers(0, max(1, x.shape[-1] - w)))
-            x[k, ..., a : a + w] = 0
-    return x
 
 
 def _loss(model: PhonemeModel, feats: list[np.ndarray], targets: list[list[int]], rng: np.random.Generator | None = None) -> torch.Tensor:

@@ -1,0 +1,150 @@
+"""The augmentation effect table of the real-speech recipe (`phonemekit real
+--augmentation`, `sections.augmentation`): the transfer preset trained on
+real and synthetic speech together, once plain and once with each
+augmentation (`data.augment`) alone and all combined, tested on the real
+test children and adults and on the synthetic held-out voices.
+
+Every condition trains on the same subset of training clips (a share of
+the real train speakers' clips drawn by hash, every synthetic training
+clip) plus, except the plain one, one augmented copy of each clip of a
+training speaker (validation speakers are never augmented), for the same
+epochs. SpecAugment masks the cached frames instead of adding copies. The
+copies are written, encoded and trained on, then deleted with their cached
+features: one condition at a time holds the disk. Resumable by condition.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from phonemekit.config import ModelConfig
+from phonemekit.data.audio import load_audio, write_audio
+from phonemekit.data.augment import AUGMENTATIONS, augmentation
+from phonemekit.data.cache import FeatureCache
+from phonemekit.data.manifest import Manifest, combine
+from phonemekit.errors import AudioValidationError, DataError
+from phonemekit.evaluation.metrics import metrics
+from phonemekit.evaluation.predict import predict
+from phonemekit.fileio import read_json, write_json
+from phonemekit.models.encoders import frozen_encoder
+from phonemekit.runs import Run
+from phonemekit.training.experiment import make_split
+from phonemekit.training.loop import train_model
+
+log = logging.getLogger(__name__)
+
+SPEC_AUGMENT = "specaugment"
+CONDITIONS = ("none", *AUGMENTATIONS, SPEC_AUGMENT, "combined")
+RESULT = "result.json"
+
+
+def _kept(sha: str, share: float) -> bool:
+    """A stable draw of a share of clips: by their hash, the same in every condition and every run."""
+    return int(sha[:8], 16) / 0xFFFFFFFF < share
+
+
+def training_subset(both: Manifest, real_share: float) -> list[dict]:
+    """The rows every condition trains, validates and tests on: a share of
+    the real training clips, every synthetic one, every test clip."""
+    real = {r["sha256"] for r in both.rows if not both.groups.get(r["speaker"], "").startswith("synthetic")}
+    return [r for r in both.rows if r.get("split") == "test" or r["sha256"] not in real or _kept(r["sha256"], real_share)]
+
+
+def augmented_copies(base: Manifest, rows: list[dict], name: str, audio_dir: Path, *, seed: int = 0, progress=None) -> tuple[Manifest, list[dict]]:
+    """One augmented copy of each row, written under `audio_dir`: a row of
+    its own (same speaker and label; its own hash), never a segment."""
+    fn = augmentation(name)
+    out: list[dict] = []
+    task = progress.add_task(f"augmenting ({name})", total=len(rows)) if progress else None
+    for r in rows:
+        path = audio_dir / r["sha256"][:2] / f"{r['sha256']}.wav"
+        try:
+            if not path.is_file():
+                rng = np.random.default_rng([seed, int(r["sha256"][:12], 16)])
+                write_audio(path, fn(base.samples(r), rng))
+            clip = load_audio(path)
+        except (AudioValidationError, DataError, OSError) as e:  # a clip that breaks is left out, never the condition
+            log.warning("no %s copy of %s: %s", name, r["sha256"][:12], e)
+        else:
+            keep = {k: v for k, v in r.items() if k in ("speaker", "label", "group", "split")}
+            out.append({**keep, "path": str(path.relative_to(audio_dir)), "sha256": clip.sha256, "duration": clip.duration, "augmented": name})
+        if progress:
+            progress.advance(task)
+    if progress:
+        progress.remove_task(task)
+    return Manifest(audio_dir, out, list(base.labels), None, dict(base.groups), own_salt=base.salt), out
+
+
+def run_condition(name: str, both: Manifest, rows: list[dict], cfg: ModelConfig, out: Path, cache: Path, *, device: str = "cpu", progress=None) -> dict:
+    """Train and test the preset under one condition (cached in OUT/NAME/result.json)."""
+    folder = out / name
+    if (folder / RESULT).is_file():
+        return read_json(folder / RESULT)
+    t0 = time.perf_counter()
+    subset = Manifest(both.root, rows, list(both.labels), None, dict(both.groups), own_salt=both.salt)
+    split = make_split(subset, "corpus")
+    train_rows, val_rows, test_rows = subset.rows_of(split.train), subset.rows_of(split.val), subset.rows_of(split.test)
+    manifest, copies = subset, []
+    if name == SPEC_AUGMENT:
+        cfg = cfg.with_overrides(spec_augment=True)
+    elif name != "none":
+        aug, copies = augmented_copies(subset, train_rows, name, folder / "audio", progress=progress)
+        manifest = combine([(subset, rows), (aug, copies)], same_speakers=True)
+        train_rows = [r for r in manifest.rows if r["speaker"] in set(split.train)]
+        val_rows, test_rows = manifest.rows_of(split.val), [r for r in manifest.rows if r.get("split") == "test"]
+    run_dir = folder / "models" / cfg.name
+    train_model(cfg, manifest, train_rows, val_rows, run_dir, cache_root=cache, device=device, resume=True, progress=progress)
+    model = Run(run_dir).load()
+    history = read_json(run_dir / "history.json")
+    m = metrics(predict(model, manifest, test_rows, cache_root=cache, device=device), manifest.groups)
+    synthetic = [g for g in m["per_group"] if g.startswith("synthetic")]
+    n_syn = sum(m["per_group"][g]["clips"] for g in synthetic)
+    result = {
+        "condition": name,
+        "train_clips": len(train_rows),
+        "augmented_clips": len(copies),
+        "epochs": len(history),
+        "val_top1": max(float(h["val_top1"]) for h in history),  # the checkpoint kept is the best on validation
+        "per_group": {g: {k: v[k] for k in ("top1", "top1_ci95_speakers", "speakers", "clips")} for g, v in m["per_group"].items() if g in ("child", "adult")},
+        "synthetic_top1": sum(m["per_group"][g]["top1"] * m["per_group"][g]["clips"] for g in synthetic) / n_syn if n_syn else None,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    write_json(folder / RESULT, result)
+    _drop_copies(folder, copies, cfg, cache)
+    return result
+
+
+def _drop_copies(folder: Path, copies: list[dict], cfg: ModelConfig, cache: Path) -> None:
+    """The condition's augmented audio and their cached features: only its figures and model are kept."""
+    if copies:
+        store = FeatureCache(cache, frozen_encoder(cfg.encoder).spec).dir
+        for r in copies:
+            Path(store, FeatureCache.key(r["sha256"])).unlink(missing_ok=True)
+    shutil.rmtree(folder / "audio", ignore_errors=True)
+
+
+def augmentation_section(both: Manifest, cfg: ModelConfig, out: Path, cache: Path, *, real_share: float = 0.25, conditions=CONDITIONS,
+                         device: str = "cpu", progress=None) -> dict:  # fmt: skip
+    rows = training_subset(both, real_share)
+    results = [run_condition(c, both, rows, cfg, out, cache, device=device, progress=progress) for c in conditions]
+    plain = next((r for r in results if r["condition"] == "none"), None)
+    for r in results:  # each condition against the plain one on the same clips
+        if plain is not None:
+            r["gain"] = {g: r["per_group"][g]["top1"] - plain["per_group"][g]["top1"] for g in r["per_group"] if g in plain["per_group"]}
+            if r["synthetic_top1"] is not None and plain["synthetic_top1"] is not None:
+                r["gain"]["synthetic"] = r["synthetic_top1"] - plain["synthetic_top1"]
+    return {
+        "model": cfg.name,
+        "real_share": real_share,
+        "epochs": cfg.train.epochs,
+        "method": f"{cfg.name} on real and synthetic speech together: {100 * real_share:.0f}% of the real training clips (drawn by hash) "
+        "and every synthetic one; each condition adds one augmented copy of every clip of a training speaker (SpecAugment masks "
+        "cached frames instead), trains for the same epochs with early stopping on the validation speakers, and is tested on "
+        "the real test children and adults and the synthetic held-out voices. Gain: top-1 points over the plain condition.",
+        "conditions": results,
+    }
