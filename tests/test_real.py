@@ -260,7 +260,7 @@ def test_the_real_recipe_end_to_end_on_a_fixture(speechocean, tmp_path):
 
     out = tmp_path / "real"
     kw = dict(models=("fbank-mlp", "whisper-mlp", "whisper-mlp-context"), epochs=3, workers=1, synthetic=(3, 1), boundary_sequences=6,
-              augmentation=("none", "speed", "specaugment"), augmentation_share=0.5)  # fmt: skip
+              augmentation=("none", "speed", "specaugment"), augmentation_share=0.5, finetune=(1,))  # fmt: skip
     run_real(speechocean, out, **kw)
     sec = Report.load(out)
     train = sec["train"]
@@ -280,6 +280,7 @@ def test_the_real_recipe_end_to_end_on_a_fixture(speechocean, tmp_path):
         "bundle",
         "enrolment",
         "augmentation",
+        "finetune",
     ]
     per = sec["per"]
     assert per["utterances"]["test"] == 2 * 4 and set(per["test"]["per_group"]) == {"child", "adult"}
@@ -340,6 +341,10 @@ def test_the_real_recipe_end_to_end_on_a_fixture(speechocean, tmp_path):
     copies, originals = _copy_hashes(out, "speed", tmp_path / "again")
     assert originals <= cached and len(copies) == len(originals) and not copies & cached
     assert "## Augmentation, measured" in (out / "report.md").read_text()
+    tuned = sec["finetune"]
+    assert tuned["frozen"]["per_group"] == aug["none"]["per_group"] and [r["layers"] for r in tuned["runs"]] == [1] and 1 <= tuned["runs"][0]["epochs"] <= 3
+    assert set(tuned["runs"][0]["gain"]) == {"child", "adult", "synthetic"} and "## Fine-tuning beside the frozen model" in (out / "report.md").read_text()
+    assert Run(out / "finetune" / "top1" / "models" / "whisper-mlp").sidecar["includes_encoder"]
     again = run_real(speechocean, out, **kw)
     assert again == []  # every step done: nothing runs twice
 

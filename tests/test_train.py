@@ -130,6 +130,31 @@ def test_end_to_end_fine_tuning_updates_the_encoder(tmp_path, prepared, tiny_mod
     assert predict(res.model, prepared, parts["test"]).scores.shape == (len(parts["test"]), 3)
 
 
+def test_fine_tuning_starts_from_a_frozen_head_with_rates_decaying_by_block(tmp_path, prepared, tiny_model_dirs):
+    from phonemekit.errors import ConfigError
+
+    parts = _parts(prepared)
+    enc = EncoderConfig(family="wav2vec2", source=str(tiny_model_dirs["wav2vec2"]))
+    head = HeadConfig(kind="mlp", options={"hidden": [16]})
+    frozen = ModelConfig(name="frozen", encoder=enc, head=head, train=TrainConfig(epochs=2, batch_size=8))
+    Trainer(frozen, prepared, parts["train"], parts["val"], tmp_path / "frozen", cache_root=tmp_path / "cache").fit()
+    tuned = ModelConfig(name="tuned", encoder=enc, head=head, train=TrainConfig(epochs=1, batch_size=8, finetune_layers=2, lr=1e-3, encoder_lr=1e-4,
+                                                                              layer_decay=0.5, warm_start=str(tmp_path / "frozen")))  # fmt: skip
+    t = Trainer(tuned, prepared, parts["train"], parts["val"], tmp_path / "tuned")
+    source = Run(tmp_path / "frozen").load().state_dict()
+    assert all(torch.equal(v, source[k]) for k, v in t.model.state_dict().items() if not k.startswith("encoder."))  # the head, warm
+    # The head, the top block, the one below it, and the final norm (it trains when every block does) at the top rate.
+    assert [g["lr"] for g in t.opt.param_groups] == [1e-3, 1e-4, 5e-5, 1e-4]
+    top, below = t.model.encoder.blocks()[-1], t.model.encoder.blocks()[-2]
+    assert {id(p) for p in t.opt.param_groups[1]["params"]} == {id(p) for p in top.parameters()}
+    assert {id(p) for p in t.opt.param_groups[2]["params"]} == {id(p) for p in below.parameters()}
+    t.fit()
+    other = ModelConfig(name="other", encoder=enc, head=HeadConfig(kind="mlp", options={"hidden": [8]}),
+                        train=TrainConfig(epochs=1, finetune_layers=1, warm_start=str(tmp_path / "frozen")))  # fmt: skip
+    with pytest.raises(ConfigError, match="another head"):
+        Trainer(other, prepared, parts["train"], parts["val"], tmp_path / "other")
+
+
 def test_a_run_saved_before_a_config_field_existed_resumes(tmp_path):
     """A training state whose config lacks a field added since (with its
     default) is the same config: it resumes instead of refusing."""

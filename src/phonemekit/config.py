@@ -100,6 +100,13 @@ class TrainConfig:
     # transformer layers train end to end. -1: the whole encoder trains.
     finetune_layers: int = 0
     encoder_lr: float | None = None
+    # Fine-tuning: each block below the top one trains at layer_decay times
+    # the rate of the block above it (1: one rate for every block).
+    layer_decay: float = 1.0
+    # A run folder of the same head trained on frozen features: its head
+    # (and layer mix) start this model, so fine-tuning begins from a head
+    # that already reads the encoder instead of a random one.
+    warm_start: str | None = None
     augment: bool = False
     spec_augment: bool = False  # SpecAugment on cached encoder frames (`training.specaugment`)
     max_batch_seconds: float = 60.0
@@ -117,6 +124,8 @@ class TrainConfig:
         _check(0 <= self.seed <= MAX_SEED, "train.seed", f"in [0, {MAX_SEED}]")
         _check(-1 <= self.finetune_layers <= 1000, "train.finetune_layers", "in [-1, 1000]")
         _check(self.encoder_lr is None or (_finite(self.encoder_lr) and 0 < self.encoder_lr < 1), "train.encoder_lr", "in (0, 1)")
+        _check(_finite(self.layer_decay) and 0 < self.layer_decay <= 1, "train.layer_decay", "in (0, 1]")
+        _check(self.warm_start is None or (isinstance(self.warm_start, str) and bool(self.warm_start)), "train.warm_start", "a run folder")
         _check(_finite(self.max_batch_seconds) and 0 < self.max_batch_seconds <= 3600, "train.max_batch_seconds", "in (0, 3600]")
         _check(0 <= self.num_threads <= 1024, "train.num_threads", "in [0, 1024] (0: all cores)")
 

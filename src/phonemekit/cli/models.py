@@ -293,6 +293,7 @@ def real(
             help="Also measure augmentations, comma-separated or 'all' (none, speed, tempo, vtlp, pitch, room, noise, microphone, specaugment, combined); about 4 minutes each."
         ),
     ] = None,
+    finetune: Annotated[str | None, typer.Option(help="Also fine-tune the encoder's top N blocks beside the frozen model, e.g. 1,2.")] = None,
     device: Device = "auto",
 ) -> None:
     """Real children: import and align speechocean762, train the clip models and a phone recogniser, evaluate on its test
@@ -304,10 +305,14 @@ def real(
     conditions = CONDITIONS if augmentation == "all" else tuple(c.strip() for c in (augmentation or "").split(",") if c.strip())
     if unknown := sorted(set(conditions) - set(CONDITIONS)):
         raise typer.BadParameter(f"unknown augmentation {', '.join(unknown)} (known: {', '.join(CONDITIONS)})")
+    try:
+        layers = tuple(int(n) for n in (finetune or "").split(",") if n.strip())
+    except ValueError:
+        raise typer.BadParameter(f"--finetune takes block counts such as 1,2 (got {finetune!r})") from None
     t0 = time.perf_counter()
     with progress_bar() as p:
         run_real(src, out, force=set(force or []), models=tuple(m.strip() for m in models.split(",") if m.strip()), epochs=epochs,
-                 workers=workers, device=resolve_device(device), augmentation=conditions, progress=p)  # fmt: skip
+                 workers=workers, device=resolve_device(device), augmentation=conditions, finetune=layers, progress=p)  # fmt: skip
     _print_report(out)
     log.info("real-speech recipe finished in %.0f s; report: %s", time.perf_counter() - t0, out / "report.md")
 

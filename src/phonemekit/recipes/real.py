@@ -31,6 +31,7 @@ from phonemekit.evaluation.predict import embedded, predict
 from phonemekit.fileio import read_jsonl, write_text
 from phonemekit.models.presets import REAL_MODELS, RECOGNISER, get_preset
 from phonemekit.recipes.augmentation import augmentation_section
+from phonemekit.recipes.finetune import FINETUNE, finetune_section
 from phonemekit.recipes.pipeline import Pipeline, Step
 from phonemekit.report.plots import minimal_pair_det
 from phonemekit.report.report import REPORT_JSON, REPORT_MD, Report
@@ -48,11 +49,14 @@ BOTH_SUFFIX = "+synthetic"  # the name of the transfer model trained on both, am
 
 def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, epochs: int | None = None, workers: int = 2,
                device: str = "cpu", synthetic: tuple[int, int] = (18, 2), boundary_sequences: int = 200,
-               augmentation: tuple[str, ...] = (), augmentation_share: float = 0.25, progress=None) -> list[Step]:  # fmt: skip
+               augmentation: tuple[str, ...] = (), augmentation_share: float = 0.25, finetune: tuple[int, ...] = (),
+               progress=None) -> list[Step]:  # fmt: skip
     """`synthetic`: (speakers, takes) of the demo corpus in the transfer table;
     `boundary_sequences`: assembled sequences the aligners are measured on;
     `augmentation`: the conditions of the augmentation effect table (none:
-    the step is left out; it takes about 4 minutes per condition here)."""
+    the step is left out; 1-7 minutes per condition here); `finetune`: the
+    top-N encoder blocks to fine-tune beside the frozen model on the same
+    clips (none: left out)."""
     data, cache = out / "data", out / "cache"
     cfgs: list[ModelConfig] = [get_preset(m).with_overrides(epochs=epochs) for m in models]
 
@@ -117,6 +121,12 @@ def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, e
         Report.open(out).set("augmentation", section).save()
         return {c["condition"]: c["per_group"].get("child", {}).get("top1") for c in section["conditions"]}
 
+    def tune() -> dict:
+        section = finetune_section(both_manifest(out, data), augment_cfg, out / "finetune", cache, layers=finetune, real_share=augmentation_share,
+                                   device=device, progress=progress)  # fmt: skip
+        Report.open(out).set("finetune", section).save()
+        return {f"top{r['layers']}": r["per_group"].get("child", {}).get("top1") for r in section["runs"]}
+
     candidate_weights = [out / "models" / c.name / WEIGHTS for c in cfgs] + [out / "both" / "models" / TRANSFER_MODEL / WEIGHTS]
     steps = [
         Step("import", lambda: _import(src, data), outputs=[data / UTTERANCES, data / DATASET], config={"src": str(src.resolve())}),
@@ -146,6 +156,9 @@ def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, e
     if augmentation:
         config = {"conditions": list(augmentation), "real_share": augmentation_share, "model": augment_cfg.to_dict()}
         steps.append(Step("augmentation", augment, inputs=[data / MANIFEST, out / "synthetic" / "data" / MANIFEST], outputs=[], config=config))
+    if finetune:
+        config = {"layers": list(finetune), "real_share": augmentation_share, "model": augment_cfg.to_dict(), "settings": FINETUNE}
+        steps.append(Step("finetune", tune, inputs=[data / MANIFEST, out / "synthetic" / "data" / MANIFEST], outputs=[], config=config))
     return steps
 
 

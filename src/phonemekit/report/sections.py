@@ -487,6 +487,27 @@ def augmentation(data: dict, out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+@renderer("finetune")
+def finetune(data: dict, out: Path) -> str:
+    """Fine-tuning the top encoder blocks beside the frozen model on the same clips."""
+    lines = [
+        f"## Fine-tuning beside the frozen model ({data['model']})",
+        "",
+        data["method"],
+        "",
+        "| model | test children | gain | test adults | gain | synthetic held-out | gain | val top-1 | epochs | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    pts = lambda x: "n/a" if x is None else f"{100 * x:+.1f}"  # noqa: E731
+    for name, r in [("frozen", data["frozen"]), *[(f"top {r['layers']} block(s) tuned", r) for r in data["runs"]]]:
+        gain = r.get("gain") or {}
+        child, adult = (f"{r['per_group'][k]['top1']:.3f}" if k in r["per_group"] else "n/a" for k in ("child", "adult"))
+        syn = "n/a" if r["synthetic_top1"] is None else f"{r['synthetic_top1']:.3f}"
+        lines.append(f"| {name} | {child} | {pts(gain.get('child'))} | {adult} | {pts(gain.get('adult'))} | {syn} | {pts(gain.get('synthetic'))} | "
+                     f"{r['val_top1']:.3f} | {r['epochs']} | {r['seconds']:.0f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 @renderer("pipeline")
 def pipeline(data: dict, out: Path) -> str:
     """Wall time and peak memory of each step, as last run (`steps.jsonl` keeps every run)."""

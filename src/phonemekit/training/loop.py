@@ -105,12 +105,11 @@ class Trainer:
                     with torch.no_grad():
                         items = [self.model.layer_mix(torch.from_numpy(f)[None])[0].numpy() for f in items]
                 self.model.head.fit_statistics(items)
+        if tc.warm_start:
+            warm_start(self.model, Run(tc.warm_start))
         self.model.to(device)
         head_params = [p for n, p in self.model.named_parameters() if not n.startswith("encoder.")]
-        enc_params = [p for n, p in self.model.named_parameters() if n.startswith("encoder.") and p.requires_grad]
-        groups = [{"params": head_params, "lr": tc.lr}]
-        if enc_params:
-            groups.append({"params": enc_params, "lr": tc.encoder_lr or tc.lr})
+        groups = [{"params": head_params, "lr": tc.lr}, *encoder_groups(self.model, tc.encoder_lr or tc.lr, tc.layer_decay)]
         self.base_lrs = [g["lr"] for g in groups]
         self.opt = torch.optim.AdamW(groups, weight_decay=tc.weight_decay)
         if tc.schedule == "cosine":
@@ -305,6 +304,35 @@ class Trainer:
         if self.end_to_end or best.encoder is not None:
             best.to(self.device)
         return TrainResult(best, self.run_dir, self.history, self.best_epoch, time.perf_counter() - t0)
+
+
+def encoder_groups(model: PhonemeModel, lr: float, decay: float) -> list[dict]:
+    """The encoder's trainable parameters as optimiser groups: block k from
+    the top at lr * decay**k (layer-wise rate decay: lower layers hold the
+    general acoustics and move least), the rest (final norms) at lr."""
+    if model.encoder is None:
+        return []
+    groups, seen = [], set()
+    for k, block in enumerate(reversed(model.encoder.blocks())):
+        params = [p for p in block.parameters() if p.requires_grad]
+        seen |= {id(p) for p in block.parameters()}
+        if params:
+            groups.append({"params": params, "lr": lr * decay**k})
+    rest = [p for p in model.encoder.parameters() if p.requires_grad and id(p) not in seen]
+    return groups + ([{"params": rest, "lr": lr}] if rest else [])
+
+
+def warm_start(model: PhonemeModel, run: Run) -> None:
+    """Start `model`'s head (and layer mix) from a run of the same head and
+    labels, trained on frozen features."""
+    source = run.load()
+    if source.labels != model.labels or source.cfg.head != model.cfg.head:
+        raise ConfigError(f"train.warm_start: {run.path} has another head or other labels than {model.cfg.name}")
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith("encoder.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if not k.startswith("encoder.")]:
+        raise ConfigError(f"train.warm_start: {run.path}'s head does not fit {model.cfg.name}'s (another encoder size or layer?)")
+    log.info("%s: head warm-started from %s", model.cfg.name, run.path)
 
 
 def train_model(

@@ -75,6 +75,11 @@ class Encoder(nn.Module):
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    def blocks(self) -> list[nn.Module]:
+        """The transformer blocks, bottom to top (none for a filterbank): what
+        `train.layer_decay` gives each its own learning rate."""
+        return []
+
     def set_trainable(self, top_layers: int) -> None:
         """0: frozen; -1: everything trains; N: the top N layers train."""
         for p in self.parameters():

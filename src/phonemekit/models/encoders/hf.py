@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from phonemekit.config import EncoderConfig
 from phonemekit.errors import ConfigError, MissingWeightsError
@@ -166,6 +167,9 @@ class HFEncoder(Encoder):
             warnings.filterwarnings("ignore", message=".*mismatched key_padding_mask.*")
             out = self.model(wave, attention_mask=mask.long(), output_hidden_states=True)
         return EncoderOutput(tuple(out.hidden_states), self.output_lengths(lengths))
+
+    def blocks(self) -> list[nn.Module]:
+        return list(self.model.encoder.layers)
 
     def set_trainable(self, top_layers: int) -> None:
         super().set_trainable(top_layers)

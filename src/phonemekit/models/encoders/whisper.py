@@ -353,6 +353,9 @@ class WhisperEncoder(Encoder):
         states, n = self.model(mel, frames)
         return EncoderOutput(states, n)
 
+    def blocks(self) -> list[nn.Module]:
+        return list(self.model.blocks)
+
     def set_trainable(self, top_layers: int) -> None:
         super().set_trainable(top_layers)
         if top_layers > 0:
