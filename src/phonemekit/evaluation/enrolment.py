@@ -21,7 +21,6 @@ with one line.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,7 +196,3 @@ def enrolment_by_shots(embedding: np.ndarray, log_probs: np.ndarray, y: np.ndarr
         }
     return out
 
-
-def profile_json(profile: SpeakerProfile) -> str:
-    """The profile as the JSON a client sends to the server (`{"profile": ...}`)."""
-    return json.dumps(profile.to_dict(), separators=(",", ":"))
