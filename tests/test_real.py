@@ -276,10 +276,10 @@ def test_the_real_recipe_end_to_end_on_a_fixture(speechocean, tmp_path):
         "recognise",
         "transfer",
         "boundaries",
+        "augmentation",
         "pronunciation",
         "bundle",
         "enrolment",
-        "augmentation",
         "finetune",
     ]
     per = sec["per"]
@@ -288,7 +288,7 @@ def test_the_real_recipe_end_to_end_on_a_fixture(speechocean, tmp_path):
     bounds = sec["alignment"]["boundaries"]["aligners"]
     assert set(bounds) == {"pocketsphinx", "ctc"} and all(v["sequences"] == v["failed"] + v["boundaries"] // 3 for v in bounds.values())
     pron = sec["pronunciation"]
-    assert pron["model"] in ("fbank-mlp", "whisper-mlp") and set(pron["minimal_pairs"]) <= {"child", "adult"}
+    assert pron["model"].split("+")[0] in ("fbank-mlp", "whisper-mlp") and set(pron["minimal_pairs"]) <= {"child", "adult"}
     child = pron["minimal_pairs"]["child"]
     assert child["words"] > 0 and child["sounds"] >= child["words"] and child["substitutions"] > 0
     pcc = pron["phone_pcc"]  # the fixture carries the experts' scores: all test phones, the right and the wrong
@@ -341,6 +341,13 @@ def test_the_real_recipe_end_to_end_on_a_fixture(speechocean, tmp_path):
     copies, originals = _copy_hashes(out, "speed", tmp_path / "again")
     assert originals <= cached and len(copies) == len(originals) and not copies & cached
     assert "## Augmentation, measured" in (out / "report.md").read_text()
+    # The waveform augmentation best on validation (if any beats none) trains on every clip: a candidate to bundle, chosen on validation too.
+    best = max((c for c in sec["augmentation"]["conditions"] if c["condition"] == "speed"), key=lambda c: c["val_top1"])
+    candidate = sec["augmentation"].get("candidate")
+    assert (candidate is not None) == (best["val_top1"] > aug["none"]["val_top1"])
+    if candidate:
+        assert candidate["name"] == "whisper-mlp+synthetic+speed" and candidate["name"] in card
+        assert not (out / "augmented" / "audio").exists() and "whisper-mlp" in Report.load(out / "augmented")["train"]["models"]
     tuned = sec["finetune"]
     assert tuned["frozen"]["per_group"] == aug["none"]["per_group"] and [r["layers"] for r in tuned["runs"]] == [1] and 1 <= tuned["runs"][0]["epochs"] <= 3
     assert set(tuned["runs"][0]["gain"]) == {"child", "adult", "synthetic"} and "## Fine-tuning beside the frozen model" in (out / "report.md").read_text()

@@ -195,4 +195,3 @@ def enrolment_by_shots(embedding: np.ndarray, log_probs: np.ndarray, y: np.ndarr
             "test_clips": clips,
         }
     return out
-

@@ -33,7 +33,7 @@ from phonemekit.evaluation.predict import predict
 from phonemekit.fileio import read_json, write_json
 from phonemekit.models.encoders import frozen_encoder
 from phonemekit.runs import Run
-from phonemekit.training.experiment import make_split
+from phonemekit.training.experiment import make_split, train_all
 from phonemekit.training.loop import train_model
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,29 @@ def _drop_copies(folder: Path, copies: list[dict], cfg: ModelConfig, cache: Path
         for r in copies:
             Path(store, FeatureCache.key(r["sha256"])).unlink(missing_ok=True)
     shutil.rmtree(folder / "audio", ignore_errors=True)
+
+
+def train_augmented(both: Manifest, cfg: ModelConfig, condition: str, out: Path, cache: Path, *, device: str = "cpu", workers: int = 1,
+                    progress=None) -> Path:  # fmt: skip
+    """The preset on every clip of `both` plus one `condition` copy of each
+    training speaker's clip (validation and test speakers never augmented),
+    trained and evaluated as `train_all` does into OUT: a candidate to
+    bundle. The copies and their features go once it is trained."""
+    split = make_split(both, "corpus")
+    aug, copies = augmented_copies(both, both.rows_of(split.train), condition, out / "audio", progress=progress)
+    manifest = combine([(both, both.rows), (aug, copies)], same_speakers=True)
+    train_all(manifest, [cfg], out, split_kind="corpus", leaky=False, cache_root=cache, device=device, workers=workers, progress=progress,
+              target_group="child", notes=[f"Trained with one {condition} copy of each training clip ({len(copies)} copies)."])  # fmt: skip
+    _drop_copies(out, copies, cfg, cache)
+    return out / "models" / cfg.name
+
+
+def best_condition(results: list[dict]) -> str | None:
+    """The waveform augmentation with the best validation top-1 (never a test figure), if any beats the plain condition."""
+    plain = next((r["val_top1"] for r in results if r["condition"] == "none"), None)
+    waves = [r for r in results if r["condition"] not in ("none", SPEC_AUGMENT)]
+    best = max(waves, key=lambda r: r["val_top1"], default=None)
+    return best["condition"] if best and (plain is None or best["val_top1"] > plain) else None
 
 
 def augmentation_section(both: Manifest, cfg: ModelConfig, out: Path, cache: Path, *, real_share: float = 0.25, conditions=CONDITIONS,

