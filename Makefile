@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup web demo real check docs test test-fast bench clean
+.PHONY: setup web demo real real-more check docs test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -62,6 +62,13 @@ test-fast: $(STAMP) $(WEB_STAMP)
 real: $(STAMP)
 	@test -n "$(SPEECHOCEAN762)" || { echo "usage: make real SPEECHOCEAN762=DIR (a copy of speechocean762)"; exit 2; }
 	$(BIN)/phonemekit real $(SPEECHOCEAN762) --out runs/real
+
+# The same, plus the augmentation effect table, fine-tuning beside the frozen
+# model and a bundle candidate trained with the best augmentation (about 75
+# minutes more; docs/real-speech.md).
+real-more: $(STAMP)
+	@test -n "$(SPEECHOCEAN762)" || { echo "usage: make real-more SPEECHOCEAN762=DIR (a copy of speechocean762)"; exit 2; }
+	$(BIN)/phonemekit real $(SPEECHOCEAN762) --out runs/real --augmentation all --finetune 1,2
 
 bench: $(STAMP)
 	$(BIN)/phonemekit benchmark --json runs/benchmark.json
