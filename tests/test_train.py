@@ -155,6 +155,33 @@ def test_fine_tuning_starts_from_a_frozen_head_with_rates_decaying_by_block(tmp_
         Trainer(other, prepared, parts["train"], parts["val"], tmp_path / "other")
 
 
+def test_fine_tuning_stops_on_validation_and_keeps_the_best_encoder(tmp_path, prepared, tiny_model_dirs):
+    """Validation top-1 that peaks at epoch 2 and falls (what overfitting
+    looks like): training stops `patience` epochs later, and the checkpoint
+    holds the encoder as it was at its best epoch, not as it ended."""
+    parts = _parts(prepared)
+    cfg = ModelConfig(name="tuned", encoder=EncoderConfig(family="wav2vec2", source=str(tiny_model_dirs["wav2vec2"])),
+                      head=HeadConfig(kind="mlp", options={"hidden": [16]}),
+                      train=TrainConfig(epochs=8, batch_size=8, finetune_layers=1, encoder_lr=1e-2, patience=2))  # fmt: skip
+    t = Trainer(cfg, prepared, parts["train"], parts["val"], tmp_path / "run")
+    scores = iter([(1.0, 0.5), (0.9, 0.6), (1.1, 0.4), (1.2, 0.3), (1.3, 0.2), (1.4, 0.1)])  # (val loss, val top-1)
+    t.evaluate = lambda data, batch_size=64: next(scores)
+    top = lambda: [p.detach().clone() for p in t.model.encoder.blocks()[-1].parameters()]  # noqa: E731
+    snapshots = []
+    run_epoch = t.run_epoch
+
+    def epoch_and_snapshot():
+        rec = run_epoch()
+        snapshots.append(top())
+        return rec
+
+    t.run_epoch = epoch_and_snapshot
+    res = t.fit()
+    assert len(res.history) == 4 and res.best_epoch == 2  # epochs 3 and 4 did not improve: patience 2
+    kept = [p for p in res.model.encoder.blocks()[-1].parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(kept, snapshots[1])) and not all(torch.equal(a, b) for a, b in zip(kept, snapshots[3]))
+
+
 def test_a_run_saved_before_a_config_field_existed_resumes(tmp_path):
     """A training state whose config lacks a field added since (with its
     default) is the same config: it resumes instead of refusing."""
