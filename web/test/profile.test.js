@@ -13,6 +13,7 @@ test("a profile adds embedding · weightᵀ + bias to the log-probabilities, as 
 });
 
 test("a profile of another model, other labels or malformed numbers is refused with the reason", () => {
+  /** @type {Array<[(p: any) => void, RegExp]>} */
   const cases = [
     [(p) => { p.format = "x"; }, /not a speaker profile/],
     [(p) => { p.model = "cd".repeat(32); }, /another model/],
