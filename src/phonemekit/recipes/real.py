@@ -299,7 +299,7 @@ def model_card(best: str, val: dict[str, dict], m: dict, baselines: dict, alignm
         + (f" Each training clip also seen once more with {augmented} augmentation (`data.augment`), the augmentation best on validation "
            "speakers in the recipe's effect table." if augmented else ""),
         "",
-        "## Figures (`make real SPEECHOCEAN762=DIR`, the official test speakers)",
+        f"## Figures (`make {'real-more' if augmented else 'real'} SPEECHOCEAN762=DIR`, the official test speakers)",
         "",
         "| group | top-1 | 95% CI (speakers) | top-3 | speakers | clips |",
         "|---|---|---|---|---|---|",
