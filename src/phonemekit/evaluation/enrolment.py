@@ -35,7 +35,7 @@ from phonemekit.fileio import read_json, write_json
 FORMAT = "phonemekit-profile/1"
 # Chosen by `make real`'s enrolment step on validation speakers (real and
 # synthetic, one clip per sound; `sections.enrolment.choice` of its report).
-DEFAULT_REG = 0.1
+DEFAULT_REG = 0.3
 MAX_PROFILE_BYTES = 5_000_000  # a profile of 39 classes on a 256-wide embedding is ~0.2 MB of JSON
 MAX_ITER = 100
 
