@@ -95,7 +95,8 @@ def run_condition(name: str, both: Manifest, rows: list[dict], cfg: ModelConfig,
     elif name != "none":
         aug, copies = augmented_copies(subset, train_rows, name, folder / "audio", progress=progress)
         manifest = combine([(subset, rows), (aug, copies)], same_speakers=True)
-        train_rows = [r for r in manifest.rows if r["speaker"] in set(split.train)]
+        trainers = set(split.train)
+        train_rows = [r for r in manifest.rows if r["speaker"] in trainers]
         val_rows, test_rows = manifest.rows_of(split.val), [r for r in manifest.rows if r.get("split") == "test"]
     run_dir = folder / "models" / cfg.name
     train_model(cfg, manifest, train_rows, val_rows, run_dir, cache_root=cache, device=device, resume=True, progress=progress)
@@ -120,11 +121,12 @@ def run_condition(name: str, both: Manifest, rows: list[dict], cfg: ModelConfig,
 
 
 def _drop_copies(folder: Path, copies: list[dict], cfg: ModelConfig, cache: Path) -> None:
-    """The condition's augmented audio and their cached features: only its figures and model are kept."""
-    if copies:
-        store = FeatureCache(cache, frozen_encoder(cfg.encoder).spec).dir
+    """The condition's augmented audio and their cached features: only its
+    figures and model are kept (a local cache; a remote one keeps them)."""
+    features = FeatureCache(cache, frozen_encoder(cfg.encoder).spec) if copies else None
+    if features is not None and features.store.is_local:
         for r in copies:
-            Path(store, FeatureCache.key(r["sha256"])).unlink(missing_ok=True)
+            Path(features.dir, FeatureCache.key(r["sha256"])).unlink(missing_ok=True)
     shutil.rmtree(folder / "audio", ignore_errors=True)
 
 
