@@ -80,6 +80,16 @@ def augmented_copies(base: Manifest, rows: list[dict], name: str, audio_dir: Pat
     return Manifest(audio_dir, out, list(base.labels), None, dict(base.groups), own_salt=base.salt), out
 
 
+def held_out_figures(m: dict) -> dict:
+    """Top-1 of the real test children and adults (with intervals) and of the synthetic held-out voices together."""
+    synthetic = [v for g, v in m["per_group"].items() if g.startswith("synthetic")]
+    n_syn = sum(v["clips"] for v in synthetic)
+    return {
+        "per_group": {g: {k: v[k] for k in ("top1", "top1_ci95_speakers", "speakers", "clips")} for g, v in m["per_group"].items() if g in ("child", "adult")},
+        "synthetic_top1": sum(v["top1"] * v["clips"] for v in synthetic) / n_syn if n_syn else None,
+    }
+
+
 def run_condition(name: str, both: Manifest, rows: list[dict], cfg: ModelConfig, out: Path, cache: Path, *, device: str = "cpu", progress=None) -> dict:
     """Train and test the preset under one condition (cached in OUT/NAME/result.json)."""
     folder = out / name
@@ -102,17 +112,13 @@ def run_condition(name: str, both: Manifest, rows: list[dict], cfg: ModelConfig,
     train_model(cfg, manifest, train_rows, val_rows, run_dir, cache_root=cache, device=device, resume=True, progress=progress)
     model = Run(run_dir).load()
     history = read_json(run_dir / "history.json")
-    m = metrics(predict(model, manifest, test_rows, cache_root=cache, device=device), manifest.groups)
-    synthetic = [g for g in m["per_group"] if g.startswith("synthetic")]
-    n_syn = sum(m["per_group"][g]["clips"] for g in synthetic)
     result = {
         "condition": name,
         "train_clips": len(train_rows),
         "augmented_clips": len(copies),
         "epochs": len(history),
         "val_top1": max(float(h["val_top1"]) for h in history),  # the checkpoint kept is the best on validation
-        "per_group": {g: {k: v[k] for k in ("top1", "top1_ci95_speakers", "speakers", "clips")} for g, v in m["per_group"].items() if g in ("child", "adult")},
-        "synthetic_top1": sum(m["per_group"][g]["top1"] * m["per_group"][g]["clips"] for g in synthetic) / n_syn if n_syn else None,
+        **held_out_figures(metrics(predict(model, manifest, test_rows, cache_root=cache, device=device), manifest.groups)),
         "seconds": round(time.perf_counter() - t0, 1),
     }
     write_json(folder / RESULT, result)

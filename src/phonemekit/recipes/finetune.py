@@ -21,7 +21,7 @@ from phonemekit.data.manifest import Manifest
 from phonemekit.evaluation.metrics import metrics
 from phonemekit.evaluation.predict import predict
 from phonemekit.fileio import read_json, write_json
-from phonemekit.recipes.augmentation import RESULT, run_condition, training_subset
+from phonemekit.recipes.augmentation import RESULT, held_out_figures, run_condition, training_subset
 from phonemekit.runs import Run
 from phonemekit.training.experiment import make_split
 from phonemekit.training.loop import train_model
@@ -46,17 +46,13 @@ def finetune_one(layers: int, both: Manifest, rows: list[dict], cfg: ModelConfig
     run_dir = folder / "models" / cfg.name
     train_model(tuned, subset, subset.rows_of(split.train), subset.rows_of(split.val), run_dir, cache_root=cache, device=device, resume=True,
                 progress=progress)  # fmt: skip
-    m = metrics(predict(Run(run_dir).load(), subset, subset.rows_of(split.test), cache_root=cache, device=device), subset.groups)
     history = read_json(run_dir / "history.json")
-    synthetic = [g for g in m["per_group"] if g.startswith("synthetic")]
-    n_syn = sum(m["per_group"][g]["clips"] for g in synthetic)
     result = {
         "layers": layers,
         "epochs": len(history),
         "val_top1": max(float(h["val_top1"]) for h in history),
         "val_by_epoch": [round(float(h["val_top1"]), 4) for h in history],
-        "per_group": {g: {k: v[k] for k in ("top1", "top1_ci95_speakers", "speakers", "clips")} for g, v in m["per_group"].items() if g in ("child", "adult")},
-        "synthetic_top1": sum(m["per_group"][g]["top1"] * m["per_group"][g]["clips"] for g in synthetic) / n_syn if n_syn else None,
+        **held_out_figures(metrics(predict(Run(run_dir).load(), subset, subset.rows_of(split.test), cache_root=cache, device=device), subset.groups)),
         "seconds": round(time.perf_counter() - t0, 1),
     }
     write_json(folder / RESULT, result)
