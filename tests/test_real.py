@@ -280,6 +280,7 @@ def test_the_real_recipe_end_to_end_on_a_fixture(speechocean, tmp_path):
         "pronunciation",
         "bundle",
         "enrolment",
+        "ensembles",
         "finetune",
     ]
     per = sec["per"]
@@ -348,6 +349,9 @@ def test_the_real_recipe_end_to_end_on_a_fixture(speechocean, tmp_path):
     if candidate:
         assert candidate["name"] == "whisper-mlp+synthetic+speed" and candidate["name"] in card
         assert not (out / "augmented" / "audio").exists() and "whisper-mlp" in Report.load(out / "augmented")["train"]["models"]
+    ens = sec["ensembles"]  # the candidates combined, chosen on validation
+    assert set(ens["members"]) == set(val_choice := card.split("Chosen among ")[1].split(" by validation")[0].split(", ")) and ens["chosen"] in ens["methods"]
+    assert len(val_choice) >= 3 and set(ens["methods"][ens["chosen"]]["per_group"]) == {"child", "adult"}
     tuned = sec["finetune"]
     assert tuned["frozen"]["per_group"] == aug["none"]["per_group"] and [r["layers"] for r in tuned["runs"]] == [1] and 1 <= tuned["runs"][0]["epochs"] <= 3
     assert set(tuned["runs"][0]["gain"]) == {"child", "adult", "synthetic"} and "## Fine-tuning beside the frozen model" in (out / "report.md").read_text()

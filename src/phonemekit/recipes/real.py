@@ -26,6 +26,7 @@ from phonemekit.data.manifest import DATASET, MANIFEST, Manifest, combine, load_
 from phonemekit.data.splits import speaker_disjoint
 from phonemekit.evaluation.calibration import uncalibrated_verdict
 from phonemekit.evaluation.enrolment import enrolment_by_shots
+from phonemekit.evaluation.ensemble import fit_ensembles
 from phonemekit.evaluation.metrics import metrics
 from phonemekit.evaluation.predict import embedded, predict
 from phonemekit.fileio import read_jsonl, write_text
@@ -132,6 +133,12 @@ def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, e
         Report.open(out).set("finetune", section).save()
         return {f"top{r['layers']}": r["per_group"].get("child", {}).get("top1") for r in section["runs"]}
 
+    def ensembles() -> dict:
+        """The bundle's candidates combined, each way fitted and chosen on the real validation speakers (the clips every member scored)."""
+        record, _ = fit_ensembles([Run(path, name) for name, path in candidates(out, clip_models).items()], groups=load_manifest(data).groups)
+        Report.open(out).set("ensembles", record).save()
+        return {"chosen": record["chosen"], "top1": record["methods"][record["chosen"]]["top1"]}
+
     candidate_weights = [out / "models" / c.name / WEIGHTS for c in cfgs] + [out / "both" / "models" / TRANSFER_MODEL / WEIGHTS]
     if augmentation:
         candidate_weights.append(out / AUGMENTED / "models" / TRANSFER_MODEL / WEIGHTS)
@@ -164,6 +171,8 @@ def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, e
         config = {"conditions": list(augmentation), "real_share": augmentation_share, "model": augment_cfg.to_dict()}
         at = [s.name for s in steps].index("pronunciation")
         steps.insert(at, Step("augmentation", augment, inputs=[data / MANIFEST, out / "synthetic" / "data" / MANIFEST], outputs=[], config=config))
+    if augmentation:
+        steps.append(Step("ensembles", ensembles, inputs=candidate_weights, outputs=[]))
     if finetune:
         config = {"layers": list(finetune), "real_share": augmentation_share, "model": augment_cfg.to_dict(), "settings": FINETUNE}
         steps.append(Step("finetune", tune, inputs=[data / MANIFEST, out / "synthetic" / "data" / MANIFEST], outputs=[], config=config))

@@ -310,6 +310,8 @@ def ensembles(rec: dict, out: Path) -> str:
     ]
     for method, r in rec["methods"].items():
         lines.append(f"| {method} | {r['val_top1']:.3f} | {r['top1']:.3f} ({r['top1_ci95'][0]:.3f}-{r['top1_ci95'][1]:.3f}) | {r['top3']:.3f} |")
+    if groups := rec["methods"][rec["chosen"]].get("per_group"):
+        lines += ["", "The chosen ensemble on test, by group: " + ", ".join(f"{g} {v['top1']:.3f}" for g, v in groups.items()) + "."]
     if rec.get("verdict"):
         v = rec["verdict"]
         lines += [
