@@ -63,9 +63,9 @@ real: $(STAMP)
 	@test -n "$(SPEECHOCEAN762)" || { echo "usage: make real SPEECHOCEAN762=DIR (a copy of speechocean762)"; exit 2; }
 	$(BIN)/phonemekit real $(SPEECHOCEAN762) --out runs/real
 
-# The same, plus the augmentation effect table, fine-tuning beside the frozen
-# model and a bundle candidate trained with the best augmentation (about 75
-# minutes more; docs/real-speech.md).
+# The same, plus the augmentation effect table, a bundle candidate trained
+# with the best augmentation, ensembles of the candidates and fine-tuning
+# beside the frozen model (about 75 minutes more; docs/real-speech.md).
 real-more: $(STAMP)
 	@test -n "$(SPEECHOCEAN762)" || { echo "usage: make real-more SPEECHOCEAN762=DIR (a copy of speechocean762)"; exit 2; }
 	$(BIN)/phonemekit real $(SPEECHOCEAN762) --out runs/real --augmentation all --finetune 1,2
