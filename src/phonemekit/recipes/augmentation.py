@@ -90,6 +90,14 @@ def held_out_figures(m: dict) -> dict:
     }
 
 
+def gain_over(result: dict, base: dict) -> dict:
+    """Top-1 gained over `base` (both `held_out_figures`), per real group and on the synthetic voices."""
+    gain = {g: v["top1"] - base["per_group"][g]["top1"] for g, v in result["per_group"].items() if g in base["per_group"]}
+    if result["synthetic_top1"] is not None and base["synthetic_top1"] is not None:
+        gain["synthetic"] = result["synthetic_top1"] - base["synthetic_top1"]
+    return gain
+
+
 def run_condition(name: str, both: Manifest, rows: list[dict], cfg: ModelConfig, out: Path, cache: Path, *, device: str = "cpu", progress=None) -> dict:
     """Train and test the preset under one condition (cached in OUT/NAME/result.json)."""
     folder = out / name
@@ -166,9 +174,7 @@ def augmentation_section(both: Manifest, cfg: ModelConfig, out: Path, cache: Pat
     plain = next((r for r in results if r["condition"] == "none"), None)
     for r in results:  # each condition against the plain one on the same clips
         if plain is not None:
-            r["gain"] = {g: r["per_group"][g]["top1"] - plain["per_group"][g]["top1"] for g in r["per_group"] if g in plain["per_group"]}
-            if r["synthetic_top1"] is not None and plain["synthetic_top1"] is not None:
-                r["gain"]["synthetic"] = r["synthetic_top1"] - plain["synthetic_top1"]
+            r["gain"] = gain_over(r, plain)
     return {
         "model": cfg.name,
         "real_share": real_share,

@@ -21,7 +21,7 @@ from phonemekit.data.manifest import Manifest
 from phonemekit.evaluation.metrics import metrics
 from phonemekit.evaluation.predict import predict
 from phonemekit.fileio import read_json, write_json
-from phonemekit.recipes.augmentation import RESULT, held_out_figures, run_condition, training_subset
+from phonemekit.recipes.augmentation import RESULT, gain_over, held_out_figures, run_condition, training_subset
 from phonemekit.runs import Run
 from phonemekit.training.experiment import make_split
 from phonemekit.training.loop import train_model
@@ -66,9 +66,7 @@ def finetune_section(both: Manifest, cfg: ModelConfig, out: Path, cache: Path, *
     frozen = run_condition("none", both, rows, cfg, out.parent / "augmentation", cache, device=device, progress=progress)
     runs = [finetune_one(n, both, rows, cfg, out, cache, device=device, progress=progress) for n in layers]
     for r in runs:
-        r["gain"] = {g: r["per_group"][g]["top1"] - frozen["per_group"][g]["top1"] for g in r["per_group"] if g in frozen["per_group"]}
-        if r["synthetic_top1"] is not None and frozen["synthetic_top1"] is not None:
-            r["gain"]["synthetic"] = r["synthetic_top1"] - frozen["synthetic_top1"]
+        r["gain"] = gain_over(r, frozen)
     return {
         "model": cfg.name,
         "settings": FINETUNE,

@@ -479,14 +479,18 @@ def augmentation(data: dict, out: Path) -> str:
         "| condition | test children | gain | test adults | gain | synthetic held-out | gain | val top-1 | train clips | epochs | seconds |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    pts = lambda x: "n/a" if x is None else f"{100 * x:+.1f}"  # noqa: E731
     for c in data["conditions"]:
-        gain = c.get("gain") or {}
-        child, adult = (f"{c['per_group'][k]['top1']:.3f}" if k in c["per_group"] else "n/a" for k in ("child", "adult"))
-        syn = "n/a" if c["synthetic_top1"] is None else f"{c['synthetic_top1']:.3f}"
-        lines.append(f"| {c['condition']} | {child} | {pts(gain.get('child'))} | {adult} | {pts(gain.get('adult'))} | {syn} | "
-                     f"{pts(gain.get('synthetic'))} | {c['val_top1']:.3f} | {c['train_clips']} | {c['epochs']} | {c['seconds']:.0f} |")  # fmt: skip
+        lines.append(f"| {c['condition']} | {_held_out_cells(c)} | {c['train_clips']} | {c['epochs']} | {c['seconds']:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def _held_out_cells(r: dict) -> str:
+    """Test children, adults and synthetic voices, each with its gain, then validation top-1 (`recipes.augmentation`'s figures)."""
+    gain = r.get("gain") or {}
+    pts = lambda x: "n/a" if x is None else f"{100 * x:+.1f}"  # noqa: E731
+    child, adult = (f"{r['per_group'][k]['top1']:.3f}" if k in r["per_group"] else "n/a" for k in ("child", "adult"))
+    syn = "n/a" if r["synthetic_top1"] is None else f"{r['synthetic_top1']:.3f}"
+    return f"{child} | {pts(gain.get('child'))} | {adult} | {pts(gain.get('adult'))} | {syn} | {pts(gain.get('synthetic'))} | {r['val_top1']:.3f}"
 
 
 @renderer("finetune")
@@ -500,13 +504,8 @@ def finetune(data: dict, out: Path) -> str:
         "| model | test children | gain | test adults | gain | synthetic held-out | gain | val top-1 | epochs | seconds |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    pts = lambda x: "n/a" if x is None else f"{100 * x:+.1f}"  # noqa: E731
     for name, r in [("frozen", data["frozen"]), *[(f"top {r['layers']} block(s) tuned", r) for r in data["runs"]]]:
-        gain = r.get("gain") or {}
-        child, adult = (f"{r['per_group'][k]['top1']:.3f}" if k in r["per_group"] else "n/a" for k in ("child", "adult"))
-        syn = "n/a" if r["synthetic_top1"] is None else f"{r['synthetic_top1']:.3f}"
-        lines.append(f"| {name} | {child} | {pts(gain.get('child'))} | {adult} | {pts(gain.get('adult'))} | {syn} | {pts(gain.get('synthetic'))} | "
-                     f"{r['val_top1']:.3f} | {r['epochs']} | {r['seconds']:.0f} |")  # fmt: skip
+        lines.append(f"| {name} | {_held_out_cells(r)} | {r['epochs']} | {r['seconds']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
