@@ -274,6 +274,7 @@ def test_the_real_recipe_end_to_end_on_a_fixture(speechocean, tmp_path):
         "align",
         "train",
         "recognise",
+        "context",
         "transfer",
         "boundaries",
         "augmentation",
@@ -326,8 +327,19 @@ def test_the_real_recipe_end_to_end_on_a_fixture(speechocean, tmp_path):
     assert rows[("both", "real test speakers")]["clips"] == rows[("real", "real test speakers")]["clips"]
     assert "whisper-mlp+synthetic" in card and "synthetic validation voices" in card
     assert rows[("real", "real test speakers")]["clips"] == sum(1 for r in load_manifest(out / "data").rows if r["split"] == "test")
-    ctx = train["models"]["whisper-mlp-context"]
-    assert train["models"]["whisper-mlp"]["per_group"]["child"]["in_context_top1"] == ctx["per_group"]["child"]["top1"]
+    ctx, tagged = train["models"]["whisper-mlp-context"], sec["context"]
+    assert tagged["per_group"]["child"]["clips"] == ctx["per_group"]["child"]["clips"] and tagged["vs_slice"]["model"] == "whisper-mlp-context"
+    test_utts = {r["source_sha256"] for r in load_manifest(out / "data").rows if r["split"] == "test"}
+    assert tagged["utterances"]["test"] == len(test_utts) and 1 <= tagged["epochs"] <= 3 and (out / "context" / "tagger.safetensors").is_file()
+    # Beside each clip model: the in-context model validation prefers (the slice twin or the sentence tagger), named.
+    clip, twin_val = (
+        train["models"]["whisper-mlp"],
+        max(h["val_top1"] for h in json.loads((out / "models" / "whisper-mlp-context" / "history.json").read_text())),
+    )
+    chosen = clip["in_context_model"]
+    assert chosen == ("whisper-tagger-context" if tagged["val_top1"] > twin_val else "whisper-mlp-context")
+    assert clip["per_group"]["child"]["in_context_top1"] == (tagged if chosen == "whisper-tagger-context" else ctx)["per_group"]["child"]["top1"]
+    assert "## Phones in their sentence" in (out / "report.md").read_text()
     assert train["best_model"] != "whisper-mlp-context"  # a game hears a clip alone: the best model is of the clip view
     enrolled = sec["enrolment"]
     assert str(enrolled["choice"]["reg"]) in enrolled["choice"]["by_reg"] and set(enrolled["by_shots"]) == {"0", "1", "2", "5"}
@@ -396,6 +408,16 @@ def test_the_utterance_view_slices_each_phone_from_its_encoded_utterance(speecho
     got = FeatureCache(tmp_path / "cache", utt.spec).get(r["sha256"])
     np.testing.assert_allclose(got, frames[a : a + len(got)], atol=1e-5)
     assert extract(m, utt, tmp_path / "cache").computed == 0  # cached, each utterance encoded once
+    # The whole utterance is kept in the clip view's cache too: the recogniser and the tagger read it without encoding again.
+    assert dataclasses.replace(utt.spec, view="clip") == clip.spec
+    np.testing.assert_allclose(FeatureCache(tmp_path / "cache", clip.spec).get(r["source_sha256"]), frames, atol=1e-5)
+    from phonemekit.data.manifest import Manifest
+    from phonemekit.training.sequence import utterances
+
+    utts, _, _ = utterances(tmp_path / "data")
+    aligned = {r["source_sha256"] for r in m.rows}
+    res = extract(Manifest(utts.root, [u for u in utts.rows if u["sha256"] in aligned], utts.labels), clip, tmp_path / "cache")
+    assert res.computed == 0 and res.cached == len(aligned)
 
 
 def test_import_and_align_on_the_command_line(speechocean, tmp_path):

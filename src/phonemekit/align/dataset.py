@@ -74,6 +74,12 @@ def _read_cache(path: Path) -> dict[str, dict]:
     return done
 
 
+def alignments(data: str | Path, aligner: str = "pocketsphinx") -> dict[str, dict]:
+    """Each aligned utterance's record (`words`: [word, start, end, [[phone,
+    start, end, score], ...]]), by the utterance's sha256; failures left out."""
+    return {k: v for k, v in _read_cache(Path(data) / "alignments" / f"{aligner}.jsonl").items() if "error" not in v}
+
+
 def _ends_with_newline(path: Path) -> bool:
     with open(path, "rb") as f:
         f.seek(-1, os.SEEK_END)

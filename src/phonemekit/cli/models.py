@@ -284,7 +284,7 @@ def real(
     force: Annotated[
         list[str] | None,
         typer.Option(
-            help="Redo this step (repeatable): import, align, train, recognise, transfer, boundaries, pronunciation, bundle, enrolment, augmentation."
+            help="Redo this step (repeatable): import, align, train, recognise, context, transfer, boundaries, pronunciation, bundle, enrolment, augmentation."
         ),
     ] = None,
     augmentation: Annotated[

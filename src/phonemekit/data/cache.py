@@ -16,6 +16,7 @@ resumes, or a cluster of workers that finish in any order
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ LAYOUT = "layout.json"  # the shape of an entry after its time axis: [D], or [L,
 
 class FeatureCache:
     def __init__(self, root, spec: EncoderSpec) -> None:
-        self.spec = spec
+        self.spec, self.root = spec, root
         self.store = Store(root) / spec.key()
         self.dir = self.store.url
         if self.store.exists("spec.json"):
@@ -217,6 +218,9 @@ def encode_in_context(manifest: Manifest, encoder: Encoder, cache: FeatureCache,
     segment's frames sliced from it (a clip that is a file of its own is
     its own utterance). What reading a word or a sentence sees: the phone
     with the context the encoder heard around it."""
+    # The whole utterance's frames also go to the clip view's cache under the file's own hash: what the phone
+    # recogniser and the sentence tagger read (the encoder masks padding, so a file alone is a file in a batch).
+    whole = FeatureCache(cache.root, dataclasses.replace(encoder.spec, view="clip"))
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in {r["sha256"]: r for r in manifest.rows}.values():
         groups.setdefault((r["path"], r.get("source_sha256", r["sha256"])), []).append(r)
@@ -238,6 +242,8 @@ def encode_in_context(manifest: Manifest, encoder: Encoder, cache: FeatureCache,
                 wave, lengths = collate_waves([x])
                 out = encoder(wave.to(device), lengths.to(device))
                 frames = encoder.select(out)[0, : int(out.lengths[0])].float().cpu().numpy()
+                if not whole.has(sha):
+                    whole.put(sha, frames)
                 for r in todo:
                     a, b = (int(r["start"] * rate), int(np.ceil(r["end"] * rate))) if "start" in r else (0, len(frames))
                     a = min(a, len(frames) - 1)

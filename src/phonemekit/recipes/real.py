@@ -27,16 +27,19 @@ from phonemekit.data.splits import speaker_disjoint
 from phonemekit.evaluation.calibration import uncalibrated_verdict
 from phonemekit.evaluation.enrolment import enrolment_by_shots
 from phonemekit.evaluation.ensemble import fit_ensembles
-from phonemekit.evaluation.metrics import metrics
+from phonemekit.evaluation.metrics import metrics, versus
 from phonemekit.evaluation.predict import embedded, predict
-from phonemekit.fileio import read_jsonl, write_text
+from phonemekit.fileio import read_json, read_jsonl, write_text
 from phonemekit.models.presets import REAL_MODELS, RECOGNISER, get_preset
+from phonemekit.models.tagger import TaggerConfig
 from phonemekit.recipes.augmentation import augmentation_section, best_condition, train_augmented
 from phonemekit.recipes.finetune import FINETUNE, finetune_section
 from phonemekit.recipes.pipeline import Pipeline, Step
 from phonemekit.report.plots import minimal_pair_det
 from phonemekit.report.report import REPORT_JSON, REPORT_MD, Report
 from phonemekit.runs import WEIGHTS, Run
+from phonemekit.training.context import WEIGHTS as TAGGER_WEIGHTS
+from phonemekit.training.context import train_tagger
 from phonemekit.training.experiment import make_split, train_all
 from phonemekit.training.sequence import train_recogniser
 
@@ -44,6 +47,8 @@ AUGMENT_EPOCHS = 30  # one budget for every condition of the augmentation table
 ENROL_REGS = (0.1, 0.3, 1.0, 3.0)  # the enrolment penalties tried on validation speakers
 ENROL_SHOTS = (0, 1, 2, 5)  # clips per sound a new speaker gives
 AUGMENTED = "augmented"  # OUT/augmented: the transfer preset trained with the best augmentation
+CONTEXT = "context"  # OUT/context: the sentence tagger
+CONTEXT_MODEL = "whisper-tagger-context"  # its name where it stands beside the clip models
 CONTEXT_SUFFIX = "-context"  # a model of the utterance view, reported beside its clip twin as `in_context_top1`
 TRANSFER_MODEL = "whisper-mlp"  # trained on synthetic, on real speech and on both, each tested on both
 BOTH_SUFFIX = "+synthetic"  # the name of the transfer model trained on both, among the candidates to bundle
@@ -74,7 +79,7 @@ def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, e
                             target_group="child", progress=progress, workers=workers,
                             notes=["speechocean762 (CC BY 4.0): Mandarin-L1 speakers reading English; test children and adults are its "
                                    "official test speakers. Each phone clip is the aligned phone +-50 ms, encoded alone."])  # fmt: skip
-        add_in_context(section)
+        add_in_context(section, Report.open(out).get("context"), twin_val_top1(out))
         Report.open(out).set("train", section).save()
         return {"best_model": section["best_model"]}
 
@@ -91,11 +96,25 @@ def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, e
         return {g: v["substitution_recall"] for g, v in section["minimal_pairs"].items()}
 
     recogniser = RECOGNISER.with_overrides(epochs=epochs)
+    tagger = TaggerConfig() if epochs is None else TaggerConfig(epochs=epochs)
 
     def recognise() -> dict:
         res = train_recogniser(data, recogniser, out / "recogniser", cache_root=cache, device=device, progress=progress)
         Report.open(out).set("per", res.section).save()
         return {"test_per": res.section["test"]["per"]}
+
+    def context() -> dict:
+        section, preds = train_tagger(data, load_manifest(data), recogniser, out / CONTEXT, cfg=tagger, cache_root=cache, device=device, progress=progress)
+        twin = out / "models" / f"{TRANSFER_MODEL}{CONTEXT_SUFFIX}"
+        if (twin / WEIGHTS).is_file():  # the same phones, sliced from the sentence and pooled alone
+            section["vs_slice"] = {"model": twin.name, **versus(preds, Run(twin).predictions("test"))}
+        rep = Report.open(out)
+        rep.set("context", section)
+        if train_section := rep.get("train"):
+            add_in_context(train_section, section, twin_val_top1(out))
+            rep.set("train", train_section)
+        rep.save()
+        return {g: v["top1"] for g, v in section["per_group"].items()}
 
     def boundaries() -> dict:
         section = boundary_section(out, count=boundary_sequences)
@@ -150,6 +169,13 @@ def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, e
         ),  # fmt: skip
         Step("recognise", recognise, inputs=[data / UTTERANCES], outputs=[out / "recogniser" / WEIGHTS], config={"model": recogniser.to_dict()}),
         Step(
+            "context",
+            context,
+            inputs=[data / MANIFEST, data / "alignments" / "pocketsphinx.jsonl"],
+            outputs=[out / CONTEXT / TAGGER_WEIGHTS],
+            config={"encoder": dataclasses.asdict(recogniser.encoder), "tagger": tagger.to_dict()},
+        ),  # fmt: skip
+        Step(
             "transfer",
             transfer,
             inputs=[out / "models" / TRANSFER_MODEL / WEIGHTS],
@@ -179,17 +205,38 @@ def real_steps(src: Path, out: Path, *, models: tuple[str, ...] = REAL_MODELS, e
     return steps
 
 
-def add_in_context(section: dict) -> None:
-    """Each clip-view model's per-group figures get its utterance-view twin's
-    top-1 beside them (`per_group.<g>.in_context_top1`): the same phones,
-    seen in their sentence."""
+def add_in_context(section: dict, context: dict | None = None, val_top1: dict[str, float] | None = None) -> None:
+    """Each clip-view model's per-group figures get the in-context top-1 of
+    the same phones beside them (`per_group.<g>.in_context_top1`): of its
+    utterance-view twin (the phone's frames sliced from the encoded sentence)
+    or, on the same encoder, of the sentence tagger (`sections.context`),
+    whichever has the better validation top-1 (`val_top1`: the twins'; the
+    tagger's is in its section), named in `in_context_model`. Test figures
+    choose nothing."""
     models = section["models"]
     for name, twin in [(n[: -len(CONTEXT_SUFFIX)], n) for n in models if n.endswith(CONTEXT_SUFFIX)]:
-        if name in models:
-            for g, v in models[name]["per_group"].items():
-                if g in models[twin]["per_group"]:
-                    v["in_context_top1"] = models[twin]["per_group"][g]["top1"]
-            models[name]["in_context_top1"] = models[twin]["top1"]
+        if name not in models:
+            continue
+        options = [(float((val_top1 or {}).get(twin, -1.0)), twin, models[twin])]
+        if context and context["encoder"]["source"] == models[name]["encoder"]["source"]:
+            options.append((float(context["val_top1"]), CONTEXT_MODEL, context))
+        _, chosen, figures = max(options, key=lambda o: o[0])
+        for g, v in models[name]["per_group"].items():
+            if g in figures["per_group"]:
+                v["in_context_top1"] = figures["per_group"][g]["top1"]
+        models[name]["in_context_top1"] = figures["top1"]
+        models[name]["in_context_model"] = chosen
+
+
+def twin_val_top1(out: Path) -> dict[str, float]:
+    """The validation top-1 each utterance-view model was chosen at (its best epoch)."""
+    found = {}
+    for path in (out / "models").glob(f"*{CONTEXT_SUFFIX}/history.json"):
+        try:
+            found[path.parent.name] = max(float(h["val_top1"]) for h in read_json(path))
+        except (OSError, ValueError, TypeError, KeyError):
+            continue
+    return found
 
 
 def transfer_table(out: Path, data: Path, cache: Path, cfg: ModelConfig, *, synthetic: tuple[int, int] = (18, 2), device: str = "cpu",

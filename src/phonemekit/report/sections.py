@@ -412,6 +412,34 @@ def per(data: dict, out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+@renderer("context")
+def context(data: dict, out: Path) -> str:
+    """The sentence tagger: each phone read with the phones around it."""
+    lines = [
+        f"## Phones in their sentence ({data['model']}; {data['encoder']['family']} `{data['encoder']['source']}`)",
+        "",
+        f"Trained on the train speakers' aligned utterances ({data['utterances']['train']}), epoch chosen on the validation speakers' "
+        f"({data['utterances']['val']}; top-1 {_pct(data['val_top1'])} at epoch {data['best_epoch']} of {data['epochs']}), tested on "
+        f"the same {data['n']} test phones as the clip models; 95% interval resampling speakers. Inputs are acoustic and positional "
+        "only (no phone names).",
+        "",
+        "| group | top-1 | CI speakers | top-3 | phones | speakers |",
+        "|---|---|---|---|---|---|",
+    ]
+    for g, v in data["per_group"].items():
+        lines.append(f"| {g} | {_pct(v['top1'])} | {_ci(v['top1_ci95_speakers'])} | {_pct(v['top3'])} | {v['clips']} | {v['speakers']} |")
+    lines.append(f"| all | {_pct(data['top1'])} | {_ci(data['top1_ci95_speakers'])} | {_pct(data['top3'])} | {data['n']} | |")
+    if vs := data.get("vs_slice"):
+        lines += [
+            "",
+            f"Against {vs['model']} (each phone's frames sliced from the encoded sentence, pooled alone), on the same phones: "
+            f"{100 * vs['top1_diff']:+.1f} points ({_ci(vs['diff_ci95'], signed=True)} over speakers; McNemar p = {vs['mcnemar_p']:.2g}).",
+        ]
+    if data.get("confused_pairs"):
+        lines += ["", "Most confused: " + ", ".join(f"{c['true']} -> {c['predicted']} ({c['count']})" for c in data["confused_pairs"])]
+    return "\n".join(lines) + "\n"
+
+
 @renderer("pronunciation")
 def pronunciation(data: dict, out: Path) -> str:
     """Reading verdicts on real words: the minimal-pair benchmark."""
