@@ -9,7 +9,7 @@ import pytest
 from phonemekit.data.segments import segment_row
 from phonemekit.errors import ConfigError
 from phonemekit.models.tagger import TaggerConfig
-from phonemekit.training.context import Sentence, fit, predictions, sentence
+from phonemekit.training.context import Sentence, fit, load_tagger, predictions, sentence
 
 UTT = {"path": "WAVE/S1/u1.WAV", "speaker": "s1", "sha256": "ab" * 32, "duration": 2.0, "group": "child", "split": "train", "utt": "u1"}
 RECORD = {"words": [["cat", 0.2, 0.62, [["K", 0.2, 0.3, -1.0], ["AE", 0.3, 0.5, -2.0], ["T", 0.5, 0.62, -3.0]]],
@@ -62,6 +62,31 @@ def test_the_tagger_learns_what_only_the_neighbours_say():
     top1 = float((p.scores.argmax(1) == p.y).mean())
     assert top1 > 0.9 and top1 == max(h["val_top1"] for h in history)  # chance is 1/3: the phone's own frames are noise
     assert len(p.rows) == len(p.y) == sum(len(s.examples) for s in val)
+
+
+def test_a_saved_tagger_loads_and_scores_as_trained(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    from phonemekit.errors import DataError
+
+    rng = np.random.default_rng(1)
+    cfg = TaggerConfig(hidden=16, epochs=2, patience=2)
+    model, _ = fit(_toy(40, rng), _toy(10, rng), 3, cfg)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "tagger.safetensors"))
+    (tmp_path / "tagger.json").write_text(json.dumps({"tagger": cfg.to_dict(), "labels": ["0", "1", "2"]}))
+    loaded, labels = load_tagger(tmp_path)
+    items = _toy(5, rng)
+    np.testing.assert_allclose(predictions(loaded, items, labels).scores, predictions(model, items, labels).scores, atol=1e-6)
+    (tmp_path / "tagger.json").write_text(json.dumps({"tagger": {**cfg.to_dict(), "hidden": 3}, "labels": ["0", "1", "2"]}))
+    with pytest.raises(DataError, match="no usable phone tagger"):
+        load_tagger(tmp_path)
+    (tmp_path / "tagger.json").write_text(json.dumps({"tagger": cfg.to_dict(), "labels": ["0", "1"]}))  # labels of another model
+    with pytest.raises(DataError, match="no usable phone tagger"):
+        load_tagger(tmp_path)
+    with pytest.raises(DataError, match="no usable phone tagger"):
+        load_tagger(tmp_path / "missing")
 
 
 @pytest.mark.parametrize("bad", [{"hidden": 3}, {"hidden": 0}, {"layers": 0}, {"dropout": 1.0}, {"lr": 0}, {"epochs": 0}, {"batch": 0}])

@@ -28,7 +28,7 @@ from phonemekit.config import ModelConfig
 from phonemekit.data.cache import FeatureCache, extract
 from phonemekit.data.manifest import DATASET, Manifest
 from phonemekit.data.segments import segment_row
-from phonemekit.errors import DataError
+from phonemekit.errors import ConfigError, DataError
 from phonemekit.evaluation.metrics import metrics
 from phonemekit.evaluation.predict import Predictions
 from phonemekit.fileio import ensure_folder, read_json, write_json
@@ -180,6 +180,26 @@ def fit(train: list[Sentence], val: list[Sentence], num_classes: int, cfg: Tagge
                 break
     model.load_state_dict(best_state)
     return model, history
+
+
+def load_tagger(folder: Path) -> tuple[PhoneTagger, list[str]]:
+    """A trained tagger and its labels from its folder (`train_tagger`'s `out`);
+    a folder that does not hold one is refused with one line."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        meta = read_json(Path(folder) / CONFIG)
+        labels, cfg = meta["labels"], TaggerConfig(**meta["tagger"])
+        state = load_file(str(Path(folder) / WEIGHTS))
+        if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
+            raise ValueError("labels are not a list of names")
+        layers, dim = state["mix.logits"].shape[0], state["proj.0.weight"].shape[0] - POSITION_FEATURES
+        model = PhoneTagger(layers, dim, len(labels), cfg)
+        model.load_state_dict(state)
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError, ConfigError) as e:
+        raise DataError(f"{folder} holds no usable phone tagger ({type(e).__name__}: {e})") from None
+    return model.eval(), labels
 
 
 def train_tagger(data: Path, manifest: Manifest, encoder_cfg: ModelConfig, out: Path, *, cfg: TaggerConfig = TaggerConfig(), cache_root,
