@@ -45,6 +45,10 @@ def _ci(ci, signed: bool = False) -> str:
     return f"{f(ci[0])} to {f(ci[1])}"
 
 
+def _confused(pairs: list[dict]) -> str:
+    return "Most confused: " + ", ".join(f"{c['true']} -> {c['predicted']} ({c['count']})" for c in pairs)
+
+
 @renderer("train")
 def train(report: dict, out: Path) -> str:
     """The models trained on one split, their baselines and the comparisons between them."""
@@ -136,7 +140,7 @@ def train(report: dict, out: Path) -> str:
         lines += ["Per speaker: " + ", ".join(f"{s} {_pct(v)}" for s, v in m["per_speaker"].items()), ""]
         lines += ["Per group: " + ", ".join(f"{g} {_pct(v['top1'])} ({v['speakers']} speakers)" for g, v in m["per_group"].items()), ""]
         if m["confused_pairs"]:
-            lines += ["Most confused: " + ", ".join(f"{c['true']} -> {c['predicted']} ({c['count']})" for c in m["confused_pairs"]), ""]
+            lines += [_confused(m["confused_pairs"]), ""]
         lines += [f"![confusion {name}](figures/confusion-{name}.png)", ""]
         if (out / "figures" / f"curves-{name}.png").exists():
             lines += [f"![curves {name}](figures/curves-{name}.png)", ""]
@@ -436,7 +440,7 @@ def context(data: dict, out: Path) -> str:
             f"{100 * vs['top1_diff']:+.1f} points ({_ci(vs['diff_ci95'], signed=True)} over speakers; McNemar p = {vs['mcnemar_p']:.2g}).",
         ]
     if data.get("confused_pairs"):
-        lines += ["", "Most confused: " + ", ".join(f"{c['true']} -> {c['predicted']} ({c['count']})" for c in data["confused_pairs"])]
+        lines += ["", _confused(data["confused_pairs"])]
     return "\n".join(lines) + "\n"
 
 

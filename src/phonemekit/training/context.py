@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
 
 from phonemekit.align.dataset import alignments
 from phonemekit.config import ModelConfig
@@ -31,7 +32,7 @@ from phonemekit.data.segments import segment_row
 from phonemekit.errors import ConfigError, DataError
 from phonemekit.evaluation.metrics import metrics
 from phonemekit.evaluation.predict import Predictions
-from phonemekit.fileio import ensure_folder, read_json, write_json
+from phonemekit.fileio import ensure_folder, read_json, write_bytes, write_json
 from phonemekit.models.encoders import frozen_encoder
 from phonemekit.models.tagger import POSITION_FEATURES, PhoneTagger, TaggerConfig
 from phonemekit.training.experiment import make_split
@@ -115,16 +116,13 @@ def sentences(data: Path, manifest: Manifest, cfg: ModelConfig, cache_root, *, d
 
 
 def _batch(items: list[Sentence]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(phones, positions, lengths, targets) padded to the longest sentence; padded targets are -1 (none)."""
+
+    def pad(arrays: list[np.ndarray], value: float = 0) -> torch.Tensor:
+        return pad_sequence([torch.from_numpy(a) for a in arrays], batch_first=True, padding_value=value)
+
     lengths = torch.tensor([len(s.targets) for s in items])
-    n, p = len(items), int(lengths.max())
-    x = torch.zeros(n, p, *items[0].phones.shape[1:])
-    pos = torch.zeros(n, p, POSITION_FEATURES)
-    y = torch.full((n, p), -1, dtype=torch.long)
-    for k, s in enumerate(items):
-        x[k, : len(s.targets)] = torch.from_numpy(s.phones.astype(np.float32))
-        pos[k, : len(s.targets)] = torch.from_numpy(s.positions)
-        y[k, : len(s.targets)] = torch.from_numpy(s.targets)
-    return x, pos, lengths, y
+    return pad([s.phones.astype(np.float32) for s in items]), pad([s.positions for s in items]), lengths, pad([s.targets for s in items], -1)
 
 
 @torch.no_grad()
@@ -208,7 +206,7 @@ def train_tagger(data: Path, manifest: Manifest, encoder_cfg: ModelConfig, out: 
     validation speakers, test on the test speakers: the report's section
     (figures per group with intervals over speakers) and the test predictions.
     The weights and settings go into `out`."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     t0 = time.perf_counter()
     items, skipped = sentences(data, manifest, encoder_cfg, cache_root, device=device, progress=progress)
@@ -221,8 +219,8 @@ def train_tagger(data: Path, manifest: Manifest, encoder_cfg: ModelConfig, out: 
     preds = predictions(model, parts["test"], manifest.labels)
     m = metrics(preds, manifest.groups)
     ensure_folder(out)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / WEIGHTS))
     write_json(out / CONFIG, {"tagger": cfg.to_dict(), "encoder": dataclasses.asdict(encoder_cfg.encoder), "labels": manifest.labels, "history": history})
+    write_bytes(out / WEIGHTS, save({k: v.contiguous() for k, v in model.state_dict().items()}))  # atomic, and last: the step's output
     section = {
         "model": "phone tagger over the sentence (BiLSTM over every aligned phone's pooled frames and its place in its word)",
         "encoder": {"family": encoder_cfg.encoder.family, "source": encoder_cfg.encoder.source, "layer": encoder_cfg.encoder.layer},
